@@ -1,0 +1,1 @@
+"""embedder: per-date Sentinel-1 + Sentinel-2 embeddings."""

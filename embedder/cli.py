@@ -1,0 +1,47 @@
+"""The ``embedder`` command line.
+
+Each sub-command lives beside the code it drives: the table below maps a command name to
+``"module:function"``, where ``function(argv: list[str]) -> int`` builds its own ``argparse`` parser.
+Modules are imported only when their command runs, so ``embedder --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+__all__ = ["COMMANDS", "main"]
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: ("module:function", one-line help)
+    "sample-region": ("embedder.sample:cli_main", "write the synthetic sample region (COGs + STAC)"),
+    "cube": ("embedder.data.cubes:cli_main", "load one tile's S1+S2 cube from a catalog, print a summary"),
+    "shards": ("embedder.data.shards:cli_main", "build training shards for one cube, or inspect shards"),
+}
+
+
+def _usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = ["usage: embedder COMMAND [options]   (embedder COMMAND --help for a command's options)", ""]
+    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in sorted(COMMANDS.items())]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``embedder COMMAND ...``; returns the process exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"embedder: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    target, _ = COMMANDS[name]
+    module_name, func_name = target.split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    return int(func(rest) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data layer: STAC search, cubes, patches and training shards."""

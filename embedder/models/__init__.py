@@ -1,0 +1,1 @@
+"""Models: blocks, modality autoencoders and the fusion model."""

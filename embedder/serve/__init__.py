@@ -1,0 +1,1 @@
+"""Serving embedding stores: Python API, HTTP service and web map."""

@@ -1,0 +1,1 @@
+"""Thin Ray shells around the embedder library (training, shard building, inference)."""
