@@ -1,0 +1,241 @@
+"""Embedding a tile: windows, gap filling, and the predictor (../shared/SPEC.md section 7).
+
+For each interior pixel and each usable S2 date ``t`` inside the period, the model sees the 15 x 15
+window centred on the pixel over the 11 consecutive usable dates centred on ``t``. A tile's cube is
+therefore read with a 7 px spatial halo and with enough days around the period for 5 usable dates of
+temporal halo on each side (:func:`temporal_halo_days` gives a generous read margin).
+
+Choices, stated once here:
+
+* **Usable at inference**: at least ``sensors.S2.min_valid_infer`` (3.5 %) of the *interior* pixels have
+  all 10 bands valid (SPEC 2).
+* **Targets**: usable dates inside [start, end] with 5 usable dates before and after in the cube. A date
+  of the period without that context (only at the very start or end of the archive) is not embedded;
+  it is counted in :attr:`WindowPlan.skipped_context`.
+* **200-day rule**: a window whose 10 gaps sum to ``MAX_GAP_SUM_DAYS`` or more gets 1-day steps
+  instead, and its embeddings carry the ``FLAG_GAP_RULE`` bit (SPEC 7). The same applies to S1 gaps.
+* **Gap filling** (a deliberate deviation, documented in docs/design.md): training fills a patch's
+  missing values with the patch mean (SPEC 2). At inference the fill must not depend on which 11-date
+  window a frame sits in, or the frame encodings could not be computed once and reused (the exact fast
+  path). So each pixel's missing values are filled *before* windowing, by linear interpolation in time
+  between its nearest valid observations on the usable-date axis (nearest value at the ends); a pixel
+  with no valid value at all takes the date's interior mean of that band, else 0. Each embedding's
+  flags say whether its own centre pixel-date was observed or filled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from embedder.sensors import MAX_GAP_SUM_DAYS, PRIMARY_SENSOR, S1, WINDOW_DATES, WINDOW_PX
+
+__all__ = [
+    "FLAG_CENTRE_FILLED",
+    "FLAG_GAP_RULE",
+    "FLAG_S1_FILLED",
+    "FLAG_S1_MISSING",
+    "FLAG_VALID",
+    "HALO_DATES",
+    "HALO_PX",
+    "TileInputs",
+    "WindowPlan",
+    "fill_in_time",
+    "plan_windows",
+    "prepare_tile",
+    "temporal_halo_days",
+]
+
+HALO_PX: int = WINDOW_PX // 2
+"""Spatial halo read around a tile (7 px)."""
+HALO_DATES: int = WINDOW_DATES // 2
+"""Usable dates needed on each side of a target date (5)."""
+
+FLAG_VALID = np.uint8(1)
+"""Bit 0: an embedding was computed for this pixel-date."""
+FLAG_CENTRE_FILLED = np.uint8(2)
+"""Bit 1: the pixel's own S2 value at this date was missing (cloud/no data) and gap-filled."""
+FLAG_GAP_RULE = np.uint8(4)
+"""Bit 2: the window's gaps summed to >= 200 days and were replaced by 1-day steps (SPEC 7)."""
+FLAG_S1_FILLED = np.uint8(8)
+"""Bit 3: the pixel's matched S1 value at this date was missing and gap-filled."""
+FLAG_S1_MISSING = np.uint8(16)
+"""Bit 4: no S1 acquisition matched this date (S1 input entirely filled)."""
+
+_NS_PER_DAY = np.int64(86_400_000_000_000)
+
+
+def temporal_halo_days(*, revisit_days: float = 5.0, cloudy_share: float = 0.7) -> int:
+    """Days to read on each side of a period so that 5 usable dates are very likely inside the read.
+
+    With a revisit of ``revisit_days`` and a share ``cloudy_share`` of dates unusable, 5 usable dates take
+    about ``5 * revisit / (1 - cloudy_share)`` days; twice that is read. Dates outside the period are only
+    used as context, never embedded.
+    """
+    return int(np.ceil(2 * HALO_DATES * revisit_days / max(1e-3, 1.0 - cloudy_share)))
+
+
+def _days(times: np.ndarray) -> np.ndarray:
+    """datetime64 -> whole days since 1970-01-01 (int64)."""
+    return np.asarray(times).astype("datetime64[D]").astype(np.int64)
+
+
+def fill_in_time(values: np.ndarray) -> np.ndarray:
+    """Fill NaNs of ``[T, C, H, W]`` by linear interpolation along T per (c, y, x); ends take the nearest.
+
+    Series without any valid value stay NaN. Pure numpy, vectorised over pixels.
+    """
+    t = values.shape[0]
+    flat = values.reshape(t, -1)  # [T, P]
+    valid = np.isfinite(flat)
+    idx = np.arange(t)[:, None]  # [T, 1]
+    big = np.int64(t)
+    # index of the previous / next valid observation for every (t, p)
+    prev = np.where(valid, idx, -1)
+    prev = np.maximum.accumulate(prev, axis=0)  # [T, P]
+    nxt = np.where(valid, idx, big)
+    nxt = np.minimum.accumulate(nxt[::-1], axis=0)[::-1]  # [T, P]
+    has_prev, has_next = prev >= 0, nxt < big
+    cols = np.arange(flat.shape[1])[None, :]
+    v_prev = np.where(has_prev, flat[np.clip(prev, 0, t - 1), cols], np.nan)
+    v_next = np.where(has_next, flat[np.clip(nxt, 0, t - 1), cols], np.nan)
+    span = np.maximum(nxt - prev, 1)
+    w_next = np.where(has_prev & has_next, (idx - prev) / span, 0.0)
+    interp = np.where(
+        has_prev & has_next,
+        v_prev * (1.0 - w_next) + v_next * w_next,
+        np.where(has_prev, v_prev, v_next),
+    )
+    out = np.where(valid, flat, interp)
+    return out.reshape(values.shape).astype(values.dtype, copy=False)
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Which dates a tile embeds and with which 11-date windows (indices into the usable dates)."""
+
+    usable: np.ndarray
+    """``[U]`` cube time index of each inference-usable date."""
+    targets: np.ndarray
+    """``[K]`` position in :attr:`usable` of each date to embed (inside the period, with context)."""
+    windows: np.ndarray
+    """``[K, 11]`` positions in :attr:`usable` of each target's window (target at index 5)."""
+    s2_gaps: np.ndarray
+    """``[K, 10]`` float32 S2 day gaps after the 200-day rule."""
+    s1_gaps: np.ndarray
+    """``[K, 10]`` float32 S1 day gaps (matched acquisitions) after the 200-day rule."""
+    s1_delta_days: np.ndarray
+    """``[K]`` float32 abs(S1 - S2) days at the centre frame (0 where no S1 matched)."""
+    gap_rule: np.ndarray
+    """``[K]`` bool: the 200-day rule replaced this window's gaps."""
+    skipped_context: int
+    """Usable dates inside the period not embedded for lack of 5 usable dates on a side."""
+
+
+def _gap_rule(gaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Apply SPEC 7: windows whose gaps sum to >= MAX_GAP_SUM_DAYS get 1-day steps."""
+    hit = gaps.sum(axis=1) >= MAX_GAP_SUM_DAYS  # [K]
+    out = np.where(hit[:, None], 1.0, gaps).astype(np.float32)
+    return out, hit
+
+
+def plan_windows(
+    cube: xr.Dataset, *, start: np.datetime64 | str, end: np.datetime64 | str, halo_px: int = HALO_PX
+) -> WindowPlan:
+    """Plan the target dates and windows of a tile cube whose interior lies ``halo_px`` inside its edge."""
+    s2 = cube["s2"].values  # [T, C, H, W]
+    interior = s2[:, :, halo_px : s2.shape[2] - halo_px, halo_px : s2.shape[3] - halo_px]
+    all_valid = np.isfinite(interior).all(axis=1)  # [T, h, w]
+    share = all_valid.reshape(all_valid.shape[0], -1).mean(axis=1)  # [T]
+    usable = np.flatnonzero(share >= PRIMARY_SENSOR.min_valid_infer)  # [U]
+    s2_day = _days(cube["time"].values)  # [T]
+    s1_time = cube["s1_time"].values
+    s1_day = np.where(np.isnat(s1_time), s2_day, _days(s1_time))  # [T]
+    lo, hi = _days(np.datetime64(start, "D")), _days(np.datetime64(end, "D"))
+    in_period = (s2_day[usable] >= lo) & (s2_day[usable] <= hi)  # [U]
+    pos = np.arange(len(usable))
+    has_context = (pos >= HALO_DATES) & (pos + HALO_DATES < len(usable))
+    targets = np.flatnonzero(in_period & has_context)  # [K]
+    windows = targets[:, None] + np.arange(-HALO_DATES, HALO_DATES + 1)[None, :]  # [K, 11]
+    frames = usable[windows] if len(targets) else np.zeros((0, WINDOW_DATES), np.int64)
+    s2_gaps, rule2 = _gap_rule(np.diff(s2_day[frames], axis=1).astype(np.float32))
+    s1_days = np.maximum.accumulate(s1_day[frames], axis=1) if len(targets) else frames
+    s1_gaps, rule1 = _gap_rule(np.diff(s1_days, axis=1).astype(np.float32))
+    centre = frames[:, HALO_DATES] if len(targets) else np.zeros(0, np.int64)
+    delta = np.abs(s1_day[centre] - s2_day[centre]).astype(np.float32)
+    return WindowPlan(
+        usable=usable,
+        targets=targets,
+        windows=windows.astype(np.int64),
+        s2_gaps=s2_gaps,
+        s1_gaps=s1_gaps,
+        s1_delta_days=delta,
+        gap_rule=rule2 | rule1,
+        skipped_context=int((in_period & ~has_context).sum()),
+    )
+
+
+@dataclass(frozen=True)
+class TileInputs:
+    """A tile ready for the model: gap-filled usable frames, the window plan, and per-target flags."""
+
+    frames: dict[str, np.ndarray]
+    """Per sensor ``[U, C, H, W]`` float32, gap-filled, on the usable dates (halo included)."""
+    plan: WindowPlan
+    """Targets and windows."""
+    flags: np.ndarray
+    """``[K, h, w]`` uint8 quality flags of each target's interior pixels (``FLAG_*`` bits)."""
+    dates: np.ndarray
+    """``[K]`` datetime64[D] of the targets."""
+    halo_px: int
+    """Spatial halo around the interior."""
+
+    @property
+    def interior_shape(self) -> tuple[int, int]:
+        """``(h, w)`` of the interior (the pixels that get embeddings)."""
+        return int(self.flags.shape[1]), int(self.flags.shape[2])
+
+
+def _fill_sensor(values: np.ndarray, halo_px: int) -> np.ndarray:
+    """Time-interpolate, then the date's interior band mean, then 0 (see the module docstring)."""
+    filled = fill_in_time(values)  # [U, C, H, W]
+    if np.isnan(filled).any():
+        h, w = filled.shape[2:]
+        interior = values[:, :, halo_px : h - halo_px, halo_px : w - halo_px]
+        with np.errstate(invalid="ignore"):
+            counts = np.isfinite(interior).sum(axis=(2, 3))  # [U, C]
+            sums = np.nansum(interior, axis=(2, 3))
+            means = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0).astype(np.float32)
+        filled = np.where(np.isnan(filled), means[:, :, None, None], filled)
+    return filled.astype(np.float32)
+
+
+def prepare_tile(
+    cube: xr.Dataset, *, start: np.datetime64 | str, end: np.datetime64 | str, halo_px: int = HALO_PX
+) -> TileInputs:
+    """Plan a tile cube's windows and gap-fill its usable frames for the model."""
+    plan = plan_windows(cube, start=start, end=end, halo_px=halo_px)
+    sensors = {PRIMARY_SENSOR.name: cube[PRIMARY_SENSOR.name].values, S1.name: cube[S1.name].values}
+    frames: dict[str, np.ndarray] = {}
+    raw: dict[str, np.ndarray] = {}
+    for name, values in sensors.items():
+        usable_values = values[plan.usable].astype(np.float32)  # [U, C, H, W]
+        raw[name] = usable_values
+        frames[name] = _fill_sensor(usable_values, halo_px)
+    h, w = frames[PRIMARY_SENSOR.name].shape[2:]
+    k = len(plan.targets)
+    inner = (slice(halo_px, h - halo_px), slice(halo_px, w - halo_px))
+    flags = np.zeros((k, h - 2 * halo_px, w - 2 * halo_px), dtype=np.uint8)
+    if k:
+        flags |= FLAG_VALID
+        centre_raw = raw[PRIMARY_SENSOR.name][plan.targets][:, :, inner[0], inner[1]]  # [K, C, h, w]
+        flags[~np.isfinite(centre_raw).all(axis=1)] |= FLAG_CENTRE_FILLED
+        s1_raw = raw[S1.name][plan.targets][:, :, inner[0], inner[1]]
+        flags[~np.isfinite(s1_raw).all(axis=1)] |= FLAG_S1_FILLED
+        flags[plan.gap_rule] |= FLAG_GAP_RULE
+        s1_time = cube["s1_time"].values[plan.usable[plan.targets]]
+        flags[np.isnat(s1_time)] |= FLAG_S1_MISSING
+    dates = cube["time"].values[plan.usable[plan.targets]].astype("datetime64[D]")
+    return TileInputs(frames=frames, plan=plan, flags=flags, dates=dates, halo_px=halo_px)
