@@ -153,7 +153,7 @@ def plan_windows(
     s2_day = _days(cube["time"].values)  # [T]
     s1_time = cube["s1_time"].values
     s1_day = np.where(np.isnat(s1_time), s2_day, _days(s1_time))  # [T]
-    lo, hi = _days(np.datetime64(start, "D")), _days(np.datetime64(end, "D"))
+    lo, hi = _days(np.asarray(start, dtype="datetime64[D]")), _days(np.asarray(end, dtype="datetime64[D]"))
     in_period = (s2_day[usable] >= lo) & (s2_day[usable] <= hi)  # [U]
     pos = np.arange(len(usable))
     has_context = (pos >= HALO_DATES) & (pos + HALO_DATES < len(usable))
