@@ -25,12 +25,15 @@ Choices, stated once here:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import torch
 import xarray as xr
 
-from embedder.sensors import MAX_GAP_SUM_DAYS, PRIMARY_SENSOR, S1, WINDOW_DATES, WINDOW_PX
+from embedder.sensors import EMBEDDING_DIM, MAX_GAP_SUM_DAYS, PRIMARY_SENSOR, S1, WINDOW_DATES, WINDOW_PX
 
 __all__ = [
     "FLAG_CENTRE_FILLED",
@@ -40,6 +43,7 @@ __all__ = [
     "FLAG_VALID",
     "HALO_DATES",
     "HALO_PX",
+    "Predictor",
     "TileInputs",
     "WindowPlan",
     "fill_in_time",
@@ -239,3 +243,140 @@ def prepare_tile(
         flags[np.isnat(s1_time)] |= FLAG_S1_MISSING
     dates = cube["time"].values[plan.usable[plan.targets]].astype("datetime64[D]")
     return TileInputs(frames=frames, plan=plan, flags=flags, dates=dates, halo_px=halo_px)
+
+
+# --------------------------------------------------------------------------------------------------
+# The predictor
+# --------------------------------------------------------------------------------------------------
+
+
+def _frame_windows(values: np.ndarray, halo_px: int) -> np.ndarray:
+    """All 15 x 15 windows around interior pixels of one date: ``[C, H, W] -> [h*w, C, 15, 15]`` (a view-copy)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    c = values.shape[0]
+    size = 2 * halo_px + 1
+    win = sliding_window_view(values, (size, size), axis=(1, 2))  # [C, h, w, 15, 15]
+    return np.ascontiguousarray(win.transpose(1, 2, 0, 3, 4)).reshape(-1, c, size, size)
+
+
+class Predictor:
+    """Loads a fusion model once and embeds tiles (the Ray Data actor wraps one of these).
+
+    Args:
+        model: a trained :class:`~embedder.models.fusion.FusionModel` (put in eval mode here).
+        device: torch device string; ``"cuda"`` on GPU actors.
+        pixel_batch: pixels per forward pass (tune to device memory).
+        bf16: run the convolutional encoders under bfloat16 autocast (GPU option; off = exact fp32).
+        channels_last: use channels-last memory format for the convolutions (GPU option).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        device: str = "cpu",
+        pixel_batch: int = 2048,
+        bf16: bool = False,
+        channels_last: bool = False,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.pixel_batch = int(pixel_batch)
+        self.bf16 = bf16
+        self.channels_last = channels_last
+        self.names: tuple[str, ...] = tuple(self.model.names)  # type: ignore[arg-type]
+        self.delta_keys: tuple[str, ...] = tuple(self.model.delta_keys)  # type: ignore[arg-type]
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    # -- pieces ------------------------------------------------------------------------------------
+    def _autocast(self) -> Any:
+        if self.bf16:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _encode_frames(self, name: str, frames: np.ndarray) -> torch.Tensor:
+        """``[N, C, 15, 15]`` numpy -> tokens ``[N, d_model]`` float32 on the device, in pixel batches."""
+        ae = self.model.autoencoders[name]  # type: ignore[index]
+        out = []
+        for lo in range(0, len(frames), self.pixel_batch):
+            x = torch.from_numpy(frames[lo : lo + self.pixel_batch]).to(self.device)  # [n, C, 15, 15]
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                out.append(ae.encode_frames(x).float())  # [n, d_model]
+        return torch.cat(out)
+
+    def _fuse(self, z: dict[str, torch.Tensor], delta_days: float) -> torch.Tensor:
+        n = next(iter(z.values())).shape[0]
+        deltas = {k: torch.full((n,), float(delta_days), device=self.device) for k in self.delta_keys}
+        return self.model.fuse(z, deltas)  # type: ignore[operator,no-any-return]
+
+    def _gaps(self, tile: TileInputs, name: str, k: int, n: int) -> torch.Tensor:
+        gaps = tile.plan.s2_gaps[k] if name == PRIMARY_SENSOR.name else tile.plan.s1_gaps[k]
+        return torch.from_numpy(np.ascontiguousarray(gaps)).to(self.device).expand(n, -1)  # [n, 10]
+
+    # -- the two paths -----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def embed_tile(self, tile: TileInputs, *, method: str = "fast") -> np.ndarray:
+        """Embeddings ``[K, 7, h, w]`` float32 of a prepared tile (``method`` "fast" or "naive").
+
+        "fast" encodes each (pixel, date) frame once and reuses it in the 11 windows it belongs to;
+        "naive" re-encodes every window from its pixels, as the reference does. Both give the same
+        numbers (to float rounding).
+        """
+        if method not in ("fast", "naive"):
+            raise ValueError(f"method {method!r} must be 'fast' or 'naive'")
+        h, w = tile.interior_shape
+        k_total = len(tile.plan.targets)
+        out = np.zeros((k_total, EMBEDDING_DIM, h, w), dtype=np.float32)
+        if k_total == 0:
+            return out
+        if method == "naive":
+            self._embed_naive(tile, out)
+        else:
+            self._embed_fast(tile, out)
+        return out
+
+    def _embed_fast(self, tile: TileInputs, out: np.ndarray) -> None:
+        h, w = tile.interior_shape
+        cache: dict[tuple[str, int], torch.Tensor] = {}
+        for k in range(len(tile.plan.targets)):
+            window = tile.plan.windows[k]  # [11] usable positions
+            for key in [key for key in cache if key[1] < window[0]]:
+                del cache[key]  # frames no later window needs (windows move forward in time)
+            z: dict[str, torch.Tensor] = {}
+            for name in self.names:
+                for u in window:
+                    if (name, int(u)) not in cache:
+                        frames = _frame_windows(tile.frames[name][u], tile.halo_px)  # [h*w, C, 15, 15]
+                        cache[(name, int(u))] = self._encode_frames(name, frames)  # [h*w, d]
+                tokens = torch.stack([cache[(name, int(u))] for u in window], dim=1)  # [h*w, 11, d]
+                ae = self.model.autoencoders[name]  # type: ignore[index]
+                parts = []
+                for lo in range(0, h * w, self.pixel_batch):
+                    t = tokens[lo : lo + self.pixel_batch]  # [n, 11, d]
+                    parts.append(ae.encode_tokens(t, self._gaps(tile, name, k, t.shape[0])))  # [n, D]
+                z[name] = torch.cat(parts)  # [h*w, D]
+            emb = self._fuse(z, float(tile.plan.s1_delta_days[k]))  # [h*w, 7]
+            out[k] = emb.float().cpu().numpy().T.reshape(EMBEDDING_DIM, h, w)
+
+    def _embed_naive(self, tile: TileInputs, out: np.ndarray) -> None:
+        h, w = tile.interior_shape
+        for k in range(len(tile.plan.targets)):
+            window = tile.plan.windows[k]
+            wins = {
+                name: np.stack([_frame_windows(tile.frames[name][u], tile.halo_px) for u in window], axis=1)
+                for name in self.names
+            }  # {name: [h*w, 11, C, 15, 15]}
+            embs = []
+            for lo in range(0, h * w, self.pixel_batch):
+                z = {}
+                for name in self.names:
+                    x = torch.from_numpy(wins[name][lo : lo + self.pixel_batch]).to(self.device)
+                    ae = self.model.autoencoders[name]  # type: ignore[index]
+                    with self._autocast():
+                        z[name] = ae.encode(x, self._gaps(tile, name, k, x.shape[0])).float()  # [n, D]
+                embs.append(self._fuse(z, float(tile.plan.s1_delta_days[k])))  # [n, 7]
+            out[k] = torch.cat(embs).float().cpu().numpy().T.reshape(EMBEDDING_DIM, h, w)

@@ -90,3 +90,52 @@ def test_s1_missing_is_flagged_and_filled() -> None:
     tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
     assert (tile.flags & FLAG_S1_MISSING).all()
     assert np.isfinite(tile.frames["s1"]).all()
+
+
+def _small_fusion(seed: int = 0):
+    import torch
+
+    from embedder.config import FusionConfig, ModelConfig
+    from embedder.models.fusion import FusionModel
+    from embedder.models.modality import ModalityAutoencoder
+    from embedder.sensors import S1, S2
+
+    torch.manual_seed(seed)
+    aes = {s.name: ModalityAutoencoder(s, cfg=ModelConfig.small()) for s in (S1, S2)}
+    return FusionModel(aes, cfg=FusionConfig.small()).eval()
+
+
+def test_fast_path_equals_naive_path() -> None:
+    from embedder.inference import Predictor
+
+    cube = make_test_cube(7, size_px=19, n_dates=14, cloud_frac=0.3)
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
+    assert len(tile.plan.targets) >= 2
+    pred = Predictor(_small_fusion(), pixel_batch=10)  # odd batch: batch composition must not matter
+    fast = pred.embed_tile(tile, method="fast")
+    naive = pred.embed_tile(tile, method="naive")
+    assert fast.shape == (len(tile.plan.targets), 7, 5, 5)
+    assert np.isfinite(fast).all() and (fast >= 0).all()
+    np.testing.assert_allclose(fast, naive, atol=1e-5, rtol=0)
+
+
+def test_tile_edge_embedding_equals_single_window() -> None:
+    import torch
+
+    from embedder.inference import Predictor
+
+    cube = make_test_cube(8, size_px=17, n_dates=16, cloud_frac=0.2)
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
+    model = _small_fusion(1)
+    emb = Predictor(model).embed_tile(tile)  # interior is 3 x 3
+    k, row, col = 0, 2, 0  # an interior edge pixel: its window reaches into the halo
+    win = tile.plan.windows[k]
+    batch = {}
+    for name, gaps in (("s2", tile.plan.s2_gaps[k]), ("s1", tile.plan.s1_gaps[k])):
+        x = tile.frames[name][win][:, :, row : row + 15, col : col + 15]  # [11, C, 15, 15]
+        batch[name] = torch.from_numpy(x[None].copy())
+        batch[f"{name}_gaps"] = torch.from_numpy(gaps[None].copy())
+    batch["s1_delta_days"] = torch.tensor([float(tile.plan.s1_delta_days[k])])
+    with torch.inference_mode():
+        ref = model.embed(batch)[0].numpy()
+    np.testing.assert_allclose(emb[k, :, row, col], ref, atol=1e-5)
