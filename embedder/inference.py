@@ -26,6 +26,7 @@ Choices, stated once here:
 from __future__ import annotations
 
 import contextlib
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,8 @@ import numpy as np
 import torch
 import xarray as xr
 
+from embedder.models.fusion import FusionModel
+from embedder.models.modality import ModalityAutoencoder
 from embedder.sensors import EMBEDDING_DIM, MAX_GAP_SUM_DAYS, PRIMARY_SENSOR, S1, WINDOW_DATES, WINDOW_PX
 
 __all__ = [
@@ -269,11 +272,12 @@ class Predictor:
         pixel_batch: pixels per forward pass (tune to device memory).
         bf16: run the convolutional encoders under bfloat16 autocast (GPU option; off = exact fp32).
         channels_last: use channels-last memory format for the convolutions (GPU option).
+
     """
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: FusionModel,
         *,
         device: str = "cpu",
         pixel_batch: int = 2048,
@@ -281,16 +285,19 @@ class Predictor:
         channels_last: bool = False,
     ) -> None:
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.model: FusionModel = model.to(self.device).eval()
         self.pixel_batch = int(pixel_batch)
         self.bf16 = bf16
         self.channels_last = channels_last
-        self.names: tuple[str, ...] = tuple(self.model.names)  # type: ignore[arg-type]
-        self.delta_keys: tuple[str, ...] = tuple(self.model.delta_keys)  # type: ignore[arg-type]
+        self.names: tuple[str, ...] = self.model.names
+        self.delta_keys: tuple[str, ...] = self.model.delta_keys
         if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     # -- pieces ------------------------------------------------------------------------------------
+    def _ae(self, name: str) -> ModalityAutoencoder:
+        return typing.cast(ModalityAutoencoder, self.model.autoencoders[name])
+
     def _autocast(self) -> Any:
         if self.bf16:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
@@ -298,7 +305,7 @@ class Predictor:
 
     def _encode_frames(self, name: str, frames: np.ndarray) -> torch.Tensor:
         """``[N, C, 15, 15]`` numpy -> tokens ``[N, d_model]`` float32 on the device, in pixel batches."""
-        ae = self.model.autoencoders[name]  # type: ignore[index]
+        ae = self._ae(name)
         out = []
         for lo in range(0, len(frames), self.pixel_batch):
             x = torch.from_numpy(frames[lo : lo + self.pixel_batch]).to(self.device)  # [n, C, 15, 15]
@@ -311,7 +318,7 @@ class Predictor:
     def _fuse(self, z: dict[str, torch.Tensor], delta_days: float) -> torch.Tensor:
         n = next(iter(z.values())).shape[0]
         deltas = {k: torch.full((n,), float(delta_days), device=self.device) for k in self.delta_keys}
-        return self.model.fuse(z, deltas)  # type: ignore[operator,no-any-return]
+        return self.model.fuse(z, deltas)
 
     def _gaps(self, tile: TileInputs, name: str, k: int, n: int) -> torch.Tensor:
         gaps = tile.plan.s2_gaps[k] if name == PRIMARY_SENSOR.name else tile.plan.s1_gaps[k]
@@ -353,7 +360,7 @@ class Predictor:
                         frames = _frame_windows(tile.frames[name][u], tile.halo_px)  # [h*w, C, 15, 15]
                         cache[(name, int(u))] = self._encode_frames(name, frames)  # [h*w, d]
                 tokens = torch.stack([cache[(name, int(u))] for u in window], dim=1)  # [h*w, 11, d]
-                ae = self.model.autoencoders[name]  # type: ignore[index]
+                ae = self._ae(name)
                 parts = []
                 for lo in range(0, h * w, self.pixel_batch):
                     t = tokens[lo : lo + self.pixel_batch]  # [n, 11, d]
@@ -375,7 +382,7 @@ class Predictor:
                 z = {}
                 for name in self.names:
                     x = torch.from_numpy(wins[name][lo : lo + self.pixel_batch]).to(self.device)
-                    ae = self.model.autoencoders[name]  # type: ignore[index]
+                    ae = self._ae(name)
                     with self._autocast():
                         z[name] = ae.encode(x, self._gaps(tile, name, k, x.shape[0])).float()  # [n, D]
                 embs.append(self._fuse(z, float(tile.plan.s1_delta_days[k])))  # [n, 7]
