@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample-region": ("embedder.sample:cli_main", "write the synthetic sample region (COGs + STAC)"),
     "cube": ("embedder.data.cubes:cli_main", "load one tile's S1+S2 cube from a catalog, print a summary"),
     "shards": ("embedder.data.shards:cli_main", "build training shards for one cube, or inspect shards"),
+    "verify": ("embedder.store:cli_verify", "check an embedding store is complete and consistent (exit 0 = OK)"),
+    "secrets-scan": ("embedder.secrets_scan:cli_main", "scan repo, logs and store attributes for secrets"),
+    "curves": ("embedder.curves:cli_main", "plot training curves (SPEC 9) from run dirs' metrics.jsonl to PNG"),
+    "gpp": ("embedder.gpp:cli_main", "evaluate per-date features against flux-tower GPP (SPEC 8)"),
 }
 
 

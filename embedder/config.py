@@ -69,7 +69,9 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}: {value!r}")
-            items = [_check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))]
+            items = [
+                _check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+            ]
         else:
             item_tp = args[0] if args else Any
             items = [_check_type(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
@@ -192,3 +194,789 @@ def config_fingerprint(*cfgs: Any) -> str:
 # ---------------------------------------------------------------------------------------------------
 # Room sections: each room appends its config dataclasses below this line, in its own section.
 # ---------------------------------------------------------------------------------------------------
+
+
+# --- Patches and training shards (embedder/data/patches.py, shards.py, ray_jobs/build_shards.py) ---
+
+from embedder.sensors import MAX_GAP_SUM_DAYS as _MAX_GAP_SUM_DAYS  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchConfig:
+    """How training samples are cut from a cube (../shared/SPEC.md section 2, "Patches").
+
+    The window size (15 x 15 px, 11 frames) is a model fact and lives in :mod:`embedder.sensors`
+    (``WINDOW_PX``, ``WINDOW_DATES``); this config holds the sampling numbers around it.
+    """
+
+    window_dates: int = 20
+    """Consecutive usable S2 dates per training window, from which ``WINDOW_DATES`` are drawn."""
+    temporal_stride: int = 17
+    """Step (in usable S2 dates) between the starts of consecutive training windows."""
+    spatial_stride_px: int = 9
+    """Step in pixels between the centres of neighbouring fused training samples."""
+    max_gap_sum_days: int = _MAX_GAP_SUM_DAYS
+    """A sample is dropped when its 10 gaps sum to this many days or more (sensors.MAX_GAP_SUM_DAYS)."""
+    s1only_window_acquisitions: int = 40
+    """Consecutive S1 acquisitions (S1's own time axis) per S1-only window."""
+    s1only_temporal_stride: int = 40
+    """Step between S1-only window starts. SPEC gives none; non-overlapping windows by default."""
+    s1only_spatial_stride_px: int = 15
+    """Step in pixels between the centres of neighbouring S1-only samples."""
+
+    def __post_init__(self) -> None:
+        from embedder.sensors import WINDOW_DATES
+
+        for name in (
+            "temporal_stride",
+            "spatial_stride_px",
+            "s1only_temporal_stride",
+            "s1only_spatial_stride_px",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"PatchConfig.{name} = {getattr(self, name)} must be at least 1")
+        for name in ("window_dates", "s1only_window_acquisitions"):
+            if getattr(self, name) < WINDOW_DATES:
+                raise ConfigError(
+                    f"PatchConfig.{name} = {getattr(self, name)} is smaller than the {WINDOW_DATES} frames "
+                    f"drawn from each window; use at least {WINDOW_DATES}"
+                )
+        if self.max_gap_sum_days < 1:
+            raise ConfigError(f"PatchConfig.max_gap_sum_days = {self.max_gap_sum_days} must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class CubeSpec:
+    """One training cube (or a scene to be tiled into cubes): a named rectangle on a UTM 10 m grid."""
+
+    name: str
+    """Scene name; cube ids are ``<name>_y<row>_x<col>_<start>_<end>``."""
+    epsg: int
+    """EPSG code of the UTM zone the bounds are in (e.g. 32632)."""
+    bounds: tuple[float, float, float, float]
+    """``(left, bottom, right, top)`` in metres of ``epsg``, multiples of 10 m."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildShardsConfig:
+    """The shard-building job (ray_jobs/build_shards.py): which cubes, from where, to where."""
+
+    catalog: str
+    """STAC catalog: ``planetary-computer``, a STAC API URL or a local ``catalog.json`` path."""
+    shard_root: str
+    """Root URL of the shards (local path, ``file://``, ``memory://``, ``gs://``, ``s3://``)."""
+    start: dt.date
+    """First day of the period of every cube (inclusive)."""
+    end: dt.date
+    """Last day of the period of every cube (inclusive)."""
+    region_manifest: str | None = None
+    """Path of a sample region's ``region.json``; its scenes become cubes (in addition to :attr:`cubes`)."""
+    cubes: tuple[CubeSpec, ...] = ()
+    """Explicit scenes (name, EPSG, bounds), in addition to those of :attr:`region`."""
+    cube_size_px: int = 90
+    """Scenes are tiled into square cubes of this many pixels (SPEC: 90); smaller scenes stay whole."""
+    seed: int = 42
+    """Seed of the random date draws; each cube's draws use (seed, cube id), so re-runs are identical."""
+    kinds: tuple[Literal["fused", "s1only"], ...] = ("fused", "s1only")
+    """Which shard kinds to build per cube."""
+    patches: PatchConfig = dataclasses.field(default_factory=PatchConfig)
+    """Sampling numbers (defaults = SPEC)."""
+    cube: CubeConfig = dataclasses.field(default_factory=lambda: CubeConfig())
+    """How each cube is loaded (S1 matching tolerance, read batching)."""
+    chunk_samples: int = 256
+    """Samples per Zarr chunk in the shards."""
+    max_cubes: int | None = None
+    """Build at most this many cubes (first ones in id order); None = all. Smoke runs use a few."""
+    cpus_per_task: float = 1.0
+    """Ray CPUs reserved by each cube-building task."""
+    storage_options: dict[str, str] = dataclasses.field(default_factory=dict)
+    """fsspec options for the shard root (e.g. ``endpoint_url``, ``token``)."""
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise ConfigError(f"BuildShardsConfig: end {self.end} is before start {self.start}; swap them")
+        if self.cube_size_px < 15:
+            raise ConfigError(
+                f"BuildShardsConfig.cube_size_px = {self.cube_size_px} is below one 15 px window"
+            )
+        if self.region_manifest is None and not self.cubes:
+            raise ConfigError(
+                "BuildShardsConfig: give `region_manifest` (a region.json) or `cubes` (name, epsg, bounds)"
+            )
+        if self.chunk_samples < 1:
+            raise ConfigError(f"BuildShardsConfig.chunk_samples = {self.chunk_samples} must be at least 1")
+        if self.max_cubes is not None and self.max_cubes < 1:
+            raise ConfigError(f"BuildShardsConfig.max_cubes = {self.max_cubes} must be at least 1 (or null)")
+
+
+# --- GPP downstream evaluation (embedder/gpp.py, SPEC.md section 8) --------------------------------
+
+GppModelName = Literal["transformer", "lstm", "linear", "ndvi", "evi", "lue"]
+"""Regressors and baselines :func:`embedder.gpp.evaluate` knows."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GppModelConfig:
+    """Sizes of the GPP regressors: the reference Transformer and the comparison LSTM."""
+
+    d_model: int = 96
+    """Transformer width (reference: 96)."""
+    n_heads: int = 8
+    """Attention heads (reference: 8); must divide ``d_model``."""
+    n_layers: int = 3
+    """Transformer encoder layers (reference: 3)."""
+    ff_dim: int = 1024
+    """Feed-forward width inside each encoder layer (reference: 1024)."""
+    dropout: float = 0.05
+    """Dropout in the encoder layers and between LSTM layers (reference: 0.05)."""
+    lstm_hidden: int = 64
+    """LSTM hidden size (the companion study's comparison model)."""
+    lstm_layers: int = 2
+    """Stacked LSTM layers."""
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ConfigError(
+                f"gpp model: d_model {self.d_model} is not divisible by n_heads {self.n_heads}; "
+                "pick n_heads dividing d_model"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class GppConfig:
+    """Downstream GPP check: QC, windows, split, regressors and training (SPEC.md section 8)."""
+
+    min_qc: float = 0.7
+    """Days are kept when ``NEE_VUT_REF_QC`` (share of measured/good half-hours) is at least this."""
+    clip_quantiles: tuple[float, float] = (0.001, 0.999)
+    """Per-site GPP is clipped (winsorised) to these quantiles after QC, to tame outliers."""
+    window_days: int = 90
+    """Length of a sample: this many consecutive daily feature vectors; target is the last day's GPP."""
+    train_stride_days: int = 10
+    """Spacing of training window end days (reference: 10)."""
+    eval_stride_days: int = 1
+    """Spacing of evaluation/plot window end days (reference plots: 1, i.e. every day with a target)."""
+    split: Literal["temporal", "loso"] = "temporal"
+    """``temporal``: train on windows ending in ``train_years``, evaluate on ``val_years``;
+    ``loso``: leave one site out (train on the others, evaluate on it), years from ``loso_years``."""
+    train_years: tuple[int, ...] = (2017, 2018, 2019)
+    """Years whose windows (by last day) train the temporal split (reference: 2017-2019)."""
+    val_years: tuple[int, ...] = (2020,)
+    """Years whose windows (by last day) evaluate the temporal split (reference: 2020)."""
+    loso_years: tuple[int, ...] = ()
+    """Years used by the leave-one-site-out split; empty means every year with data."""
+    models: tuple[GppModelName, ...] = ("transformer", "lstm", "linear", "ndvi", "evi", "lue")
+    """Models to run; baselines whose inputs are absent (S2 bands for ndvi/evi, forcing for lue) are skipped."""
+    model: GppModelConfig = dataclasses.field(default_factory=GppModelConfig)
+    """Regressor sizes."""
+    lr: float = 1e-4
+    """AdamW learning rate (reference: 1e-4)."""
+    weight_decay: float = 1e-6
+    """AdamW weight decay (reference: 1e-6)."""
+    batch_size: int = 32
+    """Windows per optimiser step."""
+    epochs: int = 30
+    """Passes over the training windows (fixed; no model selection on the evaluation split)."""
+    seed: int = 42
+    """Seed of weight initialisation and batch order."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_qc <= 1.0:
+            raise ConfigError(f"gpp.min_qc {self.min_qc} must lie in [0, 1] (a share of good half-hours)")
+        lo, hi = self.clip_quantiles
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ConfigError(f"gpp.clip_quantiles {self.clip_quantiles} must satisfy 0 <= low < high <= 1")
+        if self.window_days < 2:
+            raise ConfigError(f"gpp.window_days {self.window_days} must be at least 2")
+        for name in ("train_stride_days", "eval_stride_days", "batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"gpp.{name} {getattr(self, name)} must be at least 1")
+        both = sorted(set(self.train_years) & set(self.val_years))
+        if both:
+            raise ConfigError(f"gpp: years {both} are in train_years and val_years; put each in one")
+
+    @classmethod
+    def small(cls, **overrides: Any) -> GppConfig:
+        """A CPU-test preset: tiny regressors, a higher learning rate and few epochs."""
+        base: dict[str, Any] = {
+            "model": GppModelConfig(
+                d_model=16, n_heads=2, n_layers=1, ff_dim=32, lstm_hidden=16, lstm_layers=1
+            ),
+            "lr": 3e-3,
+            "epochs": 8,
+            "batch_size": 64,
+        }
+        base.update(overrides)
+        return cls(**base)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sample region (embedder/sample.py): the synthetic S1 + S2 catalog that is the embedded default.
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SceneSpec:
+    """One square scene of the sample region, on the 10 m grid of its UTM zone."""
+
+    name: str
+    """Short id used in file names, truth folders and ``region.json`` (letters, digits, ``_``, ``-``)."""
+    epsg: int
+    """UTM EPSG code of the scene grid (326xx north, 327xx south); must be the zone of the centre."""
+    lon: float
+    """Longitude of the scene centre, degrees east."""
+    lat: float
+    """Latitude of the scene centre, degrees north."""
+    s2_relative_orbit: int = 22
+    """Sentinel-2 relative orbit of the scene's acquisitions (``sat:relative_orbit``)."""
+    s1_relative_orbits: tuple[int, int] = (15, 66)
+    """Sentinel-1 relative orbits (ascending, descending)."""
+    phenology_shift_days: float = 0.0
+    """Shift of every class's seasonal calendar, days (positive = later, e.g. higher or further north)."""
+    swath_edge_frac: float = 0.15
+    """Share of S2 dates whose swath edge cuts through the scene (a slanted strip of DN 0 / SCL 0)."""
+
+    def __post_init__(self) -> None:
+        if not self.name or not all(ch.isalnum() or ch in "_-" for ch in self.name):
+            raise ConfigError(f"SceneSpec.name {self.name!r} must be non-empty letters, digits, '_' or '-'")
+        if not 0.0 <= self.swath_edge_frac <= 1.0:
+            raise ConfigError(f"SceneSpec.swath_edge_frac={self.swath_edge_frac} must be in [0, 1]")
+
+
+def _default_scenes() -> tuple[SceneSpec, ...]:
+    return (
+        SceneSpec(name="alps_north", epsg=32632, lon=8.5, lat=47.1, s2_relative_orbit=108,
+                  s1_relative_orbits=(15, 66), phenology_shift_days=6.0),
+        SceneSpec(name="ljubljana_basin", epsg=32633, lon=14.5, lat=45.9, s2_relative_orbit=122,
+                  s1_relative_orbits=(73, 22), phenology_shift_days=-4.0),
+    )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleRegionConfig:
+    """The synthetic sample region: scenes, period, cadences, sizes and the weather of the year."""
+
+    scenes: tuple[SceneSpec, ...] = dataclasses.field(default_factory=_default_scenes)
+    """The scenes; at least one. The default has two scenes in two UTM zones (32632, 32633)."""
+    size_px: int = 64
+    """Scene width and height in 10 m pixels (even: the 20 m bands and SCL are ``size_px // 2``)."""
+    start: dt.date = dt.date(2021, 7, 1)
+    """First day of the period (inclusive). The default crosses baseline 04.00 (2022-01-25)."""
+    end: dt.date = dt.date(2022, 6, 30)
+    """Last day of the period (inclusive)."""
+    s2_cadence_days: int = 5
+    """Days between S2 acquisitions of a scene (S2A and S2B alternate)."""
+    s1_cadence_days: int = 12
+    """Days between S1A acquisitions of one orbit direction (S1B adds one in between until it failed)."""
+    s1b_until: dt.date | None = dt.date(2021, 12, 23)
+    """Last day of Sentinel-1B acquisitions (it failed on 2021-12-23); None for no S1B."""
+    seed: int = 0
+    """Seed of everything random; the same config writes byte-identical files."""
+    mean_cloud_cover: float = 0.45
+    """Mean cloud cover share of an S2 date (winter cloudier, summer clearer)."""
+    full_cloud_frac: float = 0.12
+    """Share of S2 dates that are entirely cloudy."""
+    cirrus_frac: float = 0.2
+    """Share of S2 dates (not fully cloudy) with streaks of thin cirrus (SCL 10)."""
+    field_size_px: int = 12
+    """Typical side of an agricultural parcel, 10 m pixels."""
+    reflectance_noise: float = 0.004
+    """Standard deviation of per-pixel reflectance noise (sensor and residual atmosphere)."""
+    s1_looks: float = 4.4
+    """Equivalent number of looks of the S1 RTC speckle (PC's items say 4.4)."""
+    truth_reflectance: bool = False
+    """Also store the clear-sky surface reflectance of every S2 date in the truth (large)."""
+
+    def __post_init__(self) -> None:
+        if not self.scenes:
+            raise ConfigError("SampleRegionConfig.scenes is empty; give at least one SceneSpec")
+        names = [s.name for s in self.scenes]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"SampleRegionConfig.scenes has duplicate names {names}; make them unique")
+        if self.size_px < 8 or self.size_px % 2:
+            raise ConfigError(
+                f"SampleRegionConfig.size_px={self.size_px} must be even and at least 8 (20 m bands halve it)"
+            )
+        if self.end < self.start:
+            raise ConfigError(f"SampleRegionConfig: end {self.end} is before start {self.start}; swap them")
+        for key in ("s2_cadence_days", "s1_cadence_days", "field_size_px"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"SampleRegionConfig.{key}={getattr(self, key)} must be at least 1")
+        for key in ("mean_cloud_cover", "full_cloud_frac", "cirrus_frac"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"SampleRegionConfig.{key}={getattr(self, key)} must be in [0, 1]")
+
+    @classmethod
+    def tiny(cls) -> SampleRegionConfig:
+        """Tests: two 32 px scenes over three months across the baseline 04.00 change, 10-day S2 cadence."""
+        return cls(size_px=32, start=dt.date(2021, 12, 16), end=dt.date(2022, 3, 15), s2_cadence_days=10,
+                   truth_reflectance=True)  # fmt: skip
+
+    @classmethod
+    def small(cls) -> SampleRegionConfig:
+        """The demo default: two 64 px scenes, one year of S2 every 5 days and S1 both directions."""
+        return cls()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cubes (embedder/data/cubes.py)
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class CubeConfig:
+    """How :func:`embedder.data.cubes.load_cube` reads and aligns one S1+S2 cube."""
+
+    s1_max_gap_days: float | None = None
+    """Drop the S1 match of an S2 date when abs(t_S1 - t_S2) exceeds this (None: no limit, as the reference)."""
+    s1_margin_days: int = 36
+    """S1 is read this many days beyond the period on each side, so the centred rolling mean and the
+    nearest-in-time match have neighbours at the period's edges (36 = three 12-day repeat cycles)."""
+    halo_px: int = 0
+    """Spatial halo already included in the geobox; only recorded in the cube's ``halo_px`` attribute."""
+    dates_per_read: int = 8
+    """S2 solar days read per odc-stac call: bounds peak memory to that many days of raw items."""
+    read_threads: int = 2
+    """Threads odc-stac uses to read COG tiles."""
+
+    def __post_init__(self) -> None:
+        if self.s1_max_gap_days is not None and self.s1_max_gap_days < 0:
+            raise ConfigError(f"CubeConfig.s1_max_gap_days={self.s1_max_gap_days} must be >= 0 or null")
+        for key in ("dates_per_read", "read_threads"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"CubeConfig.{key}={getattr(self, key)} must be at least 1")
+        for key in ("s1_margin_days", "halo_px"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"CubeConfig.{key}={getattr(self, key)} must be >= 0")
+
+
+# --- Models and training (embedder/models/, embedder/losses.py, embedder/training.py) ---
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Size of one modality autoencoder (../shared/SPEC.md section 3).
+
+    ``ModelConfig()`` is the paper configuration (about 3.7 M parameters for S2); ``ModelConfig.small()``
+    is a preset of a few tens of thousands of parameters for tests, the demo and CPU runs. Channel
+    count ``C``, bottleneck ``D`` and reduced tokens ``R`` are sensor facts (``embedder.sensors``).
+    """
+
+    d_model: int = 256
+    """Width of one frame token: ``token channels x 4 x 4`` (the 15 px frame is reduced to 4 x 4)."""
+    conv_channels: tuple[int, int, int] = (149, 128, 64)
+    """Channels of the per-frame convolutional stages at 15 x 15, 7 x 7 and 4 x 4 px."""
+    latent_token_dim: int = 16
+    """Width each time token is projected to before the token reduction (Linear d_model -> 16)."""
+    n_layers: int = 3
+    """Transformer layers (one transformer shared by encoder and decoder)."""
+    n_heads: int = 8
+    """Attention heads; must divide :attr:`d_model`."""
+    ff_dim: int = 8
+    """Transformer feed-forward width (8 is a fact of the reference, not a typo)."""
+    dropout: float = 0.25
+    """Transformer dropout."""
+    max_position_days: int = 200
+    """Largest day offset from the first frame; the positional table has this + 1 entries (201)."""
+    cbam_reduction: int = 8
+    """Channel-attention reduction ratio ``r`` of the CBAM blocks (the last encoder block uses 2)."""
+    token_cbam_reduction: int = 2
+    """``r`` of the last encoder block (64 -> token channels), whose attention kernel is 3."""
+    multiscale_kernels: tuple[int, ...] = (3, 7)
+    """Kernel sizes of the parallel convolutions in the multi-scale blocks."""
+    encoder_conv_dropout: float = 0.07
+    """Dropout2d after the two strided convolutions of the frame encoder."""
+    decoder_conv_dropout: float = 0.1
+    """Dropout2d after the two transposed convolutions of the frame decoder."""
+
+    def __post_init__(self) -> None:
+        if self.d_model % 16 != 0 or self.d_model <= 0:
+            raise ConfigError(
+                f"ModelConfig.d_model = {self.d_model} must be a positive multiple of 16 "
+                "(token channels x 4 x 4 px); the paper uses 256"
+            )
+        if self.d_model % self.n_heads != 0:
+            raise ConfigError(
+                f"ModelConfig.n_heads = {self.n_heads} does not divide d_model = {self.d_model}; pick a divisor"
+            )
+        if any(c < 1 for c in self.conv_channels):
+            raise ConfigError(f"ModelConfig.conv_channels = {self.conv_channels} must all be positive")
+        if any(k % 2 != 1 for k in self.multiscale_kernels) or not self.multiscale_kernels:
+            raise ConfigError(
+                f"ModelConfig.multiscale_kernels = {self.multiscale_kernels} must be odd sizes (same padding)"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"ModelConfig.dropout = {self.dropout} must be in [0, 1)")
+        if self.max_position_days < 1:
+            raise ConfigError(f"ModelConfig.max_position_days = {self.max_position_days} must be positive")
+
+    @classmethod
+    def small(cls) -> ModelConfig:
+        """A small preset (a few tens of thousands of parameters) for tests, the demo and CPU runs."""
+        return cls(
+            d_model=32,
+            conv_channels=(8, 8, 8),
+            latent_token_dim=8,
+            n_layers=1,
+            n_heads=2,
+            ff_dim=8,
+            dropout=0.1,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class FusionConfig:
+    """Size and mode of the fusion model (../shared/SPEC.md section 5)."""
+
+    width: int = 128
+    """Width of the two modality tokens and of the fusion transformer."""
+    n_layers: int = 2
+    """Fusion transformer layers (pre-norm)."""
+    n_heads: int = 4
+    """Fusion attention heads; must divide :attr:`width`."""
+    ff_dim: int = 256
+    """Fusion transformer feed-forward width."""
+    dropout: float = 0.1
+    """Fusion transformer dropout."""
+    max_delta_days: int = 350
+    """Largest S1-S2 day offset at the centre frame; the temporal table has this + 1 entries (351)."""
+    freeze_modalities: bool = False
+    """True: the pretrained autoencoders (encoders and decoders) are frozen and kept in eval mode, only
+    the fusion layers train (the paper's description, and the "add a sensor" path). False: everything
+    is fine-tuned (what the reference training runs did)."""
+
+    def __post_init__(self) -> None:
+        if self.width <= 0 or self.width % self.n_heads != 0:
+            raise ConfigError(
+                f"FusionConfig: n_heads = {self.n_heads} must divide width = {self.width} (paper: 4 and 128)"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"FusionConfig.dropout = {self.dropout} must be in [0, 1)")
+        if self.max_delta_days < 1:
+            raise ConfigError(f"FusionConfig.max_delta_days = {self.max_delta_days} must be positive")
+
+    @classmethod
+    def small(cls, *, freeze_modalities: bool = False) -> FusionConfig:
+        """A small preset for tests, the demo and CPU runs."""
+        return cls(width=16, n_layers=1, n_heads=2, ff_dim=32, freeze_modalities=freeze_modalities)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of either stage (../shared/SPEC.md section 6).
+
+    ``TrainConfig()`` is stage 1 of the paper; ``TrainConfig.fusion()`` stage 2; ``TrainConfig.small()``
+    a short CPU preset for tests and the demo.
+    """
+
+    lr: float = 1e-4
+    """AdamW peak learning rate."""
+    weight_decay: float = 1.5e-4
+    """AdamW weight decay."""
+    warmup_steps: int = 35_000
+    """Linear warm-up length in optimiser steps (per step, from ``warmup_start_factor x lr``)."""
+    warmup_start_factor: float = 0.001
+    """Learning-rate factor at step 0 of the warm-up."""
+    plateau_factor: float = 0.35
+    """ReduceLROnPlateau factor, applied per epoch on the validation centre MAE."""
+    plateau_patience: int = 5
+    """Epochs without improvement before the learning rate is reduced."""
+    plateau_min_lr: float = 1.5e-6
+    """Floor of the learning rate (also the plateau's absolute improvement threshold, as in the reference)."""
+    early_stopping_patience: int = 16
+    """Stop after this many epochs without a better validation centre MAE."""
+    max_epochs: int = 500
+    """Upper bound on epochs."""
+    batch_size: int = 16
+    """Samples per batch per device."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value."""
+    seed: int = 42
+    """Seed of torch, numpy and random."""
+    bf16: bool = False
+    """Run forward passes under bfloat16 autocast (GPU option; off on CPU)."""
+    compile: bool = False
+    """Wrap the model in ``torch.compile`` (GPU option; off on CPU)."""
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "grad_clip", "warmup_start_factor", "plateau_factor"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"TrainConfig.{name} = {getattr(self, name)} must be positive")
+        if not self.warmup_start_factor <= 1.0 or not self.plateau_factor < 1.0:
+            raise ConfigError(
+                f"TrainConfig: warmup_start_factor = {self.warmup_start_factor} must be <= 1 and "
+                f"plateau_factor = {self.plateau_factor} must be < 1"
+            )
+        for name in ("warmup_steps", "max_epochs", "batch_size", "early_stopping_patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"TrainConfig.{name} = {getattr(self, name)} must be at least 1")
+
+    @classmethod
+    def fusion(cls) -> TrainConfig:
+        """Stage 2 of the paper: 30,000 warm-up steps, plateau factor 0.3, patience 9, min lr 3.5e-7."""
+        return cls(warmup_steps=30_000, plateau_factor=0.3, plateau_patience=9, plateau_min_lr=3.5e-7)
+
+    @classmethod
+    def small(cls) -> TrainConfig:
+        """A short CPU preset: higher lr, 20 warm-up steps, a few epochs, batch 4."""
+        return cls(
+            lr=1e-3,
+            warmup_steps=20,
+            plateau_patience=2,
+            early_stopping_patience=4,
+            max_epochs=3,
+            batch_size=4,
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Embedding store (embedder/store.py, embedder/grid.py): layout and quantisation; see docs/store.md.
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreConfig:
+    """Layout and encoding of the embedding store; saved in the store's root attributes."""
+
+    tile_px: int = 512
+    """Tile (work unit and spatial shard) side in 10 m pixels; tiles snap to a fixed per-zone grid."""
+    chunk_px: int = 256
+    """Spatial side of an inner chunk (one range read); must divide ``tile_px``."""
+    period_days: int = 366
+    """Work-unit period and time-shard length in days, counted from the store epoch 2015-01-01."""
+    chunk_days: int = 61
+    """Days per inner chunk: a year of one pixel is ``period_days / chunk_days`` (+1) chunk reads."""
+    quant_step: float = 1.0 / 256.0
+    """Quantisation step of the features (uint16, value = code * step): RMS error step/sqrt(12) = 0.0011."""
+    compression_level: int = 5
+    """zstd level inside Blosc (bit-shuffled), 1..9."""
+
+    def __post_init__(self) -> None:
+        for name in ("tile_px", "chunk_px", "period_days", "chunk_days"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"StoreConfig.{name} = {getattr(self, name)} must be positive")
+        if self.tile_px % self.chunk_px:
+            raise ConfigError(f"StoreConfig.chunk_px = {self.chunk_px} must divide tile_px = {self.tile_px}")
+        if self.period_days % self.chunk_days:
+            raise ConfigError(
+                f"StoreConfig.chunk_days = {self.chunk_days} must divide period_days = {self.period_days}"
+            )
+        if not 0 < self.quant_step <= 0.1:
+            raise ConfigError(f"StoreConfig.quant_step = {self.quant_step} must be in (0, 0.1]")
+        if not 1 <= self.compression_level <= 9:
+            raise ConfigError(f"StoreConfig.compression_level = {self.compression_level} must be in 1..9")
+
+
+# --- Ray Train jobs (ray_jobs/train_modality.py, ray_jobs/train_fusion.py) --------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkersConfig:
+    """How a training job runs on the cluster: Ray Train workers, their resources and failure budget."""
+
+    num_workers: int = 1
+    """Data-parallel Ray Train workers (one DDP rank each)."""
+    use_gpu: bool = False
+    """One GPU per worker (DDP backend nccl); False trains on CPU (backend gloo)."""
+    cpus_per_worker: float = 1.0
+    """CPUs reserved by each worker (on a 2-CPU test machine: 1, so that 2 workers fit)."""
+    gpus_per_worker: float = 1.0
+    """GPUs reserved by each worker when :attr:`use_gpu` is set."""
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    """torch.distributed backend; ``auto`` is nccl with GPUs and gloo without."""
+    max_failures: int = 3
+    """Worker failures (lost node, crash) to recover from, each time from the last checkpoint; -1: no limit."""
+    loader_workers: int = 0
+    """DataLoader worker processes per Ray worker (0: load in the training process)."""
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1:
+            raise ConfigError(f"WorkersConfig.num_workers = {self.num_workers} must be at least 1")
+        if self.cpus_per_worker < 0 or self.gpus_per_worker <= 0:
+            raise ConfigError(
+                f"WorkersConfig: cpus_per_worker = {self.cpus_per_worker} must be >= 0 and "
+                f"gpus_per_worker = {self.gpus_per_worker} > 0"
+            )
+        if self.backend == "nccl" and not self.use_gpu:
+            raise ConfigError(
+                "WorkersConfig.backend = 'nccl' needs use_gpu: true; use 'gloo' (or 'auto') on CPU"
+            )
+        if self.max_failures < -1:
+            raise ConfigError(
+                f"WorkersConfig.max_failures = {self.max_failures} must be -1 (no limit) or >= 0"
+            )
+        if self.loader_workers < 0:
+            raise ConfigError(f"WorkersConfig.loader_workers = {self.loader_workers} must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunStorageConfig:
+    """Where a training run keeps its checkpoints, metrics and resolved config (infrastructure, not model).
+
+    The run folder is ``<storage_path>/<name>``; starting a job again with the same folder resumes it.
+    """
+
+    storage_path: str
+    """URL of the folder that holds runs: local path, ``file://``, ``gs://`` or ``s3://``."""
+    name: str
+    """Run folder name; keep it stable to resume a run (Ray Train picks up its checkpoints)."""
+    storage_options: dict[str, str] = dataclasses.field(default_factory=dict)
+    """fsspec options for :attr:`storage_path` (e.g. ``endpoint_url``); credentials come from the environment."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept: the best by validation centre MAE, plus always the latest (for resuming)."""
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"RunStorageConfig.name = {self.name!r} must be a non-empty name without '/'")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(
+                f"RunStorageConfig.keep_checkpoints = {self.keep_checkpoints} must be at least 1"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainModalityJobConfig:
+    """Stage 1 job: one sensor's autoencoder trained alone, data-parallel (ray_jobs/train_modality.py)."""
+
+    sensor: str
+    """Sensor name from ``embedder.sensors.SENSORS`` (``s1`` or ``s2``)."""
+    shard_root: str
+    """Root URL of the training shards (``ray_jobs/build_shards.py``)."""
+    run: RunStorageConfig
+    """Where checkpoints, metrics and the resolved config go."""
+    shard_kind: Literal["fused", "s1only"] = "fused"
+    """Shard kind to train on: ``fused`` windows (S2 dates) or ``s1only`` windows (S1's own time axis)."""
+    shard_storage_options: dict[str, str] = dataclasses.field(default_factory=dict)
+    """fsspec options for :attr:`shard_root`."""
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    """Autoencoder size (paper default)."""
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    """Optimisation (paper stage 1 default)."""
+    workers: WorkersConfig = dataclasses.field(default_factory=WorkersConfig)
+    """Ray Train workers and failure budget."""
+    max_batches_per_epoch: int | None = None
+    """Cap on training batches per worker and epoch (smoke runs, benchmarks); None: the whole split."""
+
+    def __post_init__(self) -> None:
+        from embedder.sensors import SENSORS
+
+        if self.sensor not in SENSORS:
+            raise ConfigError(f"sensor {self.sensor!r} is unknown; use one of {sorted(SENSORS)}")
+        if self.shard_kind == "s1only" and self.sensor != "s1":
+            raise ConfigError(
+                f"shard_kind 's1only' holds only S1 windows but sensor is {self.sensor!r}; use shard_kind 'fused'"
+            )
+        if self.max_batches_per_epoch is not None and self.max_batches_per_epoch < 1:
+            raise ConfigError(
+                f"max_batches_per_epoch = {self.max_batches_per_epoch} must be at least 1 (or null)"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainFusionJobConfig:
+    """Stage 2 job: the fusion model over the best stage-1 autoencoders (ray_jobs/train_fusion.py)."""
+
+    shard_root: str
+    """Root URL of the training shards (fused kind)."""
+    run: RunStorageConfig
+    """Where checkpoints, metrics and the resolved config go."""
+    stage1: dict[str, str]
+    """Per sensor, the stage-1 run folder (its ``best.json`` names the best checkpoint) or checkpoint URL."""
+    stage1_storage_options: dict[str, str] = dataclasses.field(default_factory=dict)
+    """fsspec options for the :attr:`stage1` URLs."""
+    shard_storage_options: dict[str, str] = dataclasses.field(default_factory=dict)
+    """fsspec options for :attr:`shard_root`."""
+    fusion: FusionConfig = dataclasses.field(default_factory=FusionConfig)
+    """Fusion size and ``freeze_modalities`` mode (paper default); autoencoder sizes come from stage 1."""
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig.fusion)
+    """Optimisation (paper stage 2 default)."""
+    workers: WorkersConfig = dataclasses.field(default_factory=WorkersConfig)
+    """Ray Train workers and failure budget."""
+    max_batches_per_epoch: int | None = None
+    """Cap on training batches per worker and epoch (smoke runs, benchmarks); None: the whole split."""
+
+    def __post_init__(self) -> None:
+        from embedder.sensors import FUSION_ORDER
+
+        unknown = sorted(set(self.stage1) - set(FUSION_ORDER))
+        missing = [s for s in FUSION_ORDER if s not in self.stage1]
+        if unknown or missing:
+            raise ConfigError(
+                f"stage1 must name one stage-1 run or checkpoint per sensor {list(FUSION_ORDER)}; "
+                f"unknown {unknown}, missing {missing}"
+            )
+        if self.max_batches_per_epoch is not None and self.max_batches_per_epoch < 1:
+            raise ConfigError(
+                f"max_batches_per_epoch = {self.max_batches_per_epoch} must be at least 1 (or null)"
+            )
+
+
+# --- Continental inference job (ray_jobs/embed.py) ---------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbedJobConfig:
+    """The embedding job: which region and period, from which catalog, with which model, into which store."""
+
+    catalog: str
+    """STAC catalog: ``planetary-computer``, a STAC API URL or a local ``catalog.json`` path."""
+    store: str
+    """Store URL (local path, ``file://``, ``gs://``, ``s3://``); created on the first run, resumed after."""
+    region: str
+    """A named region (``europe``, ``sample``), a bbox ``"lon0,lat0,lon1,lat1"``, a GeoJSON file, or a
+    sample region's ``region.json``."""
+    start: dt.date
+    """First day to embed (inclusive); whole store periods around it are embedded."""
+    end: dt.date
+    """Last day to embed (inclusive)."""
+    checkpoint: str
+    """Fusion (stage-2) checkpoint; its hash is the store's model version (a different model is refused)."""
+    store_layout: StoreConfig | None = None
+    """Store layout (tile size, chunking, quantisation); None = the production default."""
+    halo_px: int = 7
+    """Spatial halo read around each tile (SPEC 7: 7 px for the 15 x 15 window)."""
+    temporal_halo_days: int = 0
+    """Days read before and after each period for the 5-usable-date context; 0 = the default of
+    ``embedder.inference.temporal_halo_days()``."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Torch device of the embedding actors; ``auto`` picks CUDA when the actor has a GPU."""
+    pixel_batch: int = 2048
+    """Pixels per forward pass in an actor (raise on large GPUs)."""
+    bf16: bool = False
+    """bfloat16 autocast for the convolutional encoders (GPU option; off = exact fp32)."""
+    channels_last: bool = False
+    """Channels-last memory format for the convolutions (GPU option)."""
+    min_actors: int = 1
+    """Smallest embedding actor pool (autoscaling lower bound)."""
+    max_actors: int = 1
+    """Largest embedding actor pool (autoscaling upper bound; one per GPU on GPU clusters)."""
+    actor_num_gpus: float = 0.0
+    """GPUs per embedding actor (1 on GPU workers)."""
+    actor_num_cpus: float = 0.5
+    """CPUs per embedding actor: below 1 on small machines so read tasks still get a CPU (STACK.md)."""
+    read_num_cpus: float = 1.0
+    """CPUs per cube-reading task."""
+    write_num_cpus: float = 0.25
+    """CPUs per store-writing task."""
+    max_attempts: int = 2
+    """Passes over failed units within one run (failures stay recorded in the store for later runs)."""
+    storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Non-secret fsspec options for the store (e.g. an emulator's ``endpoint_url``); credentials come
+    from the environment or workload identity, never from this file."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise ConfigError(f"EmbedJobConfig: end {self.end} is before start {self.start}; swap them")
+        if self.min_actors < 1 or self.max_actors < self.min_actors:
+            raise ConfigError(
+                f"EmbedJobConfig: min_actors = {self.min_actors}, max_actors = {self.max_actors}; "
+                "need 1 <= min_actors <= max_actors"
+            )
+        if self.max_attempts < 1:
+            raise ConfigError(f"EmbedJobConfig.max_attempts = {self.max_attempts} must be at least 1")
+        if self.halo_px < 7:
+            raise ConfigError(
+                f"EmbedJobConfig.halo_px = {self.halo_px} must be at least 7 (the 15 px window)"
+            )

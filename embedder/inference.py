@@ -50,6 +50,7 @@ __all__ = [
     "TileInputs",
     "WindowPlan",
     "fill_in_time",
+    "masked_embeddings",
     "plan_windows",
     "prepare_tile",
     "temporal_halo_days",
@@ -95,6 +96,8 @@ def fill_in_time(values: np.ndarray) -> np.ndarray:
     Series without any valid value stay NaN. Pure numpy, vectorised over pixels.
     """
     t = values.shape[0]
+    if t == 0:
+        return values
     flat = values.reshape(t, -1)  # [T, P]
     valid = np.isfinite(flat)
     idx = np.arange(t)[:, None]  # [T, 1]
@@ -204,6 +207,51 @@ class TileInputs:
         """``(h, w)`` of the interior (the pixels that get embeddings)."""
         return int(self.flags.shape[1]), int(self.flags.shape[2])
 
+    def to_row(self) -> dict[str, Any]:
+        """Flat dict of numpy arrays (one Ray Data row); :meth:`from_row` inverts it."""
+        p = self.plan
+        row: dict[str, Any] = {f"frames_{k}": v for k, v in self.frames.items()}
+        row.update(
+            usable=p.usable, targets=p.targets, windows=p.windows, s2_gaps=p.s2_gaps, s1_gaps=p.s1_gaps,
+            s1_delta_days=p.s1_delta_days, gap_rule=p.gap_rule, skipped_context=np.int64(p.skipped_context),
+            flags=self.flags, dates=self.dates.astype(np.int64), halo_px=np.int64(self.halo_px),
+        )  # fmt: skip
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> TileInputs:
+        """Rebuild from :meth:`to_row` output (arrays may arrive as read-only views)."""
+        plan = WindowPlan(
+            usable=np.asarray(row["usable"]),
+            targets=np.asarray(row["targets"]),
+            windows=np.asarray(row["windows"]).reshape(-1, WINDOW_DATES),
+            s2_gaps=np.asarray(row["s2_gaps"], np.float32).reshape(-1, WINDOW_DATES - 1),
+            s1_gaps=np.asarray(row["s1_gaps"], np.float32).reshape(-1, WINDOW_DATES - 1),
+            s1_delta_days=np.asarray(row["s1_delta_days"], np.float32),
+            gap_rule=np.asarray(row["gap_rule"], bool),
+            skipped_context=int(row["skipped_context"]),
+        )
+        frames = {
+            k[len("frames_") :]: np.ascontiguousarray(v, np.float32)
+            for k, v in row.items()
+            if k.startswith("frames_")
+        }
+        return cls(
+            frames=frames,
+            plan=plan,
+            flags=np.asarray(row["flags"], np.uint8),
+            dates=np.asarray(row["dates"]).astype("datetime64[D]"),
+            halo_px=int(row["halo_px"]),
+        )
+
+
+def masked_embeddings(embeddings: np.ndarray, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NaN the embeddings of pixel-dates without ``FLAG_VALID``; returns ``(embeddings, flags)`` for the store."""
+    emb = np.array(embeddings, dtype=np.float32, copy=True)  # [K, 7, h, w]
+    invalid = (np.asarray(flags) & FLAG_VALID) == 0  # [K, h, w]
+    emb[np.broadcast_to(invalid[:, None], emb.shape)] = np.nan
+    return emb, np.where(invalid, np.uint8(0), np.asarray(flags, np.uint8))
+
 
 def _fill_sensor(values: np.ndarray, halo_px: int) -> np.ndarray:
     """Time-interpolate, then the date's interior band mean, then 0 (see the module docstring)."""
@@ -236,7 +284,10 @@ def prepare_tile(
     inner = (slice(halo_px, h - halo_px), slice(halo_px, w - halo_px))
     flags = np.zeros((k, h - 2 * halo_px, w - 2 * halo_px), dtype=np.uint8)
     if k:
-        flags |= FLAG_VALID
+        # a pixel never observed in S2 on any usable date has no embedding (outside the data footprint)
+        s2_inner = raw[PRIMARY_SENSOR.name][:, :, inner[0], inner[1]]  # [U, C, h, w]
+        observed = np.isfinite(s2_inner).all(axis=1).any(axis=0)  # [h, w]
+        flags[:, observed] |= FLAG_VALID
         centre_raw = raw[PRIMARY_SENSOR.name][plan.targets][:, :, inner[0], inner[1]]  # [K, C, h, w]
         flags[~np.isfinite(centre_raw).all(axis=1)] |= FLAG_CENTRE_FILLED
         s1_raw = raw[S1.name][plan.targets][:, :, inner[0], inner[1]]

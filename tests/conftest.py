@@ -10,3 +10,25 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Keep torch and BLAS from oversubscribing the 2 cores when several test processes run.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+# --- object-storage emulators (embedder/testing/objstore.py): a fresh server + bucket per test ---
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def gcs_bucket():
+    """A fake-gcs-server on 127.0.0.1 with one empty bucket: an ``ObjectStoreEmulator`` (url, storage_options, env)."""
+    from embedder.testing.objstore import fake_gcs
+
+    with fake_gcs() as emu:
+        yield emu
+
+
+@pytest.fixture
+def s3_bucket():
+    """A moto S3 server on 127.0.0.1 with one empty bucket: an ``ObjectStoreEmulator`` (url, storage_options, env)."""
+    from embedder.testing.objstore import moto_s3
+
+    with moto_s3() as emu:
+        yield emu

@@ -139,3 +139,23 @@ def test_tile_edge_embedding_equals_single_window() -> None:
     with torch.inference_mode():
         ref = model.embed(batch)[0].numpy()
     np.testing.assert_allclose(emb[k, :, row, col], ref, atol=1e-5)
+
+
+def test_tile_without_usable_dates_has_no_targets() -> None:
+    cube = make_test_cube(9, size_px=17, n_dates=12, unusable_dates=tuple(range(12)))
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
+    assert len(tile.plan.usable) == 0 and len(tile.plan.targets) == 0
+    assert tile.flags.shape == (0, 3, 3)
+
+
+def test_row_round_trip() -> None:
+    from embedder.inference import TileInputs
+
+    cube = make_test_cube(10, size_px=17, n_dates=14)
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
+    back = TileInputs.from_row(tile.to_row())
+    np.testing.assert_array_equal(back.plan.windows, tile.plan.windows)
+    np.testing.assert_array_equal(back.flags, tile.flags)
+    np.testing.assert_array_equal(back.dates, tile.dates)
+    for k in tile.frames:
+        np.testing.assert_array_equal(back.frames[k], tile.frames[k])

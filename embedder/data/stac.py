@@ -1,0 +1,433 @@
+"""The catalog interface: search Sentinel-2 L2A and Sentinel-1 RTC items by bbox and period.
+
+One small protocol, :class:`Catalog`, with three implementations behind :func:`open_catalog`:
+
+* :class:`StacApiCatalog`: a STAC API read through pystac-client (Planetary Computer or any other),
+  searched month by month and page by page, optionally signing asset hrefs with
+  ``planetary_computer.sign_inplace`` (the only network-touching code of the data layer);
+* :class:`LocalCatalog`: a static STAC catalog on disk (the sample region, offline use);
+* :class:`MemoryCatalog`: a list of items in memory (tests, hand-built item sets).
+
+``search`` always yields items sorted by time within each month window and never holds more than one
+month (one page, for the API) of full items at a time, so a continent-wide period streams.
+
+Item helpers used by the cube loader: :func:`s2_scale_offset` (DN -> reflectance from
+``s2:processing_baseline``; Planetary Computer items carry no raster offset), :func:`item_epsg`
+(``proj:code`` or ``proj:epsg``) and :func:`check_item` (required assets present, map grid present).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlparse
+
+import pystac
+
+from embedder.sensors import S2, SensorSpec
+
+__all__ = [
+    "PLANETARY_COMPUTER_URL",
+    "BBox",
+    "BBoxError",
+    "Catalog",
+    "CatalogError",
+    "EmptySearchError",
+    "ItemError",
+    "LocalCatalog",
+    "MemoryCatalog",
+    "MissingAssetError",
+    "NoMapGridError",
+    "PeriodError",
+    "StacApiCatalog",
+    "check_bbox",
+    "check_item",
+    "check_period",
+    "item_epsg",
+    "item_time",
+    "load_item_file",
+    "month_windows",
+    "open_catalog",
+    "s2_baseline",
+    "s2_scale_offset",
+]
+
+PLANETARY_COMPUTER_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
+"""The Planetary Computer STAC API that ``open_catalog("planetary-computer")`` opens."""
+
+BBox = tuple[float, float, float, float]
+"""``(lon_min, lat_min, lon_max, lat_max)`` in degrees (EPSG:4326), the STAC order."""
+
+DateLike = dt.date | dt.datetime | str
+
+
+class CatalogError(ValueError):
+    """A catalog cannot be opened or searched as asked."""
+
+
+class BBoxError(CatalogError):
+    """A bounding box is not ``(lon_min, lat_min, lon_max, lat_max)`` in degrees."""
+
+
+class PeriodError(CatalogError):
+    """A search period is malformed (unparseable date, or end before start)."""
+
+
+class EmptySearchError(CatalogError):
+    """A search that must find items found none (the message names bbox, period and collection)."""
+
+
+class ItemError(CatalogError):
+    """A STAC item cannot be used (missing property, asset or map grid)."""
+
+
+class MissingAssetError(ItemError):
+    """An item lacks an asset the sensor needs (the message names item id and asset key)."""
+
+
+class NoMapGridError(ItemError):
+    """An item has no map grid (e.g. Sentinel-1 GRD in radar geometry): it cannot go onto a 10 m grid."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation of the search arguments
+# --------------------------------------------------------------------------------------------------
+
+
+def check_bbox(bbox: Sequence[float]) -> BBox:
+    """Return ``bbox`` as a float 4-tuple, or raise :class:`BBoxError` naming it and the fix.
+
+    The box must be ``(lon_min, lat_min, lon_max, lat_max)`` in degrees, with min < max, longitudes in
+    [-180, 180] and latitudes in [-90, 90]. Projected coordinates (metres) and swapped corners fail.
+    """
+    hint = "pass (lon_min, lat_min, lon_max, lat_max) in degrees EPSG:4326"
+    try:
+        values = tuple(float(v) for v in bbox)
+    except (TypeError, ValueError):
+        raise BBoxError(f"bbox {bbox!r} is not four numbers; {hint}") from None
+    if len(values) != 4:
+        raise BBoxError(f"bbox {bbox!r} has {len(values)} values, not 4; {hint}")
+    lon0, lat0, lon1, lat1 = values
+    if not all(-180.0 <= v <= 180.0 for v in (lon0, lon1)) or not all(
+        -90.0 <= v <= 90.0 for v in (lat0, lat1)
+    ):
+        raise BBoxError(
+            f"bbox {bbox!r} is out of range (longitude must be in [-180, 180], latitude in [-90, 90]); "
+            f"projected coordinates or lat/lon order are not accepted: {hint}"
+        )
+    if not (lon0 < lon1 and lat0 < lat1):
+        raise BBoxError(f"bbox {bbox!r} has min >= max (corners swapped or not lon/lat order); {hint}")
+    return (lon0, lat0, lon1, lat1)
+
+
+def _as_utc(value: DateLike, *, end: bool) -> dt.datetime:
+    """A date (whole day; ``end`` -> its last microsecond) or datetime as an aware UTC datetime."""
+    if isinstance(value, str):
+        try:
+            parsed: dt.date | dt.datetime = (
+                dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+                if "T" in value
+                else dt.date.fromisoformat(value)
+            )
+        except ValueError:
+            raise PeriodError(f"{value!r} is not an ISO date or datetime; use YYYY-MM-DD") from None
+        value = parsed
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    if isinstance(value, dt.date):
+        day = dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+        return day + dt.timedelta(days=1, microseconds=-1) if end else day
+    raise PeriodError(f"{value!r} is not a date; pass a datetime.date or 'YYYY-MM-DD'")
+
+
+def check_period(start: DateLike, end: DateLike) -> tuple[dt.datetime, dt.datetime]:
+    """Return ``(start, end)`` as UTC datetimes (dates cover whole days), or raise :class:`PeriodError`."""
+    t0, t1 = _as_utc(start, end=False), _as_utc(end, end=True)
+    if t1 < t0:
+        raise PeriodError(f"period end {end!s} is before start {start!s}; swap them")
+    return t0, t1
+
+
+def month_windows(start: dt.datetime, end: dt.datetime) -> Iterator[tuple[dt.datetime, dt.datetime]]:
+    """Split ``[start, end]`` into calendar-month windows ``[a, b]`` that do not overlap (b inclusive)."""
+    a = start
+    while a <= end:
+        nxt = dt.datetime(a.year + (a.month == 12), a.month % 12 + 1, 1, tzinfo=dt.UTC)
+        b = min(end, nxt - dt.timedelta(microseconds=1))
+        yield a, b
+        a = nxt
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# --------------------------------------------------------------------------------------------------
+# Item helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def item_time(item: pystac.Item) -> dt.datetime:
+    """The item's acquisition time (``datetime``, else ``start_datetime``) as an aware UTC datetime."""
+    t = item.datetime or pystac.utils.str_to_datetime(item.properties["start_datetime"])
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
+
+
+def item_epsg(item: pystac.Item) -> int:
+    """EPSG code of the item's grid from ``proj:code`` ("EPSG:32632") or ``proj:epsg`` (item or asset).
+
+    Raises :class:`NoMapGridError` naming the item when neither is present (e.g. Sentinel-1 GRD).
+    """
+    sources: list[dict[str, Any]] = [item.properties] + [a.extra_fields for a in item.assets.values()]
+    for props in sources:
+        code = props.get("proj:code")
+        if isinstance(code, str):
+            match = re.fullmatch(r"EPSG:(\d+)", code.strip(), flags=re.IGNORECASE)
+            if match:
+                return int(match.group(1))
+        epsg = props.get("proj:epsg")
+        if isinstance(epsg, int) and not isinstance(epsg, bool):
+            return epsg
+    raise NoMapGridError(
+        f"item {item.id!r} (collection {item.collection_id!r}) has no proj:code/proj:epsg: it has no map "
+        "grid (Sentinel-1 GRD is in radar geometry); use sentinel-1-rtc items, which are on a UTM grid"
+    )
+
+
+def s2_baseline(item: pystac.Item) -> float:
+    """``s2:processing_baseline`` as a number ("05.10" -> 5.1); :class:`ItemError` if absent or bad."""
+    prop = S2.extra["processing_baseline_property"]
+    raw = item.properties.get(prop)
+    try:
+        return float(str(raw))
+    except ValueError:
+        raise ItemError(
+            f"item {item.id!r} has {prop}={raw!r}, which is not a baseline like '05.10'; "
+            "Sentinel-2 L2A items must carry it to pick the DN offset"
+        ) from None
+
+
+def s2_scale_offset(item: pystac.Item) -> tuple[float, float]:
+    """``(scale, offset)`` with ``reflectance = DN * scale + offset`` for a Sentinel-2 L2A item.
+
+    From processing baseline 04.00 on, L2A DNs carry a +1000 offset, so ``offset = -1000 * scale``
+    (-0.1); before, ``offset = 0``. Read from ``s2:processing_baseline`` because Planetary Computer items
+    carry no ``raster:bands`` offset. Constants come from ``sensors.S2.s2_scaling``.
+    """
+    rule = S2.s2_scaling
+    if rule is None:  # pragma: no cover - the sensor table always defines it
+        raise ItemError("sensors.S2 has no s2_scaling rule")
+    baseline = s2_baseline(item)
+    offset = -rule.offset_dn * rule.scale if baseline >= rule.offset_from_baseline else 0.0
+    return rule.scale, offset
+
+
+def check_item(item: pystac.Item, sensor: SensorSpec) -> None:
+    """Raise :class:`ItemError` unless ``item`` can be loaded as ``sensor`` onto a map grid.
+
+    Checks that every band asset (and the mask asset) exists, that the item has a map grid
+    (:class:`NoMapGridError` for Sentinel-1 GRD) and, for Sentinel-2, a readable processing baseline.
+    """
+    if item.collection_id and item.collection_id != sensor.collection:
+        if item.collection_id == "sentinel-1-grd":
+            raise NoMapGridError(
+                f"item {item.id!r} is Sentinel-1 GRD (collection 'sentinel-1-grd'): ground-range data has no "
+                "map grid; search the 'sentinel-1-rtc' collection instead"
+            )
+        raise ItemError(
+            f"item {item.id!r} is from collection {item.collection_id!r}, expected {sensor.collection!r}"
+        )
+    needed = list(sensor.assets) + ([sensor.mask_asset] if sensor.mask_asset else [])
+    for key in needed:
+        if key not in item.assets:
+            raise MissingAssetError(
+                f"item {item.id!r} has no asset {key!r} (has {sorted(item.assets)}); "
+                f"{sensor.collection} items need {needed}"
+            )
+    item_epsg(item)
+    if sensor.s2_scaling is not None:
+        s2_scale_offset(item)
+
+
+def _intersects(a: Sequence[float], b: Sequence[float]) -> bool:
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
+# --------------------------------------------------------------------------------------------------
+# The protocol and its implementations
+# --------------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Catalog(Protocol):
+    """Anything that can stream STAC items of one collection by bbox and period."""
+
+    def search(
+        self, collection: str, *, bbox: Sequence[float], start: DateLike, end: DateLike
+    ) -> Iterator[pystac.Item]:
+        """Yield the items of ``collection`` intersecting ``bbox`` (lon/lat) acquired in [start, end]."""
+        ...
+
+
+class MemoryCatalog:
+    """A catalog over items already in memory (tests, hand-made item sets)."""
+
+    def __init__(self, items: Iterable[pystac.Item]) -> None:
+        self.items = list(items)
+
+    def search(
+        self, collection: str, *, bbox: Sequence[float], start: DateLike, end: DateLike
+    ) -> Iterator[pystac.Item]:
+        """Yield matching items sorted by time (filters: collection, bbox overlap, period)."""
+        box = check_bbox(bbox)
+        t0, t1 = check_period(start, end)
+        hits = [
+            it
+            for it in self.items
+            if it.collection_id == collection
+            and (it.bbox is None or _intersects(it.bbox, box))
+            and t0 <= item_time(it) <= t1
+        ]
+        yield from sorted(hits, key=lambda it: (item_time(it), it.id))
+
+    def __repr__(self) -> str:
+        return f"MemoryCatalog({len(self.items)} items)"
+
+
+class LocalCatalog:
+    """A static STAC catalog on disk (``catalog.json`` with child collections and items).
+
+    Opening reads a light index (id, collection, time, bbox, path) of every item once; ``search`` then
+    loads full items one at a time, in time order, so memory holds only the index.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        p = Path(str(path).removeprefix("file://"))
+        if p.is_dir():
+            p = p / "catalog.json"
+        if not p.is_file():
+            raise CatalogError(
+                f"local catalog {str(path)!r} not found; pass a catalog.json path or its folder "
+                "(e.g. the one `embedder sample-region` writes)"
+            )
+        self.path = p
+        root = pystac.Catalog.from_file(str(p))
+        self._index: list[tuple[dt.datetime, str, str, tuple[float, ...] | None, str]] = []
+        for item in root.get_items(recursive=True):
+            href = item.get_self_href()
+            if href is None:  # pragma: no cover - items read from files always have one
+                continue
+            bbox = tuple(item.bbox) if item.bbox else None
+            self._index.append((item_time(item), item.id, item.collection_id or "", bbox, href))
+        self._index.sort()
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def search(
+        self, collection: str, *, bbox: Sequence[float], start: DateLike, end: DateLike
+    ) -> Iterator[pystac.Item]:
+        """Yield matching items in time order, reading each item file only when it is yielded."""
+        box = check_bbox(bbox)
+        t0, t1 = check_period(start, end)
+        for t, _id, coll, ibox, href in self._index:
+            if coll == collection and t0 <= t <= t1 and (ibox is None or _intersects(ibox, box)):
+                item = pystac.Item.from_file(href)
+                item.make_asset_hrefs_absolute()
+                yield item
+
+    def __repr__(self) -> str:
+        return f"LocalCatalog({str(self.path)!r}, {len(self)} items)"
+
+
+class StacApiCatalog:
+    """A STAC API read with pystac-client, month by month and page by page.
+
+    ``modifier`` is applied to every item (``planetary_computer.sign_inplace`` signs Azure hrefs with a
+    SAS token). Items on a month boundary are yielded once.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        modifier: Callable[[Any], Any] | None = None,
+        page_size: int = 100,
+        request_timeout_s: float = 60.0,
+    ) -> None:
+        import pystac_client  # imported here: local-only use never needs it
+
+        self.url = url
+        self.page_size = page_size
+        self._client = pystac_client.Client.open(url, modifier=modifier, timeout=request_timeout_s)
+
+    def search(
+        self, collection: str, *, bbox: Sequence[float], start: DateLike, end: DateLike
+    ) -> Iterator[pystac.Item]:
+        """Yield matching items in time order, one month window at a time (pages follow ``next`` links)."""
+        box = check_bbox(bbox)
+        t0, t1 = check_period(start, end)
+        seen_last_window: set[str] = set()
+        for a, b in month_windows(t0, t1):
+            search = self._client.search(
+                collections=[collection],
+                bbox=list(box),
+                datetime=f"{_iso(a)}/{_iso(b)}",
+                limit=self.page_size,
+            )
+            window: dict[str, pystac.Item] = {}
+            for page in search.pages():  # one request per page, following `next` links
+                for item in page.items:
+                    if item.id not in seen_last_window:
+                        window.setdefault(item.id, item)
+            # At most one month of items is held, to yield them in time order.
+            yield from sorted(window.values(), key=lambda it: (item_time(it), it.id))
+            seen_last_window = set(window)
+
+    def __repr__(self) -> str:
+        return f"StacApiCatalog({self.url!r})"
+
+
+def _is_planetary_computer(url: str) -> bool:
+    return urlparse(url).netloc.endswith("planetarycomputer.microsoft.com")
+
+
+def open_catalog(url: str | Path, *, sign: bool | None = None) -> Catalog:
+    """Open ``"planetary-computer"``, an ``http(s)://`` STAC API URL, or a local static catalog path.
+
+    ``sign`` (default: only for Planetary Computer) signs asset hrefs with
+    ``planetary_computer.sign_inplace``; the SAS endpoint is taken from ``PC_SDK_SAS_URL`` if set.
+    """
+    text = str(url)
+    if text == "planetary-computer":
+        text = PLANETARY_COMPUTER_URL
+    if text.startswith(("http://", "https://")):
+        use_sign = _is_planetary_computer(text) if sign is None else sign
+        modifier = None
+        if use_sign:
+            import planetary_computer
+
+            modifier = planetary_computer.sign_inplace
+        return StacApiCatalog(text, modifier=modifier)
+    if "://" in text and not text.startswith("file://"):
+        raise CatalogError(
+            f"catalog {text!r}: only 'planetary-computer', http(s) STAC API URLs and local paths are supported"
+        )
+    return LocalCatalog(text)
+
+
+def load_item_file(path: str | Path) -> list[pystac.Item]:
+    """Read items from a JSON file holding one Item, a FeatureCollection, or a plain list of Items."""
+    with open(path) as fh:
+        data = json.load(fh)
+    if isinstance(data, list):
+        return [pystac.Item.from_dict(d) for d in data]
+    if data.get("type") == "FeatureCollection":
+        return [pystac.Item.from_dict(d) for d in data["features"]]
+    if data.get("type") == "Feature":
+        return [pystac.Item.from_dict(data)]
+    raise CatalogError(f"{str(path)!r} holds neither an Item, a FeatureCollection nor a list of Items")

@@ -1,0 +1,92 @@
+"""Convolutional building blocks of the modality autoencoders (../shared/SPEC.md section 3).
+
+All blocks work on single frames ``[N, ch, H, W]``; the 11 frames of a sample are folded into ``N`` by
+the caller, so nothing here mixes samples of a batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["CBAM", "ConvAttentionBlock", "MultiScaleAttentionBlock", "PoolResidual"]
+
+
+class CBAM(nn.Module):
+    """Channel then spatial attention with an internal residual: ``x * attentions + x``.
+
+    Channel attention: global max- and average-pool, a shared 1 x 1 conv MLP ``ch -> ch/r -> ch``
+    (ReLU, no bias), summed, sigmoid. Spatial attention: concatenated channel-max and channel-mean
+    maps, a ``kernel_px`` conv (no bias), sigmoid.
+    """
+
+    def __init__(self, channels: int, *, reduction: int, kernel_px: int = 7) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.mlp = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1, bias=False),
+            nn.ReLU(),
+            nn.Conv2d(hidden, channels, 1, bias=False),
+        )
+        self.spatial = nn.Conv2d(2, 1, kernel_px, padding=kernel_px // 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, ch, H, W] -> [N, ch, H, W]``."""
+        pooled_max = torch.amax(x, dim=(2, 3), keepdim=True)  # [N, ch, 1, 1]
+        pooled_mean = torch.mean(x, dim=(2, 3), keepdim=True)  # [N, ch, 1, 1]
+        channel_att = torch.sigmoid(self.mlp(pooled_max) + self.mlp(pooled_mean))  # [N, ch, 1, 1]
+        y = x * channel_att  # [N, ch, H, W]
+        maps = torch.cat([torch.amax(y, dim=1, keepdim=True), torch.mean(y, dim=1, keepdim=True)], dim=1)
+        spatial_att = torch.sigmoid(self.spatial(maps))  # [N, 1, H, W]
+        return y * spatial_att + x  # [N, ch, H, W]
+
+
+class MultiScaleAttentionBlock(nn.Module):
+    """MSAB: multi-scale convolutions with attention.
+
+    Parallel ``Conv k x k (same) + LeakyReLU(0.1)`` per kernel, concatenated, ``Conv 1x1 + LeakyReLU(0.01)``,
+    then CBAM(out, r, 7).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, *, kernels: tuple[int, ...], reduction: int) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(in_ch, out_ch, k, padding=k // 2), nn.LeakyReLU(0.1)) for k in kernels
+        )
+        self.merge = nn.Sequential(nn.Conv2d(out_ch * len(kernels), out_ch, 1), nn.LeakyReLU(0.01))
+        self.attention = CBAM(out_ch, reduction=reduction, kernel_px=7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, in_ch, H, W] -> [N, out_ch, H, W]``."""
+        y = torch.cat([branch(x) for branch in self.branches], dim=1)  # [N, out_ch * n_kernels, H, W]
+        return self.attention(self.merge(y))  # [N, out_ch, H, W]
+
+
+class ConvAttentionBlock(nn.Module):
+    """CAB: ``Conv k x k (same) + LeakyReLU(0.01)``, then CBAM(out, r, attention kernel)."""
+
+    def __init__(
+        self, in_ch: int, out_ch: int, *, kernel_px: int = 3, reduction: int, attention_kernel_px: int = 7
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, kernel_px, padding=kernel_px // 2), nn.LeakyReLU(0.01)
+        )
+        self.attention = CBAM(out_ch, reduction=reduction, kernel_px=attention_kernel_px)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, in_ch, H, W] -> [N, out_ch, H, W]``."""
+        return self.attention(self.conv(x))
+
+
+class PoolResidual(nn.Module):
+    """The "pool-res" wrapper: ``MaxPool(3, stride 1, pad 1)(block(x)) + x`` (block keeps the channels)."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+        self.pool = nn.MaxPool2d(3, stride=1, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, ch, H, W] -> [N, ch, H, W]``."""
+        return self.pool(self.block(x)) + x

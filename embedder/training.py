@@ -1,0 +1,611 @@
+"""Plain-torch training core for both stages (../shared/SPEC.md section 6); no Ray in here.
+
+Read it top to bottom like nanoGPT's ``train.py``:
+
+1. :class:`ModalityObjective` / :class:`FusionObjective` turn ``(model, batch)`` into a loss and metrics;
+2. :func:`train_step` is one optimiser step (autocast, backward, clip, AdamW, per-step warm-up);
+3. :func:`train_epoch` and :func:`evaluate` run any iterable of batches (dicts of tensors) and return
+   per-sample means of the metrics, averaged over all ranks when ``torch.distributed`` is initialised;
+4. :func:`fit` is the epoch loop: plateau scheduler on the validation centre MAE, best/last checkpoints,
+   early stopping, one JSON line of metrics per epoch and a ``report`` hook (the Ray jobs use it);
+5. :func:`save_checkpoint` / :func:`load_checkpoint` / :func:`load_autoencoder` hold the model, optimiser,
+   schedulers, epoch, best metric, the resolved configs and each sensor's name and bands; loading checks
+   the sensors so a stage-1 checkpoint of the wrong sensor is refused with a clear message.
+
+The model may be wrapped in ``DistributedDataParallel`` or ``torch.compile``: :func:`unwrap` gives the
+plain module, which is what checkpoints hold.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LinearLR, ReduceLROnPlateau
+
+from embedder.config import FusionConfig, ModelConfig, TrainConfig, from_dict, to_dict
+from embedder.losses import ContextAwareLoss, FusionLoss
+from embedder.models.fusion import FusionModel
+from embedder.models.modality import ModalityAutoencoder
+from embedder.sensors import SensorSpec, get_sensor
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "MONITOR",
+    "CheckpointMismatchError",
+    "EpochReport",
+    "FitResult",
+    "FusionObjective",
+    "ModalityObjective",
+    "Objective",
+    "build_optimizer",
+    "build_schedulers",
+    "evaluate",
+    "fit",
+    "load_autoencoder",
+    "load_checkpoint",
+    "load_fusion",
+    "move_batch",
+    "save_checkpoint",
+    "seed_everything",
+    "train_epoch",
+    "train_step",
+    "unwrap",
+]
+
+CHECKPOINT_FORMAT = "embedder-checkpoint/1"
+"""Format tag stored in every checkpoint."""
+MONITOR = "centre_mae"
+"""Validation metric that drives the plateau scheduler, checkpoint choice and early stopping."""
+METRICS_FILE = "metrics.jsonl"
+"""One JSON object per epoch in the run directory."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint holds other sensors, bands or a different kind of model than asked for."""
+
+
+# --- 1. objectives ------------------------------------------------------------------------------------
+
+
+class Objective(Protocol):
+    """Computes the loss and metrics of one batch; ``metrics[MONITOR]`` is the centre MAE."""
+
+    kind: str
+    sensors: tuple[SensorSpec, ...]
+
+    def __call__(
+        self, model: nn.Module, batch: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(loss, metrics)``; metrics are detached 0-d tensors."""
+        ...
+
+
+def _terms_metrics(terms: Any, prefix: str) -> dict[str, torch.Tensor]:
+    out = {}
+    for name in ("total", "mae", "ssim", "sam", "centre_mae", "surroundings_mae"):
+        value = getattr(terms, name)
+        if value is not None:
+            out[f"{prefix}{name}"] = value.detach()
+    return out
+
+
+class ModalityObjective:
+    """Stage 1: one sensor's autoencoder on batch keys ``name``, ``name_mask``, ``name_gaps``."""
+
+    kind = "modality"
+
+    def __init__(self, sensor: SensorSpec, *, stage: int = 1) -> None:
+        self.sensors = (sensor,)
+        self.loss = ContextAwareLoss.for_sensor(sensor, stage=stage)
+
+    def __call__(
+        self, model: nn.Module, batch: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Reconstruct the sensor's window and score it with its context-aware loss."""
+        name = self.sensors[0].name
+        x, mask = batch[name], batch[f"{name}_mask"]
+        self.loss.to(x.device)
+        x_hat, _ = model(x, batch[f"{name}_gaps"])  # [B, T, C, H, W]
+        terms = self.loss(x_hat, x, mask)
+        metrics = _terms_metrics(terms, f"{name}/")
+        metrics["loss"] = terms.total.detach()
+        metrics[MONITOR] = terms.centre_mae
+        return terms.total, metrics
+
+
+class FusionObjective:
+    """Stage 2: ``0.5 x S1 part + 0.5 x S2 part``; the monitored centre MAE is the mean over sensors."""
+
+    kind = "fusion"
+
+    def __init__(self, sensors: Sequence[SensorSpec]) -> None:
+        self.sensors = tuple(sensors)
+        self.loss = FusionLoss({s.name: s for s in self.sensors})
+
+    def __call__(
+        self, model: nn.Module, batch: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Reconstruct every sensor from the fused embedding and score the parts."""
+        names = [s.name for s in self.sensors]
+        self.loss.to(batch[names[0]].device)
+        recon = model(batch)  # {name: [B, T, C, H, W]}
+        total, terms = self.loss(recon, {n: batch[n] for n in names}, {n: batch[f"{n}_mask"] for n in names})
+        metrics: dict[str, torch.Tensor] = {}
+        for n in names:
+            metrics.update(_terms_metrics(terms[n], f"{n}/"))
+        metrics["loss"] = total.detach()
+        metrics[MONITOR] = torch.stack([terms[n].centre_mae for n in names]).mean()
+        return total, metrics
+
+
+# --- 2. one optimiser step ------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - seeds the legacy global state third-party code may still use
+    torch.manual_seed(seed)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under ``DistributedDataParallel`` / ``torch.compile`` wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if inner is None and isinstance(model, nn.parallel.DistributedDataParallel):
+            inner = model.module
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters (frozen autoencoders are left out)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters; check FusionConfig.freeze_modalities")
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_schedulers(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig
+) -> tuple[LinearLR, ReduceLROnPlateau]:
+    """Per-step linear warm-up and per-epoch reduce-on-plateau (both multiplicative, so they compose)."""
+    warmup = LinearLR(optimizer, start_factor=cfg.warmup_start_factor, total_iters=cfg.warmup_steps)
+    plateau = ReduceLROnPlateau(
+        optimizer,
+        mode="min",
+        factor=cfg.plateau_factor,
+        patience=cfg.plateau_patience,
+        min_lr=cfg.plateau_min_lr,
+        threshold=cfg.plateau_min_lr,
+        threshold_mode="abs",
+    )
+    return warmup, plateau
+
+
+def move_batch(batch: Mapping[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+    """Tensors (or NumPy arrays) of a batch on ``device``; other entries are dropped."""
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(value)
+        if isinstance(value, torch.Tensor):
+            out[key] = value.to(device, non_blocking=True)
+    return out
+
+
+def _autocast(device: torch.device, cfg: TrainConfig) -> torch.autocast:
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+
+
+def train_step(
+    model: nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    *,
+    objective: Objective,
+    optimizer: torch.optim.Optimizer,
+    warmup: LinearLR | None,
+    cfg: TrainConfig,
+) -> dict[str, torch.Tensor]:
+    """One optimiser step on one batch (already on the model's device); returns the batch metrics."""
+    device = next(iter(batch.values())).device
+    with _autocast(device, cfg):
+        loss, metrics = objective(model, batch)  # forward
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # backward
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+    optimizer.step()  # AdamW
+    if warmup is not None:
+        warmup.step()  # per-step linear warm-up
+    return metrics
+
+
+# --- 3. epochs over any iterable of batches -------------------------------------------------------------
+
+
+class _Means:
+    """Per-sample running means of metric tensors, reduced over ranks at the end."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.n = 0
+
+    def add(self, metrics: Mapping[str, torch.Tensor], n: int) -> None:
+        for k, v in metrics.items():
+            self.sums[k] = (
+                self.sums.get(k, torch.zeros((), dtype=torch.float64)) + v.detach().double().cpu() * n
+            )
+        self.n += n
+
+    def result(self) -> dict[str, float]:
+        keys = sorted(self.sums)
+        values = torch.stack(
+            [self.sums[k] for k in keys] + [torch.tensor(float(self.n), dtype=torch.float64)]
+        )
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(values)  # sums over ranks (gloo: CPU tensors)
+        n = float(values[-1])
+        if n == 0:
+            raise ValueError("no batches were seen; the data iterable is empty (check the dataset split)")
+        return {k: float(values[i]) / n for i, k in enumerate(keys)}
+
+
+def _batch_size(batch: Mapping[str, torch.Tensor], objective: Objective) -> int:
+    return int(batch[objective.sensors[0].name].shape[0])
+
+
+def train_epoch(
+    model: nn.Module,
+    batches: Iterable[Mapping[str, Any]],
+    *,
+    objective: Objective,
+    optimizer: torch.optim.Optimizer,
+    warmup: LinearLR | None,
+    cfg: TrainConfig,
+    device: torch.device | str = "cpu",
+    max_steps: int | None = None,
+) -> dict[str, float]:
+    """Train over ``batches`` once (at most ``max_steps`` steps); per-sample mean metrics of the epoch."""
+    device = torch.device(device)
+    model.train()
+    means = _Means()
+    for step, raw in enumerate(batches):
+        if max_steps is not None and step >= max_steps:
+            break
+        batch = move_batch(raw, device)
+        metrics = train_step(model, batch, objective=objective, optimizer=optimizer, warmup=warmup, cfg=cfg)
+        means.add(metrics, _batch_size(batch, objective))
+    return means.result()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[Mapping[str, Any]],
+    *,
+    objective: Objective,
+    cfg: TrainConfig,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Per-sample mean metrics over ``batches`` in eval mode (``centre_mae`` is the monitored one)."""
+    device = torch.device(device)
+    model.eval()
+    means = _Means()
+    for raw in batches:
+        batch = move_batch(raw, device)
+        with _autocast(device, cfg):
+            _, metrics = objective(model, batch)
+        means.add(metrics, _batch_size(batch, objective))
+    return means.result()
+
+
+# --- 4. the epoch loop ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What :func:`fit` hands to its ``report`` hook after every epoch."""
+
+    epoch: int
+    """Epoch index, from 0."""
+    metrics: dict[str, Any]
+    """The epoch's metrics line (``epoch``, ``lr``, ``train``, ``val``, ``best_val_centre_mae``, ...)."""
+    checkpoint: Path | None
+    """The ``last.pt`` written this epoch (None on non-main ranks or without a run directory)."""
+    is_best: bool
+    """This epoch improved the validation centre MAE (``best.pt`` was written)."""
+    stop: bool
+    """Early stopping fires after this epoch."""
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Outcome of :func:`fit`."""
+
+    best_metric: float
+    """Best validation centre MAE."""
+    best_epoch: int
+    """Epoch of the best validation centre MAE."""
+    epochs_run: int
+    """Epochs run in this call (after a resume, not counting earlier ones)."""
+    stopped_early: bool
+    """True when early stopping ended the run."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """The metrics lines of this call."""
+
+
+def _is_main() -> bool:
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
+        torch.distributed.get_rank() == 0
+    )
+
+
+def _epoch_batches(
+    source: Iterable[Mapping[str, Any]] | Callable[[int], Iterable[Mapping[str, Any]]], epoch: int
+) -> Iterable[Mapping[str, Any]]:
+    return source(epoch) if callable(source) else source
+
+
+def fit(
+    model: nn.Module,
+    train_batches: Iterable[Mapping[str, Any]] | Callable[[int], Iterable[Mapping[str, Any]]],
+    val_batches: Iterable[Mapping[str, Any]] | Callable[[int], Iterable[Mapping[str, Any]]],
+    *,
+    objective: Objective,
+    cfg: TrainConfig,
+    run_dir: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    resume_from: str | Path | None = None,
+    report: Callable[[EpochReport], None] | None = None,
+    max_steps_per_epoch: int | None = None,
+) -> FitResult:
+    """Train ``model`` until ``cfg.max_epochs`` or early stopping.
+
+    ``train_batches`` / ``val_batches`` are re-iterable sources of batches (a DataLoader, a list) or
+    callables ``epoch -> iterable`` (e.g. a Ray dataset shard per epoch). The model may be wrapped in
+    DDP; checkpoints hold the unwrapped module. On the main rank, with a ``run_dir``, each epoch appends
+    a line to ``run_dir/metrics.jsonl`` and writes ``last.pt`` (and ``best.pt`` on improvement).
+    ``resume_from`` restores model, optimiser, schedulers, epoch and early-stopping state.
+    """
+    device = torch.device(device)
+    seed_everything(cfg.seed)
+    plain = unwrap(model)
+    plain.to(device)
+    optimizer = build_optimizer(model, cfg)
+    warmup, plateau = build_schedulers(optimizer, cfg)
+    start_epoch, best, best_epoch, since_best = 0, math.inf, -1, 0
+    if resume_from is not None:
+        ckpt = load_checkpoint(resume_from, sensors=objective.sensors, kind=objective.kind)
+        _load_model_state(plain, ckpt, resume_from)
+        optimizer.load_state_dict(ckpt["optimizer_state"])
+        warmup.load_state_dict(ckpt["warmup_state"])
+        plateau.load_state_dict(ckpt["plateau_state"])
+        start_epoch = int(ckpt["epoch"]) + 1
+        best, best_epoch, since_best = (
+            float(ckpt["best_metric"]),
+            int(ckpt["best_epoch"]),
+            int(ckpt["epochs_since_best"]),
+        )
+    train_model = typing.cast(nn.Module, torch.compile(model)) if cfg.compile else model
+    out_dir = Path(run_dir) if run_dir is not None and _is_main() else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    history: list[dict[str, Any]] = []
+    stopped = False
+    epoch = start_epoch
+    for epoch in range(start_epoch, cfg.max_epochs):
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        # 1. train, 2. validate
+        train_m = train_epoch(
+            train_model,
+            _epoch_batches(train_batches, epoch),
+            objective=objective,
+            optimizer=optimizer,
+            warmup=warmup,
+            cfg=cfg,
+            device=device,
+            max_steps=max_steps_per_epoch,
+        )
+        val_m = evaluate(
+            train_model, _epoch_batches(val_batches, epoch), objective=objective, cfg=cfg, device=device
+        )
+        # 3. plateau scheduler on the validation centre MAE, 4. best and early-stopping bookkeeping
+        plateau.step(val_m[MONITOR])
+        is_best = val_m[MONITOR] < best
+        if is_best:
+            best, best_epoch, since_best = val_m[MONITOR], epoch, 0
+        else:
+            since_best += 1
+        stopped = since_best >= cfg.early_stopping_patience
+        line = {
+            "epoch": epoch,
+            "kind": objective.kind,
+            "sensors": [s.name for s in objective.sensors],
+            "lr": lr,
+            "train": train_m,
+            "val": val_m,
+            "best_val_centre_mae": best,
+            "best_epoch": best_epoch,
+            "time_s": round(time.perf_counter() - t0, 3),
+        }
+        history.append(line)
+        # 5. checkpoints and the metrics line (main rank only)
+        last = None
+        if out_dir is not None:
+            for name in ("last.pt", "best.pt") if is_best else ("last.pt",):
+                written = save_checkpoint(
+                    out_dir / name,
+                    plain,
+                    optimizer=optimizer,
+                    warmup=warmup,
+                    plateau=plateau,
+                    epoch=epoch,
+                    best_metric=best,
+                    best_epoch=best_epoch,
+                    epochs_since_best=since_best,
+                    train_cfg=cfg,
+                )
+                last = written if name == "last.pt" else last
+            with (out_dir / METRICS_FILE).open("a") as fh:
+                fh.write(json.dumps(line) + "\n")
+        # 6. report hook (Ray Train reports metrics and checkpoints here)
+        if report is not None:
+            report(EpochReport(epoch=epoch, metrics=line, checkpoint=last, is_best=is_best, stop=stopped))
+        if stopped:
+            break
+    return FitResult(
+        best_metric=best,
+        best_epoch=best_epoch,
+        epochs_run=len(history),
+        stopped_early=stopped,
+        history=history,
+    )
+
+
+# --- 5. checkpoints ----------------------------------------------------------------------------------------
+
+
+def _model_description(model: nn.Module) -> tuple[str, dict[str, Any], dict[str, list[str]]]:
+    """``(kind, configs, sensors)`` of a plain model."""
+    if isinstance(model, ModalityAutoencoder):
+        return "modality", {"model": to_dict(model.cfg)}, {model.sensor.name: list(model.sensor.bands)}
+    if isinstance(model, FusionModel):
+        aes = {n: model.autoencoder(n) for n in model.names}
+        configs = {"fusion": to_dict(model.cfg), "models": {n: to_dict(ae.cfg) for n, ae in aes.items()}}
+        return "fusion", configs, {n: list(ae.sensor.bands) for n, ae in aes.items()}
+    raise TypeError(
+        f"cannot checkpoint a {type(model).__name__}; expected ModalityAutoencoder or FusionModel"
+    )
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    warmup: LinearLR | None = None,
+    plateau: ReduceLROnPlateau | None = None,
+    epoch: int = -1,
+    best_metric: float = math.inf,
+    best_epoch: int = -1,
+    epochs_since_best: int = 0,
+    train_cfg: TrainConfig | None = None,
+) -> Path:
+    """Write a checkpoint of the (unwrapped) model with training state, configs and sensors; returns the path.
+
+    The file is written to a temporary name and renamed, so a crash never leaves half a checkpoint.
+    """
+    plain = unwrap(model)
+    kind, configs, sensors = _model_description(plain)
+    if train_cfg is not None:
+        configs["train"] = to_dict(train_cfg)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "kind": kind,
+        "sensors": sensors,
+        "config": configs,
+        "model_state": plain.state_dict(),
+        "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
+        "warmup_state": warmup.state_dict() if warmup is not None else None,
+        "plateau_state": plateau.state_dict() if plateau is not None else None,
+        "epoch": epoch,
+        "best_metric": best_metric,
+        "best_epoch": best_epoch,
+        "epochs_since_best": epochs_since_best,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    sensors: Sequence[SensorSpec] | None = None,
+    kind: str | None = None,
+    map_location: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Read a checkpoint; with ``sensors`` / ``kind``, check they match and raise :class:`CheckpointMismatchError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {str(path)!r} does not exist; pass the path of a .pt file written by fit"
+        )
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointMismatchError(
+            f"{str(path)!r} is not an embedder checkpoint (format {CHECKPOINT_FORMAT!r}); "
+            "use a checkpoint written by embedder.training"
+        )
+    if kind is not None and ckpt["kind"] != kind:
+        raise CheckpointMismatchError(
+            f"checkpoint {str(path)!r} holds a {ckpt['kind']!r} model but a {kind!r} model was asked for"
+        )
+    if sensors is not None:
+        have = {n: list(b) for n, b in ckpt["sensors"].items()}
+        want = {s.name: list(s.bands) for s in sensors}
+        if have != want:
+            raise CheckpointMismatchError(
+                f"checkpoint {str(path)!r} holds sensors/bands {have} but {want} were asked for; "
+                "pass the checkpoint trained for these sensors (stage 1 is one checkpoint per sensor)"
+            )
+    return ckpt
+
+
+def _load_model_state(model: nn.Module, ckpt: Mapping[str, Any], path: str | Path) -> None:
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except RuntimeError as err:
+        raise CheckpointMismatchError(
+            f"checkpoint {str(path)!r} (configs {ckpt['config']}) does not fit this model's size: {err}. "
+            "Build the model with the checkpoint's config (see load_autoencoder)"
+        ) from None
+
+
+def load_autoencoder(
+    path: str | Path, sensor: SensorSpec | str, *, map_location: str | torch.device = "cpu"
+) -> ModalityAutoencoder:
+    """A stage-1 :class:`ModalityAutoencoder` of ``sensor`` built from the checkpoint's own config.
+
+    Raises :class:`CheckpointMismatchError` when the checkpoint holds another sensor or band list.
+    """
+    spec = get_sensor(sensor) if isinstance(sensor, str) else sensor
+    ckpt = load_checkpoint(path, sensors=[spec], kind="modality", map_location=map_location)
+    ae = ModalityAutoencoder(spec, cfg=from_dict(ModelConfig, ckpt["config"]["model"], where=f"{path}:model"))
+    _load_model_state(ae, ckpt, path)
+    return ae
+
+
+def load_fusion(path: str | Path, *, map_location: str | torch.device = "cpu") -> FusionModel:
+    """A :class:`FusionModel` rebuilt from a stage-2 checkpoint (sensors and sizes from the checkpoint)."""
+    ckpt = load_checkpoint(path, kind="fusion", map_location=map_location)
+    aes = {
+        n: ModalityAutoencoder(get_sensor(n), cfg=from_dict(ModelConfig, c, where=f"{path}:models.{n}"))
+        for n, c in ckpt["config"]["models"].items()
+    }
+    for n, ae in aes.items():
+        if list(ae.sensor.bands) != list(ckpt["sensors"][n]):
+            raise CheckpointMismatchError(
+                f"checkpoint {str(path)!r} has bands {ckpt['sensors'][n]} for {n!r} but embedder.sensors "
+                f"now lists {list(ae.sensor.bands)}; retrain or use a matching version"
+            )
+    model = FusionModel(aes, cfg=from_dict(FusionConfig, ckpt["config"]["fusion"], where=f"{path}:fusion"))
+    _load_model_state(model, ckpt, path)
+    return model

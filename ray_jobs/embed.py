@@ -1,0 +1,325 @@
+"""Continental inference with Ray Data: work units -> read cubes (CPU) -> embed (actors) -> write store.
+
+Submit it the way a cluster user does::
+
+    ray job submit --address http://HEAD:8265 --working-dir . -- python -m ray_jobs.embed --config CFG.yaml
+
+Four parts, as every job here: the dataset of work units, the per-stage functions (a CPU read task, an
+accelerator actor that loads the model once, a CPU write task), the pipeline builder, and argument
+parsing. The pipeline streams: Ray Data's backpressure bounds memory whatever the region size, and the
+driver only keeps one small summary row per unit. Units already marked done in the store are skipped;
+a unit whose inputs fail (corrupt COG, unreadable item) is recorded in the store with its reason and
+retried in a later pass (``max_attempts``) while the others go on; a unit without any usable S2 date is
+written empty and marked done with that reason (nothing to embed is not a failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedder.config import EmbedJobConfig, load_config, to_dict
+
+__all__ = ["EmbedActor", "main", "read_unit", "run", "write_result"]
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. the dataset: work units not yet done
+# --------------------------------------------------------------------------------------------------
+
+
+def _region(cfg: EmbedJobConfig) -> Any:
+    """A region value for :func:`embedder.grid.work_units` (bbox text -> tuple; sample manifest -> GeoJSON)."""
+    region = cfg.region
+    parts = region.split(",")
+    if len(parts) == 4:
+        try:
+            return tuple(float(p) for p in parts)
+        except ValueError:
+            pass
+    path = Path(region)
+    if path.name == "region.json" and path.is_file():
+        from pyproj import Transformer
+        from shapely.geometry import box, mapping
+        from shapely.ops import transform
+
+        from embedder.sample import read_region_manifest
+
+        features = []
+        for scene in read_region_manifest(path.parent).scenes:
+            # the scene's UTM square, shrunk by half a pixel so it selects only the tiles it covers
+            left, bottom, right, top = scene.bounds_utm
+            square = box(left + 5, bottom + 5, right - 5, top - 5)
+            to_lonlat = Transformer.from_crs(scene.epsg, 4326, always_xy=True).transform
+            features.append(
+                {"type": "Feature", "geometry": mapping(transform(to_lonlat, square)), "properties": {}}
+            )
+        return {"type": "FeatureCollection", "features": features}
+    return region
+
+
+def model_version(checkpoint: str) -> str:
+    """``sha256:<16 hex>`` of the checkpoint file: the store refuses a different model."""
+    import fsspec
+
+    h = hashlib.sha256()
+    with fsspec.open(checkpoint, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return f"sha256:{h.hexdigest()[:16]}"
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. the stages
+# --------------------------------------------------------------------------------------------------
+
+
+def read_unit(row: dict[str, Any], *, cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """CPU stage: search + load the unit's cube with its halos and prepare it for the model."""
+    from embedder.data.cubes import CubeError, load_cube
+    from embedder.data.stac import EmptySearchError, open_catalog
+    from embedder.grid import WorkUnit
+    from embedder.inference import prepare_tile, temporal_halo_days
+
+    cfg = load_config(EmbedJobConfig, cfg_dict)
+    unit = WorkUnit.from_id(row["unit_id"])
+    halo_days = cfg.temporal_halo_days or temporal_halo_days()
+    start, end = unit.period.start, unit.period.end
+    out: dict[str, Any] = {"unit_id": row["unit_id"], "status": "ok", "reason": ""}
+    try:
+        cube = load_cube(
+            open_catalog(cfg.catalog),
+            unit.tile.geobox(halo_px=cfg.halo_px),
+            start - dt.timedelta(days=halo_days),
+            end + dt.timedelta(days=halo_days),
+        )
+        tile = prepare_tile(cube, start=np.datetime64(start), end=np.datetime64(end), halo_px=cfg.halo_px)
+    except (EmptySearchError, CubeError) as err:
+        empty = type(err).__name__ in ("EmptySearchError", "EmptyCubeError")
+        out.update(status="empty" if empty else "failed", reason=f"{type(err).__name__}: {err}")
+        return out
+    except Exception as err:  # any other input failure: record it, the run goes on
+        out.update(status="failed", reason=f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}")
+        return out
+    if len(tile.plan.targets) == 0:
+        out.update(
+            status="empty",
+            reason=f"no date in {start}..{end} with >= 3.5 % of the tile's pixels valid and 5 usable dates "
+            f"on each side ({len(tile.plan.usable)} usable dates read, {tile.plan.skipped_context} without context)",
+        )
+        return out
+    out.update(tile.to_row())
+    return out
+
+
+class EmbedActor:
+    """Accelerator stage: loads the checkpoint once, embeds one prepared unit per call."""
+
+    def __init__(self, cfg_dict: dict[str, Any]) -> None:
+        import torch
+
+        from embedder.inference import Predictor
+        from embedder.training import load_fusion
+
+        cfg = load_config(EmbedJobConfig, cfg_dict)
+        device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        torch.set_num_threads(max(1, int(os.environ.get("EMBEDDER_TORCH_THREADS", "1"))))
+        self.predictor = Predictor(
+            load_fusion(cfg.checkpoint, map_location=device),
+            device=device,
+            pixel_batch=cfg.pixel_batch,
+            bf16=cfg.bf16,
+            channels_last=cfg.channels_last,
+        )
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Embed one unit row (rows that failed to read pass through unchanged)."""
+        from embedder.inference import TileInputs
+
+        if row["status"] != "ok":
+            return row
+        tile = TileInputs.from_row(row)
+        emb = self.predictor.embed_tile(tile)  # [K, 7, h, w]
+        return {
+            "unit_id": row["unit_id"],
+            "status": "ok",
+            "reason": "",
+            "embeddings": emb,
+            "flags": tile.flags,
+            "dates": tile.dates.astype(np.int64),
+            "skipped_context": np.int64(tile.plan.skipped_context),
+        }
+
+
+def write_result(row: dict[str, Any], *, cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """CPU stage: write a unit whole (or record its failure); returns a small summary row."""
+    from embedder.grid import WorkUnit
+    from embedder.inference import masked_embeddings
+    from embedder.store import record_failure, write_unit
+
+    cfg = load_config(EmbedJobConfig, cfg_dict)
+    unit = WorkUnit.from_id(row["unit_id"])
+    tp = unit.tile.size_px
+    summary = {"unit_id": row["unit_id"], "status": row["status"], "reason": row["reason"], "px_dates": 0}
+    opts = dict(cfg.storage_options) or None
+    try:
+        if row["status"] == "failed":
+            record_failure(cfg.store, unit, row["reason"], storage_options=opts)
+            return summary
+        if row["status"] == "empty":
+            write_unit(
+                cfg.store, unit, np.zeros((0, 7, tp, tp), np.float32), np.zeros((0, tp, tp), np.uint8), [],
+                info={"empty": row["reason"]}, storage_options=opts,
+            )  # fmt: skip
+            return summary
+        dates = np.asarray(row["dates"]).astype("datetime64[D]")
+        emb, flags = masked_embeddings(np.asarray(row["embeddings"]), np.asarray(row["flags"]))
+        write_unit(
+            cfg.store, unit, emb, flags, dates,
+            info={"skipped_context": int(row["skipped_context"])}, storage_options=opts,
+        )  # fmt: skip
+        summary["px_dates"] = int(np.count_nonzero(flags & 1))
+    except Exception as err:
+        summary.update(status="failed", reason=f"write: {type(err).__name__}: {err}")
+        try:
+            record_failure(cfg.store, unit, summary["reason"], storage_options=opts)
+        except Exception:  # the store itself is unreachable: the summary still says why
+            pass
+    return summary
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. the pipeline
+# --------------------------------------------------------------------------------------------------
+
+
+def _pipeline(unit_ids: list[str], cfg: EmbedJobConfig) -> Any:
+    import ray
+
+    cfg_dict = to_dict(cfg)
+    ds: Any = ray.data.from_items([{"unit_id": u} for u in unit_ids], override_num_blocks=max(1, len(unit_ids)))
+    ds = ds.map(read_unit, fn_kwargs={"cfg_dict": cfg_dict}, num_cpus=cfg.read_num_cpus)
+    ds = ds.map(
+        EmbedActor,
+        fn_constructor_kwargs={"cfg_dict": cfg_dict},
+        compute=ray.data.ActorPoolStrategy(min_size=cfg.min_actors, max_size=cfg.max_actors),
+        num_cpus=cfg.actor_num_cpus,
+        num_gpus=cfg.actor_num_gpus,
+    )
+    return ds.map(write_result, fn_kwargs={"cfg_dict": cfg_dict}, num_cpus=cfg.write_num_cpus)
+
+
+def run(cfg: EmbedJobConfig) -> dict[str, Any]:
+    """Embed every not-yet-done unit of the region into the store; returns the run summary."""
+    import ray
+    from tqdm import tqdm
+
+    from embedder.grid import work_units
+    from embedder.store import StoreConfig, create_store, list_done
+
+    t0 = time.perf_counter()
+    layout = cfg.store_layout or StoreConfig()
+    units = work_units(
+        _region(cfg), cfg.start, cfg.end, tile_px=layout.tile_px, period_days=layout.period_days
+    )
+    opts = dict(cfg.storage_options) or None
+    version = model_version(cfg.checkpoint)
+    create_store(
+        cfg.store,
+        units=units,
+        model_version=version,
+        inputs={"catalog": cfg.catalog, "region": cfg.region, "start": str(cfg.start), "end": str(cfg.end)},
+        params={"halo_px": cfg.halo_px, "bf16": cfg.bf16},
+        cfg=layout,
+        storage_options=opts,
+    )
+    done = set(list_done(cfg.store, storage_options=opts))
+    todo = [u.id for u in units if u.id not in done]
+    print(f"[embed] {len(units)} units, {len(done)} already done, {len(todo)} to do", flush=True)
+    if not ray.is_initialized():
+        ray.init()
+    ray.data.DataContext.get_current().enable_progress_bars = cfg.progress
+    counts = {"ok": 0, "empty": 0, "failed": 0}
+    px_dates = 0
+    failures: dict[str, str] = {}
+    for attempt in range(1, cfg.max_attempts + 1):
+        if not todo:
+            break
+        failed_now: list[str] = []
+        bar = tqdm(total=len(todo), desc=f"units (pass {attempt})", unit="unit", disable=not cfg.progress)
+        for row in _pipeline(todo, cfg).iter_rows():
+            bar.update(1)
+            if row["status"] == "failed":
+                failed_now.append(row["unit_id"])
+                failures[row["unit_id"]] = row["reason"]
+                continue
+            counts[row["status"]] += 1
+            px_dates += int(row["px_dates"])
+            failures.pop(row["unit_id"], None)
+        bar.close()
+        todo = failed_now
+    counts["failed"] = len(todo)
+    elapsed = time.perf_counter() - t0
+    summary = {
+        "units_total": len(units),
+        "units_skipped_done": len(done),
+        "units_written": counts["ok"],
+        "units_empty": counts["empty"],
+        "units_failed": counts["failed"],
+        "failed": {u: failures[u].splitlines()[0] for u in todo},
+        "pixel_dates": px_dates,
+        "seconds": round(elapsed, 2),
+        "pixel_dates_per_s": round(px_dates / elapsed, 1) if elapsed > 0 else 0.0,
+        "model_version": version,
+        "store": cfg.store,
+    }
+    return summary
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. arguments
+# --------------------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ray_jobs.embed", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--config", required=True, type=Path, help="YAML of EmbedJobConfig (ray_jobs/configs/embed.yaml)"
+    )
+    p.add_argument("--store", help="override the store URL")
+    p.add_argument(
+        "--catalog", help="override the catalog ('planetary-computer', a STAC API URL or catalog.json)"
+    )
+    p.add_argument("--checkpoint", help="override the fusion checkpoint")
+    p.add_argument("--region", help="override the region (name, bbox 'lon0,lat0,lon1,lat1', GeoJSON path)")
+    p.add_argument("--summary-json", type=Path, help="also write the run summary to this file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the embedding job; exit code 0 when every unit is written or empty, 1 when some failed."""
+    args = _parser().parse_args(argv)
+    cfg = load_config(
+        EmbedJobConfig, args.config, store=args.store, catalog=args.catalog, checkpoint=args.checkpoint,
+        region=args.region,
+    )  # fmt: skip
+    summary = run(cfg)
+    text = json.dumps(summary, indent=2)
+    print("[embed] summary:\n" + text, flush=True)
+    if args.summary_json:
+        args.summary_json.write_text(text)
+    return 1 if summary["units_failed"] else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

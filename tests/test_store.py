@@ -1,0 +1,315 @@
+"""The embedding store: round trips (local, fake-gcs, moto), concurrent writers, all-or-nothing, verify."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import zarr
+
+import embedder.store as store_mod
+from embedder.cli import main as cli_main
+from embedder.config import StoreConfig
+from embedder.grid import Tile, WorkUnit, Period, work_units
+from embedder.store import (
+    FILL_CODE,
+    Flag,
+    StoreError,
+    create_store,
+    dequantise,
+    is_done,
+    list_done,
+    list_failures,
+    open_store,
+    quantise,
+    record_failure,
+    verify,
+    write_unit,
+)
+from embedder.testing.embeddings import fake_unit_data
+
+CFG = StoreConfig(tile_px=64, chunk_px=32)  # small tiles; the default time layout (366 d, 61 d chunks)
+
+
+def _units(n_cols=2, periods=(6,)):
+    return [
+        WorkUnit(tile=Tile(zone=32, south=False, col=82 + c, row=1016, size_px=64), period=Period(index=k))
+        for c in range(n_cols)
+        for k in periods
+    ]
+
+
+def _check_unit(ds, unit, data, step):
+    """Everything written for ``unit`` reads back through xarray within half a quantisation step."""
+    tile_left, _, _, tile_top = unit.tile.bounds
+    sub = ds.sel(x=slice(tile_left, tile_left + 640), y=slice(tile_top, tile_top - 640))
+    sub = sub.sel(time=data["dates"].astype("datetime64[ns]"))
+    emb = sub["embedding"].values  # [T, 7, 64, 64] decoded floats, NaN = none
+    assert emb.shape == data["embeddings"].shape
+    want = data["embeddings"]
+    np.testing.assert_array_equal(np.isnan(emb), np.isnan(want))
+    assert np.nanmax(np.abs(emb - want)) <= step / 2 + 1e-6
+    np.testing.assert_array_equal(sub["flags"].values, data["flags"])
+
+
+@pytest.fixture
+def local_store(tmp_path):
+    units = _units()
+    url = str(tmp_path / "emb.zarr")
+    st = create_store(url, units=units, model_version="m1", inputs={"catalog": "sample"}, cfg=CFG)
+    return st, units
+
+
+def test_quantise_bounds_and_fill():
+    step = CFG.quant_step
+    v = np.array([0.0, 1.234, 5.0, np.nan, -0.001, -1.0, 300.0], dtype=np.float32)
+    codes, clipped = quantise(v, step=step)
+    assert codes.dtype == np.uint16 and codes[3] == FILL_CODE
+    assert clipped == 2  # -1.0 and 300.0; -0.001 is float noise below half a step
+    back = dequantise(codes, step=step)
+    assert np.isnan(back[3])
+    assert np.all(np.abs(back[:3] - v[:3]) <= step / 2)
+    assert back[5] == 0.0 and back[6] == pytest.approx((FILL_CODE - 1) * step)
+
+
+def test_quantisation_error_within_one_percent_of_std():
+    u = _units(1)[0]
+    data = fake_unit_data(u, seed=3)
+    e = data["embeddings"]
+    codes, clipped = quantise(e, step=CFG.quant_step)
+    err = dequantise(codes, step=CFG.quant_step) - e
+    assert clipped == 0
+    rel = np.sqrt(np.nanmean(err**2, axis=(0, 2, 3))) / np.nanstd(e, axis=(0, 2, 3))  # [7]
+    assert rel.max() <= 0.01
+
+
+def test_local_round_trip_and_georeferencing(local_store):
+    st, units = local_store
+    datas = [fake_unit_data(u, seed=i) for i, u in enumerate(units)]
+    for u, d in zip(units, datas, strict=True):
+        w = write_unit(st, u, d["embeddings"], d["flags"], d["dates"], valid_counts=d["valid_counts"])
+        assert w.n_dates == len(d["dates"]) and w.clipped == 0
+        assert is_done(st, u)
+    ds = open_store(st.url)["utm32N"]
+    for u, d in zip(units, datas, strict=True):
+        _check_unit(ds, u, d, CFG.quant_step)
+    # a day without acquisitions is empty everywhere
+    assert np.isnan(ds["embedding"].sel(time="2021-01-05").values).all()
+    # CF / rioxarray georeferencing
+    import rioxarray  # noqa: F401
+
+    assert ds["embedding"].rio.crs.to_epsg() == 32632
+    tr = ds["embedding"].rio.transform()
+    assert (tr.a, tr.e, tr.c, tr.f) == (10.0, -10.0, 82 * 640.0, 1017 * 640.0)
+    # per-date valid observation counts land in the tile's cell
+    vp = ds["valid_px"].isel(tile_y=0, tile_x=1).sel(time=datas[1]["dates"].astype("datetime64[ns]")).values
+    np.testing.assert_array_equal(vp, datas[1]["valid_counts"])
+    rep = verify(st.url)
+    assert rep.ok, rep.summary()
+    assert rep.quant_err_rel_std <= 0.01
+    assert list_done(st.url) == sorted(u.id for u in units)
+
+
+def test_gcs_round_trip_and_verify(gcs_bucket):
+    units = _units()
+    url = f"{gcs_bucket.url}/emb.zarr"
+    so = gcs_bucket.storage_options
+    st = create_store(url, units=units, model_version="m1", cfg=CFG, storage_options=so)
+    datas = [fake_unit_data(u, seed=10 + i) for i, u in enumerate(units)]
+    for u, d in zip(units, datas, strict=True):
+        write_unit(st, u, d["embeddings"], d["flags"], d["dates"])
+    ds = open_store(url, storage_options=so)["utm32N"]
+    for u, d in zip(units, datas, strict=True):
+        _check_unit(ds, u, d, CFG.quant_step)
+    rep = verify(url, storage_options=so)
+    assert rep.ok, rep.summary()
+    assert cli_main(["verify", url, "--storage-options", json.dumps(so)]) == 0
+
+
+def test_s3_round_trip(s3_bucket):
+    units = _units(1)
+    url = f"{s3_bucket.url}/emb.zarr"
+    so = s3_bucket.storage_options
+    st = create_store(url, units=units, model_version="m1", cfg=CFG, storage_options=so)
+    d = fake_unit_data(units[0], seed=5)
+    write_unit(st, units[0], d["embeddings"], d["flags"], d["dates"])
+    _check_unit(open_store(url, storage_options=so)["utm32N"], units[0], d, CFG.quant_step)
+
+
+def test_concurrent_writers_touch_disjoint_objects_and_lose_nothing(gcs_bucket):
+    # adjacent in space (two tile columns) and in time (two period blocks): 4 units, 2 writers at once
+    units = _units(n_cols=2, periods=(6, 7))
+    url = f"{gcs_bucket.url}/emb.zarr"
+    so = gcs_bucket.storage_options
+    st = create_store(url, units=units, model_version="m1", cfg=CFG, storage_options=so)
+    datas = {u.id: fake_unit_data(u, seed=i) for i, u in enumerate(units)}
+    barrier = threading.Barrier(2)
+
+    def write(u):
+        d = datas[u.id]
+        barrier.wait(timeout=30) if u.period.index == 6 else None  # the first two start together
+        return write_unit(st, u, d["embeddings"], d["flags"], d["dates"])
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(write, units))
+    key_sets = [set(r.keys) for r in results]
+    for i in range(len(key_sets)):
+        for j in range(i + 1, len(key_sets)):
+            assert not key_sets[i] & key_sets[j], (results[i].unit_id, results[j].unit_id)
+    # every object in the store under the arrays was written by exactly one unit (plus the template)
+    fs = gcs_bucket.filesystem()
+    chunk_objs = {p.split("emb.zarr/", 1)[1] for p in fs.find(url) if "/c/" in p and "/time/" not in p
+                  and "/x/" not in p and "/y/" not in p and "spatial_ref" not in p}  # fmt: skip
+    assert chunk_objs == set().union(*key_sets) - {k for k in set().union(*key_sets) if k.startswith("_units")}
+    ds = open_store(url, storage_options=so)["utm32N"]
+    for u in units:
+        _check_unit(ds, u, datas[u.id], CFG.quant_step)
+
+
+def test_interrupted_write_is_detected_and_rewritten(local_store, monkeypatch):
+    st, units = local_store
+    u = units[0]
+    d = fake_unit_data(u, seed=1)
+    real_put = store_mod._put
+    calls = []
+
+    def failing_put(fs, path, data):
+        calls.append(path)
+        if len(calls) == 2:  # after the embedding shard, before flags / counts / marker
+            raise ConnectionError("simulated worker loss")
+        real_put(fs, path, data)
+
+    monkeypatch.setattr(store_mod, "_put", failing_put)
+    with pytest.raises(ConnectionError):
+        write_unit(st, u, d["embeddings"], d["flags"], d["dates"])
+    monkeypatch.setattr(store_mod, "_put", real_put)
+    assert not is_done(st, u)  # data landed partly, but no marker: the unit is not done
+    rep = verify(st.url)
+    assert not rep.ok and u.id in rep.missing
+    write_unit(st, u, d["embeddings"], d["flags"], d["dates"])
+    assert is_done(st, u)
+    _check_unit(open_store(st.url)["utm32N"], u, d, CFG.quant_step)
+
+    # an interrupted *rewrite* of a done unit un-does it before touching any data object
+    d2 = fake_unit_data(u, seed=2)
+    calls.clear()
+    monkeypatch.setattr(store_mod, "_put", failing_put)
+    with pytest.raises(ConnectionError):
+        write_unit(st, u, d2["embeddings"], d2["flags"], d2["dates"])
+    assert not is_done(st, u)
+
+
+def test_failures_are_recorded_and_cleared(local_store):
+    st, units = local_store
+    record_failure(st, units[1], "EmptyCubeError: no usable S2 date", exc=ValueError("empty"))
+    fails = list_failures(st.url)
+    assert [f["unit"] for f in fails] == [units[1].id]
+    assert "no usable" in fails[0]["reason"] and "ValueError" in fails[0]["exception"]
+    rep = verify(st.url)
+    assert not rep.ok and "no usable" in rep.summary()
+    d = fake_unit_data(units[1], seed=0)
+    write_unit(st, units[1], d["embeddings"], d["flags"], d["dates"])
+    assert list_failures(st.url) == []
+
+
+def test_verify_catches_missing_chunk_and_bad_georeferencing(local_store):
+    st, units = local_store
+    for i, u in enumerate(units):
+        d = fake_unit_data(u, seed=i)
+        write_unit(st, u, d["embeddings"], d["flags"], d["dates"])
+    assert verify(st.url).ok
+    fs, root = st.fs, st.root
+    shard = [p for p in fs.find(f"{root}/utm32N/embedding") if "/c/" in p][0]
+    fs.rm_file(shard)
+    rep = verify(st.url)
+    assert not rep.ok and any("missing" in p for p in rep.problems), rep.summary()
+    assert cli_main(["verify", st.url]) == 1
+    # bad georeferencing: shift the GeoTransform by one pixel
+    meta_path = f"{root}/utm32N/spatial_ref/zarr.json"
+    meta = json.loads(fs.cat_file(meta_path))
+    gt = meta["attributes"]["GeoTransform"].split()
+    gt[0] = str(float(gt[0]) + 10.0)
+    meta["attributes"]["GeoTransform"] = " ".join(gt)
+    fs.pipe_file(meta_path, json.dumps(meta).encode())
+    rep = verify(st.url)
+    assert any("GeoTransform" in p for p in rep.problems), rep.summary()
+
+
+def test_verify_catches_flags_without_embedding(local_store):
+    st, units = local_store
+    for i, u in enumerate(units):
+        d = fake_unit_data(u, seed=i)
+        write_unit(st, u, d["embeddings"], d["flags"], d["dates"])
+    # corrupt: a VALID flag on a day that has no embedding (written behind the store's back)
+    g = zarr.open_group(st.url, mode="r+")
+    g["utm32N/flags"][6 * 366 + 1, 0, 0] = 1
+    rep = verify(st.url)
+    assert not rep.ok
+    assert any("flags set on days" in p or "differs" in p for p in rep.problems), rep.summary()
+
+
+def test_reopen_resumes_and_rejects_other_model(local_store):
+    st, units = local_store
+    again = create_store(st.url, units=units, model_version="m1", inputs={"catalog": "sample"}, cfg=CFG)
+    assert again.attrs["embedder:fingerprint"] == st.attrs["embedder:fingerprint"]
+    with pytest.raises(StoreError, match="fingerprint"):
+        create_store(st.url, units=units, model_version="m2", inputs={"catalog": "sample"}, cfg=CFG)
+    far = WorkUnit(tile=Tile(zone=32, south=False, col=10, row=1016, size_px=64), period=Period(index=6))
+    with pytest.raises(StoreError, match="outside"):
+        create_store(st.url, units=[far], model_version="m1", inputs={"catalog": "sample"}, cfg=CFG)
+
+
+def test_write_unit_rejects_bad_input(local_store):
+    st, units = local_store
+    u = units[0]
+    d = fake_unit_data(u, seed=0)
+    with pytest.raises(StoreError, match="embeddings shape"):
+        write_unit(st, u, d["embeddings"][:, :3], d["flags"], d["dates"])
+    bad_dates = d["dates"].copy()
+    bad_dates[0] = np.datetime64("2030-01-01")
+    with pytest.raises(StoreError, match="outside unit"):
+        write_unit(st, u, d["embeddings"], d["flags"], bad_dates)
+    emb = d["embeddings"].copy()
+    i = np.argwhere(d["flags"][0] & Flag.VALID)[0]
+    emb[0, 2, i[0], i[1]] = np.nan
+    with pytest.raises(StoreError, match="VALID"):
+        write_unit(st, u, emb, d["flags"], d["dates"])
+    other = WorkUnit(tile=Tile(zone=32, south=False, col=82, row=1016, size_px=128), period=Period(index=6))
+    with pytest.raises(StoreError, match="layout"):
+        write_unit(st, other, d["embeddings"], d["flags"], d["dates"])
+    assert not is_done(st, u)
+
+
+def test_empty_unit_is_done_without_data(local_store):
+    st, units = local_store
+    w = write_unit(st, units[0], np.zeros((0, 7, 64, 64), "f4"), np.zeros((0, 64, 64), "u1"), [])
+    assert is_done(st, units[0]) and w.nbytes == 0
+
+
+def test_pixel_year_and_tile_date_need_few_reads(local_store):
+    """Reads per query with the default time layout: a pixel-year and a tile-date in a handful of GETs."""
+    from zarr.storage import LocalStore, LoggingStore
+
+    st, units = local_store
+    for i, u in enumerate(units):
+        d = fake_unit_data(u, seed=i)
+        write_unit(st, u, d["embeddings"], d["flags"], d["dates"])
+    logged = LoggingStore(LocalStore(st.root, read_only=True))
+    arr = zarr.open_array(logged, path="utm32N/embedding", mode="r")
+    t0 = 6 * 366
+    logged.counter.clear()
+    series = arr[t0 : t0 + 366, :, 5, 70]  # one pixel, one year: [366, 7]
+    pixel_year_reads = sum(v for k, v in logged.counter.items() if k.startswith("get"))
+    assert (series != FILL_CODE).any()
+    day = t0 + (dt.date.fromisoformat(json.loads(st.fs.cat_file(
+        f"{st.root}/_units/utm32N/{units[0].id}.json"))["dates"][0]) - units[0].period.start).days  # fmt: skip
+    logged.counter.clear()
+    tile = arr[day, :, 0:64, 0:64]  # one tile, one date: [7, 64, 64]
+    tile_date_reads = sum(v for k, v in logged.counter.items() if k.startswith("get"))
+    assert (tile != FILL_CODE).any()
+    assert pixel_year_reads <= 8  # 6 inner chunks + 1 shard index (+ metadata)
+    assert tile_date_reads <= 6  # 4 inner chunks + 1 shard index (+ metadata)
