@@ -87,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         arr = zarr.open_array(logged, path="utm32N/embedding", mode="r")
         t_start = units[0].period.start_day
         logged.counter.clear()
-        series = arr[t_start : t_start + 365, :, 100, 100]  # [365, 7] one pixel, one year
+        series = np.asarray(arr[t_start : t_start + 365, :, 100, 100])  # [365, 7] one pixel, one year
         reads_pixel_year = _count_gets(logged.counter)
         day = t_start + int(np.flatnonzero((series != FILL_CODE).all(axis=1))[0])
         logged.counter.clear()
-        tile = arr[day, :, 0:tp, 0:tp]  # [7, H, W] one tile, one date
+        tile = np.asarray(arr[day, :, 0:tp, 0:tp])  # [7, H, W] one tile, one date
         reads_tile_date = _count_gets(logged.counter)
         assert (tile != FILL_CODE).any()
         rep = verify(url)

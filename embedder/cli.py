@@ -17,10 +17,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample-region": ("embedder.sample:cli_main", "write the synthetic sample region (COGs + STAC)"),
     "cube": ("embedder.data.cubes:cli_main", "load one tile's S1+S2 cube from a catalog, print a summary"),
     "shards": ("embedder.data.shards:cli_main", "build training shards for one cube, or inspect shards"),
-    "verify": ("embedder.store:cli_verify", "check an embedding store is complete and consistent (exit 0 = OK)"),
+    "verify": (
+        "embedder.store:cli_verify",
+        "check an embedding store is complete and consistent (exit 0 = OK)",
+    ),
+    "plan": (
+        "embedder.plan:cli_main",
+        "estimate tiles, pixel-dates, GPU-hours, bytes and cost of an embedding run",
+    ),
     "secrets-scan": ("embedder.secrets_scan:cli_main", "scan repo, logs and store attributes for secrets"),
-    "curves": ("embedder.curves:cli_main", "plot training curves (SPEC 9) from run dirs' metrics.jsonl to PNG"),
+    "curves": (
+        "embedder.curves:cli_main",
+        "plot training curves (SPEC 9) from run dirs' metrics.jsonl to PNG",
+    ),
     "gpp": ("embedder.gpp:cli_main", "evaluate per-date features against flux-tower GPP (SPEC 8)"),
+    "probe": ("embedder.serve.api:cli_probe", "one pixel's embedding time series from a store (CSV/JSON)"),
+    "region": ("embedder.serve.api:cli_region", "summarise a store region per date or time window"),
+    "export": ("embedder.serve.api:cli_export", "export a store region to GeoTIFF, NetCDF or Zarr"),
+    "serve": ("embedder.serve.http:cli_serve", "read-only HTTP service + web map of a store"),
 }
 
 

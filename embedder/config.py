@@ -748,8 +748,8 @@ class StoreConfig:
     """Days per inner chunk: a year of one pixel is ``period_days / chunk_days`` (+1) chunk reads."""
     quant_step: float = 1.0 / 256.0
     """Quantisation step of the features (uint16, value = code * step): RMS error step/sqrt(12) = 0.0011."""
-    compression_level: int = 5
-    """zstd level inside Blosc (bit-shuffled), 1..9."""
+    compression_level: int = 9
+    """zstd level inside Blosc (bit-shuffled), 1..9; 9 stores ~8 % less than 5 (bench/store.py)."""
 
     def __post_init__(self) -> None:
         for name in ("tile_px", "chunk_px", "period_days", "chunk_days"):
@@ -980,3 +980,32 @@ class EmbedJobConfig:
             raise ConfigError(
                 f"EmbedJobConfig.halo_px = {self.halo_px} must be at least 7 (the 15 px window)"
             )
+
+
+# --- Serving embedding stores (embedder/serve/) ------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeConfig:
+    """Limits and defaults of the read-only store service (``embedder serve``) and the Python queries."""
+
+    max_region_px: int = 1_048_576
+    """Largest region extract in pixels (y * x) a request may ask for (1024 x 1024); larger: HTTP 413."""
+    max_region_values: int = 20_000_000
+    """Largest in-memory extract in values (pixels x dates or windows x 7 features; 80 MB as float32)."""
+    max_points: int = 10_000
+    """Most points one ``sample_points`` request may carry."""
+    max_tile_native_px: int = 2048
+    """Map tiles needing a native window wider than this (zoomed out) show the coverage only."""
+    max_tile_dates: int = 62
+    """Most store dates a window tile may average (a longer window: HTTP 422 naming the limit)."""
+    strip_px: int = 256
+    """Rows per strip when large regions are aggregated or exported strip by strip."""
+    pca_samples: int = 20_000
+    """Valid pixel-dates sampled from the store to fit the fixed RGB PCA of the map tiles."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_region_px", "max_region_values", "max_points", "max_tile_native_px",
+                     "max_tile_dates", "strip_px", "pca_samples"):  # fmt: skip
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"ServeConfig.{name} = {getattr(self, name)} must be positive")

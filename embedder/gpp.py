@@ -357,7 +357,8 @@ def tower_features(
 
     ``ds`` is an ``xarray.Dataset`` whose variable ``var`` (default: the one variable with a ``feature``
     dim) has dims ``(time, y, x, feature)`` on a metric grid, with the CRS in ``attrs['crs']`` (or a
-    ``spatial_ref`` coordinate). Feature names come from the ``feature`` coordinate, else ``F01, F02, ...``.
+    ``spatial_ref`` coordinate with ``crs_wkt``, as :mod:`embedder.store` writes; any dim order).
+    Feature names come from the ``feature`` coordinate, else ``F01, F02, ...``.
     Dates with no valid pixel are dropped. Returns ``[site,] date, <features>``.
     """
     from pyproj import Transformer
@@ -385,11 +386,11 @@ def tower_features(
             f"tower at lon {lon}, lat {lat} ({cx:.1f}, {cy:.1f} in {crs}) is outside the Dataset's grid "
             f"(x {x_m.min():.1f}..{x_m.max():.1f}, y {y_m.min():.1f}..{y_m.max():.1f}); open the right tile"
         )
-    sub = arr.isel(x=xs, y=ys)  # read only the tower's neighbourhood
+    sub = arr.isel(x=slice(xs[0], xs[-1] + 1), y=slice(ys[0], ys[-1] + 1))  # only the neighbourhood
     means = mean_within_radius(
         np.asarray(sub.values, dtype=np.float64),  # [T, y, x, F]
-        x_m=x_m[xs],
-        y_m=y_m[ys],
+        x_m=x_m[xs[0] : xs[-1] + 1],
+        y_m=y_m[ys[0] : ys[-1] + 1],
         centre_xy=(cx, cy),
         radius_m=radius_m,
     )  # [T, F]
@@ -955,13 +956,12 @@ def run_evaluation(
         if not len(train) or not len(test):
             log.warning("fold %s has %d train and %d eval windows; skipped", fold, len(train), len(test))
             continue
-        train_m, test_m = train, test
         std = Standardiser.fit(
             Windows(train.x[..., main_idx], train.y, train.site, train.end, tuple(feat_cols))
         )
-        y_train = std.y(train_m.y)
-        x_train = std.x(train_m.x[..., main_idx])  # [N, W, F]
-        x_test = std.x(test_m.x[..., main_idx])  # [M, W, F]
+        y_train = std.y(train.y)
+        x_train = std.x(train.x[..., main_idx])  # [N, W, F]
+        x_test = std.x(test.x[..., main_idx])  # [M, W, F]
         for name in models:
             if name in ("transformer", "lstm"):
                 torch.manual_seed(cfg.seed)
@@ -974,27 +974,27 @@ def run_evaluation(
                 pred = std.y_inverse(predict_regressor(net, x_test))
             else:
                 if name == "linear":
-                    a_train, a_test = train_m.x[:, -1, main_idx], test_m.x[:, -1, main_idx]
+                    a_train, a_test = train.x[:, -1, main_idx], test.x[:, -1, main_idx]
                 elif name in ("ndvi", "evi"):
                     k = vi_idx[name.upper()]
-                    a_train, a_test = train_m.x[:, -1, [k]], test_m.x[:, -1, [k]]
+                    a_train, a_test = train.x[:, -1, [k]], test.x[:, -1, [k]]
                 else:  # lue
                     assert forcing is not None
-                    a_train, a_test = _lue_inputs(train_m, forcing), _lue_inputs(test_m, forcing)
+                    a_train, a_test = _lue_inputs(train, forcing), _lue_inputs(test, forcing)
                 ok = np.isfinite(a_train).all(axis=1)
                 if ok.sum() < a_train.shape[1] + 1:
                     skipped[name] = f"fold {fold}: only {int(ok.sum())} training windows with its inputs"
                     continue
-                pred = _apply_linear(fit_linear(a_train[ok], train_m.y[ok]), a_test)
+                pred = _apply_linear(fit_linear(a_train[ok], train.y[ok]), a_test)
             preds.append(
                 pd.DataFrame(
                     {
                         "split": cfg.split,
                         "fold": fold,
                         "model": name,
-                        "site": test_m.site.astype(str),
-                        "date": pd.to_datetime(test_m.end),
-                        "observed": test_m.y.astype(np.float64),
+                        "site": test.site.astype(str),
+                        "date": pd.to_datetime(test.end),
+                        "observed": test.y.astype(np.float64),
                         "predicted": np.asarray(pred, dtype=np.float64),
                         "y_std": std.y_std,
                     }

@@ -79,7 +79,7 @@ class GridError(ValueError):
 
 def utm_epsg(lon: float, lat: float) -> int:
     """EPSG code of the standard UTM zone containing ``(lon, lat)`` (326zz north, 327zz south)."""
-    zone = min(int(math.floor((lon + 180.0) / 6.0)) + 1, 60)
+    zone = min(math.floor((lon + 180.0) / 6.0) + 1, 60)
     return (32600 if lat >= 0 else 32700) + zone
 
 
@@ -238,7 +238,9 @@ class WorkUnit:
             ) from exc
         offset = (start - EPOCH).days
         if offset < 0 or offset % days:
-            raise GridError(f"unit id {unit_id!r}: {start} is not the start of a {days}-day block since {EPOCH}")
+            raise GridError(
+                f"unit id {unit_id!r}: {start} is not the start of a {days}-day block since {EPOCH}"
+            )
         return cls(tile=Tile.from_id(tile_id), period=Period(index=offset // days, period_days=days))
 
 
@@ -275,7 +277,9 @@ def _sample_geometry() -> BaseGeometry:
         half = cfg.size_px * PIXEL_M / 2
         sq = shapely.segmentize(box(x - half, y - half, x + half, y + half), half / 4)
         to_ll = Transformer.from_crs(scene.epsg, 4326, always_xy=True)
-        parts.append(shapely.transform(sq, lambda xy, t=to_ll: np.column_stack(t.transform(xy[:, 0], xy[:, 1]))))
+        parts.append(
+            shapely.transform(sq, lambda xy, t=to_ll: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
+        )
     return shapely.union_all(parts)
 
 
@@ -303,27 +307,33 @@ def region_geometry(region: Any) -> BaseGeometry:
         elif kind in ("Polygon", "MultiPolygon"):
             geom = shape(region)
         else:
-            raise GridError(f"GeoJSON type {kind!r} is not supported: give a (Multi)Polygon, Feature or FeatureCollection")
+            raise GridError(
+                f"GeoJSON type {kind!r} is not supported: give a (Multi)Polygon, Feature or FeatureCollection"
+            )
     elif isinstance(region, (tuple, list)):
         geom = box(*_check_bbox(region))
     else:
-        raise GridError(f"region {region!r} is not a bbox, GeoJSON, shapely geometry or a name in {sorted(REGIONS)}")
+        raise GridError(
+            f"region {region!r} is not a bbox, GeoJSON, shapely geometry or a name in {sorted(REGIONS)}"
+        )
     if geom.is_empty or geom.area <= 0:
         raise GridError(f"region {mapping(geom) if not geom.is_empty else region!r} is empty (zero area)")
     lon0, lat0, lon1, lat1 = geom.bounds
     if lon0 < -180 or lon1 > 180 or lat0 < -90 or lat1 > 90:
         raise GridError(f"region bounds {geom.bounds} are not lon/lat degrees; give geometries in EPSG:4326")
     if lat0 < _MAX_LAT_S or lat1 > _MAX_LAT_N:
-        raise GridError(f"region bounds {geom.bounds} leave the UTM range {_MAX_LAT_S}..{_MAX_LAT_N} degrees latitude")
+        raise GridError(
+            f"region bounds {geom.bounds} leave the UTM range {_MAX_LAT_S}..{_MAX_LAT_N} degrees latitude"
+        )
     if not geom.is_valid:
         geom = shapely.make_valid(geom)
     return geom
 
 
 def _zone_parts(geom: BaseGeometry) -> Iterable[tuple[int, bool, BaseGeometry]]:
-    lon0, lat0, lon1, lat1 = geom.bounds
-    z0 = min(int(math.floor((lon0 + 180) / 6)) + 1, 60)
-    z1 = min(int(math.floor((lon1 + 180) / 6)) + 1, 60)
+    lon0, _lat0, lon1, _lat1 = geom.bounds
+    z0 = min(math.floor((lon0 + 180) / 6) + 1, 60)
+    z1 = min(math.floor((lon1 + 180) / 6) + 1, 60)
     for zone in range(z0, z1 + 1):
         w = -180.0 + (zone - 1) * 6.0
         for south, (b, t) in ((False, (0.0, 90.0)), (True, (-90.0, 0.0))):
@@ -352,8 +362,8 @@ def tiles_for_region(region: Any, *, tile_px: int = DEFAULT_TILE_PX) -> list[Til
         left, bottom, right, top = proj.bounds
         cols = np.arange(max(0, math.floor(left / size_m)), math.ceil(right / size_m))
         rows = np.arange(max(0, math.floor(bottom / size_m)), math.ceil(top / size_m))
-        cc, rr = np.meshgrid(cols, rows, indexing="xy")
-        cc, rr = cc.ravel(), rr.ravel()
+        grid_c, grid_r = np.meshgrid(cols, rows, indexing="xy")
+        cc, rr = grid_c.ravel(), grid_r.ravel()
         boxes = shapely.box(cc * size_m, rr * size_m, (cc + 1) * size_m, (rr + 1) * size_m)
         shapely.prepare(proj)
         hit = shapely.intersects(proj, boxes)

@@ -215,20 +215,22 @@ class ContextAwareLoss(nn.Module):
 
     def forward(self, y_hat: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> LossTerms:
         """Loss terms for prediction ``y_hat``, target ``y`` and validity ``mask`` ``[B, T, C, H, W]``."""
-        y_hat = y_hat.float()
+        y_hat, y = y_hat.float(), y.float()
         w = self.weights
-        mae = masked_weighted_mae(y_hat, y, mask, weights=self.weight_map)
-        total = w.mae * mae
-        ssim = sam = None
-        if w.ssim > 0:
-            ssim = 1.0 - ssim_index(y_hat, y)
-            total = total + w.ssim * ssim
-        if w.sam > 0:
-            sam = spectral_angle(y_hat, y, mask, weights=self.weight_map)
-            total = total + w.sam * sam
-        with torch.no_grad():
-            c_mae = centre_mae(y_hat, y, mask)
-            s_mae = surroundings_mae(y_hat, y, mask)
+        # The loss always runs in float32, also when the model runs under bf16 autocast.
+        with torch.autocast(device_type=y.device.type, enabled=False):
+            mae = masked_weighted_mae(y_hat, y, mask, weights=self.weight_map)
+            total = w.mae * mae
+            ssim = sam = None
+            if w.ssim > 0:
+                ssim = 1.0 - ssim_index(y_hat, y)
+                total = total + w.ssim * ssim
+            if w.sam > 0:
+                sam = spectral_angle(y_hat, y, mask, weights=self.weight_map)
+                total = total + w.sam * sam
+            with torch.no_grad():
+                c_mae = centre_mae(y_hat, y, mask)
+                s_mae = surroundings_mae(y_hat, y, mask)
         return LossTerms(total=total, mae=mae, ssim=ssim, sam=sam, centre_mae=c_mae, surroundings_mae=s_mae)
 
 

@@ -85,7 +85,7 @@ from scipy import ndimage
 from shapely.geometry import Polygon, box, mapping
 from shapely.ops import transform as shapely_transform
 
-from embedder.config import ConfigError, SampleRegionConfig, SceneSpec, from_dict, to_dict
+from embedder.config import ConfigError, SampleRegionConfig, SceneSpec, from_dict, load_config, to_dict
 from embedder.sensors import S1, S2
 
 __all__ = [
@@ -98,6 +98,7 @@ __all__ = [
     "cli_main",
     "default_scenes",
     "read_region_manifest",
+    "series_driver",
     "write_sample_region",
 ]
 
@@ -160,6 +161,9 @@ _SPECTRA: dict[str, dict[str, float]] = {
     # Soil darkening per unit moisture (stronger in the SWIR water absorption bands).
     "wet_darkening": {"B02": 0.40, "B03": 0.40, "B04": 0.40, "B05": 0.42, "B06": 0.44, "B07": 0.45,
                       "B08": 0.45, "B8A": 0.46, "B11": 0.60, "B12": 0.65},
+    # Suspended sediment in water, relative by band (peaks in the red, absorbed by water in the SWIR).
+    "sediment": {"B02": 0.50, "B03": 0.80, "B04": 1.00, "B05": 0.90, "B06": 0.40, "B07": 0.30,
+                 "B08": 0.25, "B8A": 0.20, "B11": 0.02, "B12": 0.01},
     # Residual haze after atmospheric correction, relative by band (Rayleigh/aerosol ~ wavelength^-k).
     "haze": {"B02": 1.00, "B03": 0.70, "B04": 0.50, "B05": 0.40, "B06": 0.32, "B07": 0.28, "B08": 0.25,
              "B8A": 0.23, "B11": 0.08, "B12": 0.05},
@@ -287,6 +291,36 @@ def default_scenes(n: int) -> tuple[SceneSpec, ...]:
     return (base + tuple(extra))[:n]
 
 
+def series_driver(days: np.ndarray, values: np.ndarray) -> VegDriver:
+    """A :data:`VegDriver` from a daily series (e.g. tower fAPAR): linear in time, clipped to [0, 1].
+
+    ``days`` are ``datetime64`` (any unit, sorted), ``values`` the series, both shape [D]; NaNs are
+    dropped. Asking the driver for a day outside the series raises :class:`SampleRegionError`.
+    """
+    d = np.asarray(days, dtype="datetime64[D]").astype(np.int64)
+    v = np.asarray(values, dtype=np.float64)
+    if d.shape != v.shape or d.ndim != 1:
+        raise SampleRegionError(
+            f"series_driver: days {d.shape} and values {v.shape} must be 1-d of one length"
+        )
+    keep = np.isfinite(v)
+    d, v = d[keep], v[keep]
+    if d.size < 2 or np.any(np.diff(d) <= 0):
+        raise SampleRegionError("series_driver needs at least two finite values on strictly increasing days")
+
+    def driver(when: np.ndarray) -> np.ndarray:
+        t = np.asarray(when, dtype="datetime64[D]").astype(np.int64)
+        if t.size and (t.min() < d[0] or t.max() > d[-1]):
+            span = f"{np.datetime64(int(d[0]), 'D')}..{np.datetime64(int(d[-1]), 'D')}"
+            raise SampleRegionError(
+                f"vegetation series covers {span} but the region needs {np.datetime64(int(t.min()), 'D')}.."
+                f"{np.datetime64(int(t.max()), 'D')}; give a longer series or a shorter period"
+            )
+        return np.clip(np.interp(t, d, v), 0.0, 1.0)
+
+    return driver
+
+
 def write_sample_region(
     out_dir: str | Path,
     *,
@@ -297,9 +331,11 @@ def write_sample_region(
     """Write the sample region (COGs, static STAC catalog, truth, ``region.json``) into ``out_dir``.
 
     ``cfg`` defaults to :meth:`SampleRegionConfig.small`. ``veg_drivers`` maps a scene name to a
-    function of the S2 days that returns the vegetation state of that scene's natural classes
-    (forests, grassland, urban greenery) in [0, 1], e.g. a real tower fAPAR series; crops keep their
-    sowing/harvest calendar. ``out_dir`` must be empty or not exist.
+    :data:`VegDriver` (see :func:`series_driver` for a daily series such as real tower fAPAR). It replaces
+    the seasonal shape (0 dormant .. 1 peak) of the scene's natural classes, which each map it to their
+    own range of vegetation state (needleleaf 0.62-0.82, broadleaf 0.12-0.92, grassland 0.25-0.85 before
+    mowing, urban greenery 0.06-0.14); crops keep their sowing/harvest calendar. It is called with the
+    S2 days and with the S1 days of the scene. ``out_dir`` must be empty or not exist.
     """
     cfg = SampleRegionConfig() if cfg is None else cfg
     root = Path(out_dir)
@@ -645,6 +681,13 @@ class _Scene:
         v = v * np.where(lc == _C["water"], 0.0, self.vmax[None] / 0.9)
         return np.clip(v, 0.0, 1.0).astype(np.float32)
 
+    def _veg_in_batches(self, days: Sequence[dt.date], *, batch: int = 8) -> np.ndarray:
+        """:meth:`veg_state` a few dates at a time (bounded float64 temporaries for large scenes)."""
+        if self.driver is not None:  # the driver sees the whole series at once
+            return self.veg_state(days)
+        parts = [self.veg_state(days[i : i + batch]) for i in range(0, len(days), batch)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.n, self.n), np.float32)
+
     def _crop_state(self, t: np.ndarray, shift: np.ndarray) -> np.ndarray:
         """Crop green cover [T, H, W]: per-parcel sowing -> growth -> senescence -> harvest -> bare."""
         lc = self.landcover[None]
@@ -694,8 +737,8 @@ class _Scene:
         )
         canopy = np.where((lc == _C["needleleaf_forest"])[None], needle, green)
         refl = veg[None] * canopy + (1 - veg[None]) * background  # [10, H, W]
-        turbidity = 0.02 * max(0.0, self.sm_on(day) - 0.55)  # rain-fed sediment brightens red/red-edge
-        water = _band_vector("water")[:, None, None] + turbidity * _band_vector("haze")[::-1, None, None]
+        turbidity = 0.08 * max(0.0, self.sm_on(day) - 0.55)  # rain-fed sediment brightens red/red-edge
+        water = _band_vector("water")[:, None, None] + turbidity * _band_vector("sediment")[:, None, None]
         refl = np.where((lc == _C["water"])[None], water, refl)
         gain = rng.normal(1.0, 0.015)  # residual atmosphere, per date
         haze = abs(rng.normal(0.0, 0.006)) * _band_vector("haze")[:, None, None]
@@ -708,7 +751,7 @@ class _Scene:
         cfg, spec, n = self.cfg, self.spec, self.n
         days = _s2_days(cfg)
         self.s2_days = days
-        self.s2_veg = self.veg_state(days)  # [T, H, W]
+        self.s2_veg = self._veg_in_batches(days)  # [T, H, W]
         self.s2_clear = np.zeros((len(days), n, n), bool)
         self.s2_refl = (
             np.zeros((len(days), len(S2.bands), n, n), np.float32) if cfg.truth_reflectance else None
@@ -980,7 +1023,7 @@ class _Scene:
         acq = _s1_acquisitions(cfg, spec)
         if not acq:
             return []
-        veg = self.veg_state([a[0] for a in acq])  # [T1, H, W]
+        veg = self._veg_in_batches([a[0] for a in acq])  # [T1, H, W]
         lc = self.landcover
         items = []
         for k, (day, platform, direction) in enumerate(acq):
@@ -1139,7 +1182,7 @@ class _Scene:
 def _scl_to_20m(scl: np.ndarray) -> np.ndarray:
     """SCL [H, W] -> [H/2, W/2]: each 20 m pixel takes its most severe 10 m class (no data > cloud > ...)."""
     rank = np.zeros(256, np.int16)
-    for r, cls in enumerate((7, 6, 5, 4, 11, 2, 3, 10, 8, 9, 1, 0)):  # low -> high severity
+    for r, cls in enumerate((5, 4, 6, 7, 11, 2, 3, 10, 8, 9, 1, 0)):  # low -> high precedence
         rank[cls] = r + 1
     h, w = scl.shape
     blocks = scl.reshape(h // 2, 2, w // 2, 2).transpose(0, 2, 1, 3).reshape(h // 2, w // 2, 4)
@@ -1326,46 +1369,43 @@ def cli_main(argv: list[str] | None = None) -> int:
     """``embedder sample-region OUT [--size-px N] [--start D] [--end D] [--seed S] [--scenes N] ...``."""
     parser = argparse.ArgumentParser(
         prog="embedder sample-region",
-        description="Write the synthetic sample region (COGs + static STAC catalog + truth) into OUT.",
+        description="Write the synthetic sample region (COGs + static STAC catalog + truth) into OUT. "
+        "Options override the preset (--tiny, --config YAML, else the small default).",
     )
-    default = SampleRegionConfig()
     parser.add_argument("out", type=Path, help="output folder (new or empty)")
+    preset = parser.add_mutually_exclusive_group()
+    preset.add_argument("--tiny", action="store_true", help="start from the tiny test preset")
+    preset.add_argument("--config", type=Path, help="YAML file of SampleRegionConfig keys to start from")
+    parser.add_argument("--size-px", type=int, help="scene side in 10 m pixels (even; default 64)")
+    parser.add_argument("--start", type=_parse_date, help="first day YYYY-MM-DD (default 2021-07-01)")
+    parser.add_argument("--end", type=_parse_date, help="last day YYYY-MM-DD (default 2022-06-30)")
+    parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument("--scenes", type=int, help="number of scenes (default 2: EPSG 32632 and 32633)")
+    parser.add_argument("--s2-cadence-days", type=int, help="days between S2 dates (default 5)")
+    parser.add_argument("--s1-cadence-days", type=int, help="S1A repeat per orbit direction (default 12)")
     parser.add_argument(
-        "--size-px", type=int, default=default.size_px, help="scene side in 10 m pixels (even)"
-    )
-    parser.add_argument("--start", type=_parse_date, default=default.start, help="first day YYYY-MM-DD")
-    parser.add_argument("--end", type=_parse_date, default=default.end, help="last day YYYY-MM-DD")
-    parser.add_argument("--seed", type=int, default=default.seed, help="random seed")
-    parser.add_argument("--scenes", type=int, default=len(default.scenes), help="number of scenes")
-    parser.add_argument(
-        "--s2-cadence-days", type=int, default=default.s2_cadence_days, help="days between S2 dates"
-    )
-    parser.add_argument(
-        "--s1-cadence-days", type=int, default=default.s1_cadence_days, help="S1A repeat, days"
-    )
-    parser.add_argument("--tiny", action="store_true", help="start from the tiny test preset")
-    parser.add_argument(
-        "--truth-reflectance", action="store_true", help="store clear-sky reflectance in the truth"
+        "--truth-reflectance", action="store_true", help="also store clear-sky reflectance in the truth"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    base = SampleRegionConfig.tiny() if args.tiny else default
     try:
-        cfg = dataclasses.replace(
-            base,
-            scenes=default_scenes(args.scenes),
-            size_px=args.size_px if args.size_px != default.size_px or not args.tiny else base.size_px,
-            start=args.start if args.start != default.start or not args.tiny else base.start,
-            end=args.end if args.end != default.end or not args.tiny else base.end,
-            seed=args.seed,
-            s2_cadence_days=args.s2_cadence_days
-            if args.s2_cadence_days != default.s2_cadence_days or not args.tiny
-            else base.s2_cadence_days,
-            s1_cadence_days=args.s1_cadence_days,
-            truth_reflectance=args.truth_reflectance or base.truth_reflectance,
-        )
+        if args.config is not None:
+            base = load_config(SampleRegionConfig, args.config)
+        else:
+            base = SampleRegionConfig.tiny() if args.tiny else SampleRegionConfig.small()
+        overrides: dict[str, Any] = {
+            "size_px": args.size_px,
+            "start": args.start,
+            "end": args.end,
+            "seed": args.seed,
+            "s2_cadence_days": args.s2_cadence_days,
+            "s1_cadence_days": args.s1_cadence_days,
+            "scenes": None if args.scenes is None else default_scenes(args.scenes),
+            "truth_reflectance": True if args.truth_reflectance else None,
+        }
+        cfg = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
         region = write_sample_region(args.out, cfg=cfg, progress=not args.no_progress)
-    except (ConfigError, SampleRegionError) as err:
+    except (ConfigError, SampleRegionError, FileNotFoundError) as err:
         print(f"embedder sample-region: {err}", file=sys.stderr)
         return 2
     n_s2 = sum(s.n_s2 for s in region.scenes)

@@ -99,14 +99,24 @@ def store_collection(
                 roles=["data", "embeddings"],
                 title=f"Per-date 7-d embeddings, {zone} (Zarr v3 group)",
                 extra_fields={
-                    "xarray:open_kwargs": {"engine": "zarr", "group": zone, "consolidated": False, "zarr_format": 3},
+                    "xarray:open_kwargs": {
+                        "engine": "zarr",
+                        "group": zone,
+                        "consolidated": False,
+                        "zarr_format": 3,
+                    },
                     "variables": ["embedding", "flags", "valid_px"],
                 },
             ),
         )
         items.append(item)
     boxes = [i.bbox for i in items if i.bbox is not None]
-    union = [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+    union = [
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    ]
     coll = pystac.Collection(
         id=collection_id,
         title="Per-date Sentinel-1 + Sentinel-2 embeddings (7-d, 10 m)",

@@ -173,7 +173,7 @@ def _put(fs: Any, path: str, data: bytes) -> None:
 
 def _get_json(fs: Any, path: str) -> dict[str, Any] | None:
     try:
-        return json.loads(fs.cat_file(path))  # type: ignore[no-any-return]
+        return json.loads(fs.cat_file(path))
     except FileNotFoundError:
         return None
 
@@ -233,7 +233,9 @@ class _Zone:
     @classmethod
     def from_attrs(cls, name: str, a: dict[str, Any]) -> _Zone:
         e = a["embedder:extent"]
-        return cls(name, int(a["proj:epsg"]), e["col0"], e["row_top"], e["n_cols"], e["n_rows"], e["n_periods"])
+        return cls(
+            name, int(a["proj:epsg"]), e["col0"], e["row_top"], e["n_cols"], e["n_rows"], e["n_periods"]
+        )
 
     def tile_index(self, tile: Tile) -> tuple[int, int]:
         """(tile_y, tile_x) of a tile inside this zone's arrays, or StoreError."""
@@ -338,7 +340,7 @@ def create_store(
                 f"not {fingerprint} (model {model_version!r}): use another URL or overwrite=True"
             )
         existing = set(store.attrs.get("embedder:zones", []))
-        for name, z in zones.items():
+        for name in zones:
             if name not in existing:
                 raise StoreError(f"store {url!r} has no zone group {name}; recreate it with all units")
             zat = _zone_attrs(store, name)
@@ -348,6 +350,10 @@ def create_store(
                     have.tile_index(u.tile)
                     if u.period.index >= have.n_periods:
                         raise StoreError(f"unit {u.id} is after the store's time extent; recreate the store")
+        plan = _get_json(fs, f"{root}/_plan.json") or {"units": []}
+        new = sorted(set(plan["units"]) | {u.id for u in units})
+        if len(new) != len(plan["units"]):  # more units inside the extent: extend the plan
+            _put(fs, f"{root}/_plan.json", json.dumps(_plan(WorkUnit.from_id(u) for u in new)).encode())
         return store
 
     if overwrite and fs.exists(root):
@@ -377,7 +383,7 @@ def create_store(
         g = group.create_group(name, attributes=zattrs)
         comp = _compressors(cfg)
         common = {"grid_mapping": "spatial_ref", "coordinates": "spatial_ref"}
-        emb = g.create_array(
+        g.create_array(
             "embedding",
             shape=(nt, EMBEDDING_DIM, ny, nx),
             chunks=(cd, EMBEDDING_DIM, cp, cp),
@@ -435,14 +441,17 @@ def create_store(
         y[:] = gt[3] - PIXEL_M * (np.arange(ny) + 0.5)
         sref = g.create_array("spatial_ref", shape=(), dtype="int32", fill_value=0, attributes=georef)
         sref[...] = 0
-        del emb
-    plan = {
-        "tiles": sorted({u.tile.id for u in units}),
-        "periods": sorted({u.period.index for u in units}),
-        "units": sorted(u.id for u in units),
-    }
-    _put(fs, f"{root}/_plan.json", json.dumps(plan).encode())
+    _put(fs, f"{root}/_plan.json", json.dumps(_plan(units)).encode())
     return _as_store(url, storage_options)
+
+
+def _plan(units: Iterable[WorkUnit]) -> dict[str, list[Any]]:
+    us = list(units)
+    return {
+        "tiles": sorted({u.tile.id for u in us}),
+        "periods": sorted({u.period.index for u in us}),
+        "units": sorted(u.id for u in us),
+    }
 
 
 def _root_attrs(
@@ -490,7 +499,7 @@ def _zone_attrs(store: Store, zone: str) -> dict[str, Any]:
     doc = _get_json(store.fs, f"{store.root}/{zone}/zarr.json")
     if doc is None:
         raise StoreError(f"store {store.url!r} has no zone group {zone!r}")
-    return doc.get("attributes", {})  # type: ignore[no-any-return]
+    return doc.get("attributes", {})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -529,7 +538,6 @@ def _encode_shard(
     """Encode one shard (or chunk) exactly as the store array would, in memory; None if all fill."""
     import zarr
     import zarr.storage
-
     from zarr.core.buffer import Buffer
 
     mem: dict[str, Buffer] = {}
@@ -555,7 +563,9 @@ def _to_days(dates: Sequence[Any] | np.ndarray) -> np.ndarray:
     if arr.size == 0:
         return np.zeros(0, dtype=np.int64)
     if arr.dtype.kind in "OUS":
-        arr = np.array([np.datetime64(d if not isinstance(d, dt.datetime) else d.date(), "D") for d in arr.ravel()])
+        arr = np.array(
+            [np.datetime64(d if not isinstance(d, dt.datetime) else d.date(), "D") for d in arr.ravel()]
+        )
     return (arr.astype("datetime64[D]") - np.datetime64(EPOCH, "D")).astype(np.int64)
 
 
@@ -594,7 +604,9 @@ def write_unit(
     days = _to_days(dates)
     n_t = days.shape[0]
     if emb.shape != (n_t, EMBEDDING_DIM, tp, tp):
-        raise StoreError(f"embeddings shape {emb.shape} != (T={n_t}, {EMBEDDING_DIM}, {tp}, {tp}) for unit {unit.id}")
+        raise StoreError(
+            f"embeddings shape {emb.shape} != (T={n_t}, {EMBEDDING_DIM}, {tp}, {tp}) for unit {unit.id}"
+        )
     if flg.shape != (n_t, tp, tp):
         raise StoreError(f"flags shape {flg.shape} != (T={n_t}, {tp}, {tp}) for unit {unit.id}")
     if flg.dtype != np.uint8:
@@ -623,7 +635,9 @@ def write_unit(
     else:
         counts = np.asarray(valid_counts)
         if counts.shape != (n_t,) or (counts < 0).any():
-            raise StoreError(f"valid_counts of unit {unit.id} must be [T={n_t}] non-negative, got {counts.shape}")
+            raise StoreError(
+                f"valid_counts of unit {unit.id} must be [T={n_t}] non-negative, got {counts.shape}"
+            )
         counts = counts.astype(np.uint32)
 
     # 1. embedding shard: blocks of (chunk_days, 7, chunk_px, chunk_px), only where there are dates
@@ -637,17 +651,24 @@ def write_unit(
                 for x0 in range(0, tp, cp):
                     block = np.full((cd, EMBEDDING_DIM, cp, cp), FILL_CODE, dtype=np.uint16)
                     for t in in_c:
-                        vals = np.where(valid[t, None, y0 : y0 + cp, x0 : x0 + cp], emb[t, :, y0 : y0 + cp, x0 : x0 + cp], np.nan)
+                        vals = np.where(
+                            valid[t, None, y0 : y0 + cp, x0 : x0 + cp],
+                            emb[t, :, y0 : y0 + cp, x0 : x0 + cp],
+                            np.nan,
+                        )
                         codes, n_clip = quantise(vals, step=cfg.quant_step)  # [7, cp, cp]
                         clipped += n_clip
                         block[local[t] - c * cd] = codes
-                    yield (slice(c * cd, (c + 1) * cd), slice(None), slice(y0, y0 + cp), slice(x0, x0 + cp)), block
+                    yield (
+                        (slice(c * cd, (c + 1) * cd), slice(None), slice(y0, y0 + cp), slice(x0, x0 + cp)),
+                        block,
+                    )
 
     def flag_blocks() -> Iterable[tuple[tuple[slice, ...], np.ndarray]]:
         for c in np.unique(local // cd):
             block = np.zeros((cd, tp, tp), dtype=np.uint8)
             for t in np.flatnonzero(local // cd == c):
-                block[local[t] - c * cd] = np.where(valid[t], flg[t], flg[t] & ~np.uint8(Flag.VALID))
+                block[local[t] - c * cd] = flg[t]
             yield (slice(c * cd, (c + 1) * cd), slice(None), slice(None)), block
 
     counts_block = np.zeros((pd_, 1, 1), dtype=np.uint32)
@@ -745,7 +766,9 @@ def record_failure(
     _put(st.fs, _failure_path(st, unit), json.dumps(doc, indent=1).encode())
 
 
-def list_failures(store: Store | str, *, storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def list_failures(
+    store: Store | str, *, storage_options: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """All recorded failures (``unit``, ``reason``, ``exception``, ...), sorted by unit id."""
     st = _as_store(store, storage_options)
     docs = [json.loads(st.fs.cat_file(p)) for p in st.fs.glob(f"{st.root}/_failures/*/*.json")]
@@ -757,7 +780,9 @@ def list_failures(store: Store | str, *, storage_options: dict[str, Any] | None 
 # ---------------------------------------------------------------------------------------------------
 
 
-def open_store(url: str, *, storage_options: dict[str, Any] | None = None, chunks: Any = None) -> dict[str, Any]:
+def open_store(
+    url: str, *, storage_options: dict[str, Any] | None = None, chunks: Any = None
+) -> dict[str, Any]:
     """Open the store lazily: ``{zone name: xarray.Dataset}`` (e.g. ``"utm32N"``).
 
     Each Dataset has ``embedding`` (time, feature, y, x; float32 after CF decoding, NaN = none),
@@ -871,15 +896,17 @@ def _check_zone(st: Store, zone: str, problems: list[str]) -> _Zone | None:
     if ds.sizes.get("y") != exp_y.size or not np.allclose(ds["y"].values, exp_y):
         problems.append(f"{zone}: y coordinate does not match the zone extent / GeoTransform")
     t = ds["time"].values
-    if t.size != z.n_periods * cfg.period_days or (
-        t.size and t[0] != np.datetime64(EPOCH.isoformat(), "ns")
-    ):
+    if t.size != z.n_periods * cfg.period_days or (t.size and t[0] != np.datetime64(EPOCH.isoformat(), "ns")):
         problems.append(f"{zone}: time axis is not daily from {EPOCH} over {z.n_periods} periods")
     emb = ds["embedding"]
     if emb.dims != ("time", "feature", "y", "x") or emb.sizes["feature"] != EMBEDDING_DIM:
-        problems.append(f"{zone}: embedding dims {emb.dims} / sizes {dict(emb.sizes)} are not (time, 7, y, x)")
+        problems.append(
+            f"{zone}: embedding dims {emb.dims} / sizes {dict(emb.sizes)} are not (time, 7, y, x)"
+        )
     if emb.encoding.get("scale_factor") != cfg.quant_step:
-        problems.append(f"{zone}: embedding scale_factor {emb.encoding.get('scale_factor')} != {cfg.quant_step}")
+        problems.append(
+            f"{zone}: embedding scale_factor {emb.encoding.get('scale_factor')} != {cfg.quant_step}"
+        )
     try:
         import rioxarray  # noqa: F401  (registers .rio)
 
@@ -970,10 +997,12 @@ def verify(
         ys, xs = slice(ty * tp, (ty + 1) * tp), slice(tx * tp, (tx + 1) * tp)
         try:
             days = sorted((dt.date.fromisoformat(d) - EPOCH).days for d in marker.get("dates", []))
-            flags = np.asarray(group[f"{zname}/flags"][t0 : t0 + pd_, ys, xs])  # [P, H, W]
-            counts = np.asarray(group[f"{zname}/valid_px"][t0 : t0 + pd_, ty, tx])  # [P]
-            codes = np.asarray(group[f"{zname}/embedding"].get_orthogonal_selection(
-                (np.asarray(days, dtype=np.int64), slice(None), ys, xs)))  # [T, 7, H, W]  # fmt: skip
+            flags = np.asarray(_array(group, f"{zname}/flags")[t0 : t0 + pd_, ys, xs])  # [P, H, W]
+            counts = np.asarray(_array(group, f"{zname}/valid_px")[t0 : t0 + pd_, ty, tx])  # [P]
+            day_idx = np.asarray(days, dtype=np.int64)
+            codes = np.asarray(
+                _array(group, f"{zname}/embedding").get_orthogonal_selection((day_idx, slice(None), ys, xs))
+            )  # [T, 7, H, W]
         except Exception as exc:
             problems.append(f"{unit_id}: data cannot be decoded ({type(exc).__name__}: {exc})")
             continue
@@ -1011,6 +1040,15 @@ def verify(
     return report
 
 
+def _array(group: Any, path: str) -> Any:
+    import zarr
+
+    node = group[path]
+    if not isinstance(node, zarr.Array):
+        raise StoreError(f"{path} is a group, expected an array")
+    return node
+
+
 def cli_verify(argv: list[str]) -> int:
     """``embedder verify STORE_URL``: exit 0 only when the store is complete and consistent."""
     import argparse
@@ -1029,4 +1067,3 @@ def cli_verify(argv: list[str]) -> int:
 def _units_of(store: Store) -> list[WorkUnit]:  # used by embedder.stac_store
     plan = _get_json(store.fs, f"{store.root}/_plan.json") or {"units": []}
     return [WorkUnit.from_id(u) for u in plan["units"]]
-

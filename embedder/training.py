@@ -238,7 +238,8 @@ def train_step(
 class _Means:
     """Per-sample running means of metric tensors, reduced over ranks at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device  # NCCL reduces only device tensors; gloo takes either
         self.sums: dict[str, torch.Tensor] = {}
         self.n = 0
 
@@ -255,7 +256,9 @@ class _Means:
             [self.sums[k] for k in keys] + [torch.tensor(float(self.n), dtype=torch.float64)]
         )
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(values)  # sums over ranks (gloo: CPU tensors)
+            values = values.to(self.device)
+            torch.distributed.all_reduce(values)  # sums over ranks
+            values = values.cpu()
         n = float(values[-1])
         if n == 0:
             raise ValueError("no batches were seen; the data iterable is empty (check the dataset split)")
@@ -280,7 +283,7 @@ def train_epoch(
     """Train over ``batches`` once (at most ``max_steps`` steps); per-sample mean metrics of the epoch."""
     device = torch.device(device)
     model.train()
-    means = _Means()
+    means = _Means(device)
     for step, raw in enumerate(batches):
         if max_steps is not None and step >= max_steps:
             break
@@ -302,7 +305,7 @@ def evaluate(
     """Per-sample mean metrics over ``batches`` in eval mode (``centre_mae`` is the monitored one)."""
     device = torch.device(device)
     model.eval()
-    means = _Means()
+    means = _Means(device)
     for raw in batches:
         batch = move_batch(raw, device)
         with _autocast(device, cfg):
@@ -377,7 +380,9 @@ def fit(
     callables ``epoch -> iterable`` (e.g. a Ray dataset shard per epoch). The model may be wrapped in
     DDP; checkpoints hold the unwrapped module. On the main rank, with a ``run_dir``, each epoch appends
     a line to ``run_dir/metrics.jsonl`` and writes ``last.pt`` (and ``best.pt`` on improvement).
-    ``resume_from`` restores model, optimiser, schedulers, epoch and early-stopping state.
+    ``resume_from`` restores model, optimiser, schedulers, epoch and early-stopping state. ``fit`` seeds
+    everything with ``cfg.seed`` at its start; call :func:`seed_everything` before building the model to
+    make its initial weights reproducible too.
     """
     device = torch.device(device)
     seed_everything(cfg.seed)

@@ -1,34 +1,40 @@
 """The main job on the embedded default: ``make demo``.
 
-Runs the product end to end on the synthetic sample region, the way a cluster user would: a local Ray
-head node is started, every heavy step is submitted with ``ray job submit``, and everything is stopped
-again at the end (also on Ctrl-C or failure). Each stage records that it is done in
-``OUT/demo-state.json`` with a fingerprint of its inputs, so a second run resumes; ``--fresh`` starts over.
+Runs the whole product end to end on the synthetic sample region, the way a cluster user would: a local
+Ray head node and an object-storage emulator (fake-gcs-server) are started on 127.0.0.1, every heavy
+step is submitted with ``ray job submit``, and both are stopped again at the end (also on Ctrl-C or
+failure). Stages: sample region -> training shards -> stage 1 (S1, S2 autoencoders) -> stage 2 (fusion)
+-> embedding the region into a store in the emulator's bucket through gcsfs -> verify + STAC -> a local
+copy of the store for the printed query commands -> training-curve figures -> summary.
 
-Stages that exist today: sample region -> cubes -> training shards. Later stages (training, embedding
-into a store, serving) are listed as not yet available when the demo runs.
+Each stage records in ``OUT/demo-state.json`` that it is done, with a fingerprint of its inputs, so a
+second run resumes; ``--fresh`` starts over. The emulator keeps its objects in ``OUT/gcs`` so the store
+survives between runs. The same command line with ``--catalog planetary-computer --store gs://...``
+(and a ``--region``) is the production run: then no emulator is started.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
+import os
 import shutil
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 __all__ = ["main"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-LATER_STAGES = (
-    "train S1 and S2 autoencoders and fusion (Ray Train)",
-    "embed the region into a store in the object-storage emulator (Ray Data)",
-    "verify the store, write its STAC collection, serve it",
-)
+CONFIGS = Path(__file__).resolve().parent / "configs"
+DEMO_BUCKET = "embedder-demo"
 
 
 class _State:
@@ -49,40 +55,97 @@ class _State:
         tmp.replace(self.path)
 
 
-def _stage(
-    state: _State, timings: dict[str, float], name: str, fingerprint: str, run: Callable[[], dict[str, Any]]
-) -> dict[str, Any]:
-    """Run one stage unless the ledger says it is done with the same inputs; time it."""
-    prior = state.done(name, fingerprint)
-    if prior is not None:
-        print(f"\n== {name}: done in an earlier run, reusing it (--fresh to redo)", flush=True)
-        timings[name] = 0.0
-        return prior
-    print(f"\n== {name}", flush=True)
-    t0 = time.perf_counter()
-    result = run()
-    timings[name] = time.perf_counter() - t0
-    state.mark(name, fingerprint, result)
-    print(f"   {name}: {timings[name]:.1f} s", flush=True)
-    return result
+class _Runner:
+    """Runs stages with timing, progress lines and the resume ledger."""
+
+    def __init__(self, state: _State) -> None:
+        self.state = state
+        self.timings: dict[str, float] = {}
+        self.chain = ""  # fingerprint chain: a redone stage invalidates every later one
+
+    def stage(self, name: str, key: Any, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        self.chain = json.dumps([self.chain, name, key], default=str)
+        fingerprint = _sha(self.chain)
+        prior = self.state.done(name, fingerprint)
+        if prior is not None:
+            print(f"\n== {name}: done in an earlier run, reused (--fresh to redo)", flush=True)
+            self.timings[name] = 0.0
+            return prior
+        print(f"\n== {name}", flush=True)
+        t0 = time.perf_counter()
+        result = run()
+        self.timings[name] = time.perf_counter() - t0
+        self.state.mark(name, fingerprint, result)
+        print(f"   {name}: done in {self.timings[name]:.1f} s", flush=True)
+        return result
+
+
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ray_jobs.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("demo-out"), help="working folder (default: demo-out)")
     p.add_argument("--size-px", type=int, default=64, help="sample-region scene size in pixels (default 64)")
-    p.add_argument("--start", default="2021-07-01", help="period start YYYY-MM-DD")
-    p.add_argument("--end", default="2022-06-30", help="period end YYYY-MM-DD")
+    p.add_argument("--start", default="2021-07-01", help="period start YYYY-MM-DD (default 2021-07-01)")
+    p.add_argument("--end", default="2022-06-30", help="period end YYYY-MM-DD (default 2022-06-30)")
     p.add_argument("--seed", type=int, default=42, help="sample-region seed")
+    p.add_argument("--epochs", type=int, default=4, help="epochs per training stage (default 4)")
     p.add_argument(
         "--catalog",
         default=None,
-        help="catalog to read instead of the sample region: a STAC API URL, 'planetary-computer', "
-        "or a local catalog.json (default: write and use the sample region)",
+        help="catalog instead of the sample region: 'planetary-computer', a STAC API URL or a catalog.json "
+        "(needs --region)",
     )
-    p.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray head node")
+    p.add_argument("--region", default=None, help="region to embed with --catalog (bbox 'lon0,lat0,lon1,lat1')")
+    p.add_argument(
+        "--store",
+        default=None,
+        help=f"store URL (default: gs://{DEMO_BUCKET}/store.zarr in a local fake-gcs-server; a real gs:// or "
+        "s3:// URL uses real object storage with credentials from the environment)",
+    )
+    p.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray head node (default 2)")
+    p.add_argument("--smallest", action="store_true", help="the smallest end-to-end run (tests): 32 px, 1 epoch")
     p.add_argument("--fresh", action="store_true", help="start over: delete OUT first")
     return p
+
+
+@contextlib.contextmanager
+def _emulator(root: Path | None) -> Iterator[tuple[str, dict[str, str], dict[str, Any]]]:
+    """The demo bucket in fake-gcs-server (persisted under ``root``), or nothing for real storage."""
+    if root is None:
+        yield "", {}, {}
+        return
+    from embedder.testing.objstore import fake_gcs
+
+    root.mkdir(parents=True, exist_ok=True)
+    with fake_gcs(bucket=DEMO_BUCKET, data_dir=root) as gcs:
+        print(f"[storage] fake-gcs-server at {gcs.endpoint_url}, bucket {gcs.url} (data in {root})", flush=True)
+        yield gcs.url, dict(gcs.env), dict(gcs.storage_options)
+
+
+def _template(name: str) -> dict[str, Any]:
+    data = yaml.safe_load((CONFIGS / "smoke" / name).read_text())
+    return dict(data)
+
+
+def _write_yaml(path: Path, data: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _run(cmd: list[str], *, env: dict[str, str] | None = None) -> str:
+    """Run a local command (the CLI, as a user would), streaming its output; raise on failure."""
+    print("   $ " + " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=False)
+    sys.stdout.write(proc.stdout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    return proc.stdout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,77 +153,194 @@ def main(argv: list[str] | None = None) -> int:
     from ray_jobs.local_cluster import local_ray_cluster, submit_job
 
     args = _parser().parse_args(argv)
+    if args.catalog is not None and args.region is None:
+        print("--catalog needs --region (a bbox 'lon0,lat0,lon1,lat1' to embed)", file=sys.stderr)
+        return 2
+    if args.smallest:
+        args.size_px, args.epochs = 32, 1
+        args.start, args.end = "2021-12-01", "2022-04-30"
     out: Path = args.out.resolve()
     if args.fresh and out.exists():
         print(f"--fresh: removing {out}")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    state = _State(out / "demo-state.json")
-    timings: dict[str, float] = {}
+    runner = _Runner(_State(out / "demo-state.json"))
     t_all = time.perf_counter()
-    print("embedder demo: sample region -> cubes -> training shards (the data layer, end to end).")
-    print("Not yet part of the demo (their issues are open): " + "; ".join(LATER_STAGES) + ".")
+    py = sys.executable
+    print(
+        "embedder demo: sample region -> shards -> stage 1 (S1, S2) -> fusion -> embed into a store in "
+        "object storage -> verify -> figures"
+    )
 
+    # 1. the sample region (a local STAC catalog of COGs in two UTM zones)
     region_dir = out / "region"
-    region_key = json.dumps([args.size_px, args.start, args.end, args.seed, args.catalog])
 
     def make_region() -> dict[str, Any]:
-        from embedder.config import SampleRegionConfig  # type: ignore[attr-defined]
-        from embedder.sample import write_sample_region  # type: ignore[import-not-found]
+        from embedder.config import SampleRegionConfig
+        from embedder.sample import write_sample_region
 
-        cfg = SampleRegionConfig.default().with_options(
-            size_px=args.size_px, start=args.start, end=args.end, seed=args.seed
+        cfg = dataclasses.replace(
+            SampleRegionConfig(),
+            size_px=args.size_px,
+            start=_date(args.start),
+            end=_date(args.end),
+            seed=args.seed,
         )
         if region_dir.exists():
             shutil.rmtree(region_dir)
-        region = write_sample_region(region_dir, cfg=cfg)
-        return {"catalog": str(region.catalog), "scenes": [s.name for s in region.scenes]}
+        region = write_sample_region(region_dir, cfg=cfg, progress=True)
+        return {"catalog": str(region.catalog_path), "manifest": str(region.manifest_path)}
 
     if args.catalog is None:
-        region = _stage(state, timings, "sample region", region_key, make_region)
-        catalog = region["catalog"]
+        region = runner.stage("sample region", [args.size_px, args.start, args.end, args.seed], make_region)
+        catalog, region_arg = region["catalog"], region["manifest"]
     else:
-        catalog = args.catalog
+        catalog, region_arg = args.catalog, args.region
 
-    shard_root = out / "shards"
-    shards_cfg = out / "build_shards.yaml"
+    cfg_dir = out / "configs"
+    shard_root, runs = out / "shards", out / "runs"
+    emulator_root = None if args.store else out / "gcs"
+    with contextlib.ExitStack() as stack:
+        bucket, env, storage_options = stack.enter_context(_emulator(emulator_root))
+        store_url = args.store or f"{bucket}/store.zarr"
+        cluster = stack.enter_context(local_ray_cluster(num_cpus=args.num_cpus, env=env))
 
-    def build_shards() -> dict[str, Any]:
-        import yaml
+        def submit(module: str, *extra: str) -> str:
+            return submit_job(cluster, [py, "-m", module, *extra], working_dir=REPO_ROOT, env=env)
 
-        shards_cfg.write_text(
-            yaml.safe_dump(
-                {
-                    "catalog": catalog,
-                    "region_manifest": str(region_dir / "region.json"),
-                    "shard_root": str(shard_root),
-                    "start": args.start,
-                    "end": args.end,
-                }
-            )
-        )
-        with local_ray_cluster(num_cpus=args.num_cpus) as cluster:
-            submit_job(
-                cluster,
-                [sys.executable, "-m", "ray_jobs.build_shards", "--config", str(shards_cfg)],
-                working_dir=REPO_ROOT,
-            )
-        from embedder.data.shards import summarize_shards  # type: ignore[attr-defined]
+        # 2. training shards (Ray CPU tasks, resumable per cube)
+        def shards() -> dict[str, Any]:
+            cfg = _template("build_shards.yaml")
+            cube_px = max(16, args.size_px // 2)
+            cfg.update(catalog=catalog, shard_root=str(shard_root), start=args.start, end=args.end, cube_size_px=cube_px)
+            if args.catalog is None:
+                cfg["region_manifest"] = region_arg
+            submit("ray_jobs.build_shards", "--config", str(_write_yaml(cfg_dir / "build_shards.yaml", cfg)))
+            from embedder.data.shards import summarize_shards
 
-        return dict(summarize_shards(str(shard_root)))
+            return {"shards": summarize_shards(str(shard_root))}
 
-    shards = _stage(state, timings, "training shards", region_key, build_shards)
+        runner.stage("training shards", [catalog, args.start, args.end], shards)
 
+        # 3. stage 1: one autoencoder per sensor; 4. stage 2: fusion
+        def stage1(sensor: str) -> Callable[[], dict[str, Any]]:
+            def run() -> dict[str, Any]:
+                path = CONFIGS / "smoke" / f"train_modality_{sensor}.yaml"
+                submit(
+                    "ray_jobs.train_modality", "--sensor", sensor, "--config", str(path),
+                    "--shard-root", str(shard_root), "--storage-path", str(runs),
+                    "--name", f"stage1-{sensor}", "--max-epochs", str(args.epochs),
+                )  # fmt: skip
+                return {"run": str(runs / f"stage1-{sensor}"), "best": _best(runs / f"stage1-{sensor}")}
+
+            return run
+
+        results = {s: runner.stage(f"stage 1 {s}", args.epochs, stage1(s)) for s in ("s1", "s2")}
+
+        def fusion() -> dict[str, Any]:
+            submit(
+                "ray_jobs.train_fusion", "--config", str(CONFIGS / "smoke" / "train_fusion.yaml"),
+                "--shard-root", str(shard_root), "--storage-path", str(runs), "--name", "stage2-fusion",
+                "--max-epochs", str(args.epochs),
+                "--stage1", f"s1={results['s1']['run']}", "--stage1", f"s2={results['s2']['run']}",
+            )  # fmt: skip
+            return {"run": str(runs / "stage2-fusion"), "best": _best(runs / "stage2-fusion")}
+
+        results["fusion"] = runner.stage("stage 2 fusion", args.epochs, fusion)
+
+        # 5. embed the region into the store (Ray Data) and verify it
+        def embed() -> dict[str, Any]:
+            from ray_jobs.train_common import resolve_stage1_checkpoint
+
+            ckpt = resolve_stage1_checkpoint(results["fusion"]["run"], storage_options={}, local_dir=out / "model")
+            cfg = _template("embed.yaml")
+            cfg.update(
+                catalog=catalog, store=store_url, region=region_arg, start=args.start, end=args.end,
+                checkpoint=str(ckpt), storage_options=storage_options,
+            )  # fmt: skip
+            summary_path = out / "embed-summary.json"
+            submit(
+                "ray_jobs.embed", "--config", str(_write_yaml(cfg_dir / "embed.yaml", cfg)),
+                "--summary-json", str(summary_path),
+            )  # fmt: skip
+            _run([py, "-m", "embedder.cli", "verify", store_url], env=env)
+            return {"checkpoint": str(ckpt), "summary": json.loads(summary_path.read_text())}
+
+        embedded = runner.stage("embed region into store", [store_url], embed)
+
+        # 6. a local copy of the store for the query commands (the emulator stops with the demo)
+        local_store = out / "store.zarr"
+
+        def mirror() -> dict[str, Any]:
+            import fsspec
+
+            fs, root = fsspec.core.url_to_fs(store_url, **storage_options)
+            if local_store.exists():
+                shutil.rmtree(local_store)
+            fs.get(root, str(local_store), recursive=True)
+            nbytes = sum(f.stat().st_size for f in local_store.rglob("*") if f.is_file())
+            return {"local_store": str(local_store), "bytes": nbytes}
+
+        copy = runner.stage("local copy of the store", [store_url], mirror)
+
+    # 7. figures
+    figures = out / "figures"
+
+    def curves() -> dict[str, Any]:
+        figures.mkdir(parents=True, exist_ok=True)
+        made = []
+        for name in ("stage1-s1", "stage1-s2", "stage2-fusion"):
+            png = figures / f"curves-{name}.png"
+            _run([py, "-m", "embedder.cli", "curves", str(runs / name), "--out", str(png)])
+            made.append(str(png))
+        return {"figures": made}
+
+    figs = runner.stage("figures", None, curves)
+
+    # 8. summary
     total = time.perf_counter() - t_all
+    summary = embedded["summary"]
     print("\n== summary")
-    for name, secs in timings.items():
-        print(f"   {name:<20} {secs:8.1f} s")
-    print(f"   {'total':<20} {total:8.1f} s")
-    print(f"   catalog: {catalog}")
-    print(f"   shards:  {shard_root}  {json.dumps({k: v for k, v in shards.items() if k != 'fingerprint'})}")
-    print("\nLook at it yourself:")
-    print(f"   {sys.executable} -m embedder.cli shards {shard_root}")
+    for name, secs in runner.timings.items():
+        print(f"   {name:<26} {secs:8.1f} s")
+    print(f"   {'total':<26} {total:8.1f} s")
+    for key in ("s1", "s2", "fusion"):
+        best = results[key]["best"]
+        print(f"   centre MAE ({key}, held-out): {best.get('centre_mae', best)}")
+    print(f"   pixel-dates embedded: {summary.get('pixel_dates')}  ({summary.get('units_written')} units)")
+    print(f"   store: {store_url}  ({copy['bytes'] / 1e6:.2f} MB; local copy {local_store})")
+    print(f"   figures: {', '.join(figs['figures'])}")
+    print("\nQuery and serve the store:")
+    lon, lat = _probe_point(region_arg)
+    print(f"   {py} -m embedder.cli probe {local_store} --lon {lon:.5f} --lat {lat:.5f}")
+    print(f"   {py} -m embedder.cli verify {local_store}")
+    print(f"   {py} -m embedder.cli serve {local_store} --port 8000")
     return 0
+
+
+def _date(text: str) -> Any:
+    import datetime as dt
+
+    return dt.date.fromisoformat(text)
+
+
+def _best(run: Path) -> dict[str, Any]:
+    path = run / "best.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    metrics = data.get("test") or data.get("val") or {}
+    return {"centre_mae": metrics.get("centre_mae"), "epoch": data.get("epoch"), **data}
+
+
+def _probe_point(region_arg: str) -> tuple[float, float]:
+    """The centre of the first scene (sample region) or of the bbox."""
+    path = Path(region_arg)
+    if path.is_file():
+        from embedder.sample import read_region_manifest
+
+        lon0, lat0, lon1, lat1 = read_region_manifest(path.parent).scenes[0].bbox_lonlat
+    else:
+        lon0, lat0, lon1, lat1 = (float(v) for v in region_arg.split(","))
+    return (lon0 + lon1) / 2, (lat0 + lat1) / 2
 
 
 if __name__ == "__main__":  # pragma: no cover

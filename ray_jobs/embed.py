@@ -30,7 +30,17 @@ import numpy as np
 
 from embedder.config import EmbedJobConfig, load_config, to_dict
 
-__all__ = ["EmbedActor", "main", "read_unit", "run", "write_result"]
+__all__ = [
+    "EmbedActor",
+    "ModelVersionError",
+    "check_model_version",
+    "local_checkpoint",
+    "main",
+    "model_version",
+    "read_unit",
+    "run",
+    "write_result",
+]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -68,15 +78,52 @@ def _region(cfg: EmbedJobConfig) -> Any:
     return region
 
 
-def model_version(checkpoint: str) -> str:
-    """``sha256:<16 hex>`` of the checkpoint file: the store refuses a different model."""
-    import fsspec
+class ModelVersionError(RuntimeError):
+    """The store was written by another model than the job's checkpoint."""
 
+
+def local_checkpoint(checkpoint: str, *, storage_options: dict[str, Any] | None = None) -> Path:
+    """The checkpoint as a local ``.pt`` path: a local file as is; a remote file, a Ray checkpoint folder
+    or a training run folder (its ``best.json``) downloaded once per node into the temp dir."""
+    if "://" not in checkpoint or checkpoint.startswith("file://"):
+        return Path(checkpoint.removeprefix("file://"))
+    import tempfile
+
+    from ray_jobs.train_common import resolve_stage1_checkpoint
+
+    local_dir = Path(tempfile.gettempdir()) / "embedder-checkpoints"
+    local = local_dir / f"{hashlib.sha1(checkpoint.encode()).hexdigest()[:12]}.pt"
+    if local.is_file():
+        return local
+    return resolve_stage1_checkpoint(checkpoint, storage_options=storage_options or {}, local_dir=local_dir)
+
+
+def model_version(checkpoint: str | Path) -> str:
+    """``sha256:<16 hex>`` of a local checkpoint file: the store refuses a different model."""
     h = hashlib.sha256()
-    with fsspec.open(checkpoint, "rb") as fh:
+    with open(checkpoint, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return f"sha256:{h.hexdigest()[:16]}"
+
+
+def check_model_version(cfg: EmbedJobConfig, version: str) -> None:
+    """Refuse a checkpoint whose version differs from the one an existing store was written with."""
+    import fsspec
+
+    opts = dict(cfg.storage_options)
+    fs, root = fsspec.core.url_to_fs(cfg.store, **opts)
+    try:
+        doc = json.loads(fs.cat_file(f"{str(root).rstrip('/')}/zarr.json"))
+    except FileNotFoundError:
+        return
+    have = doc.get("attributes", {}).get("embedder:model_version")
+    if have is not None and have != version:
+        raise ModelVersionError(
+            f"store {cfg.store!r} holds embeddings of model {have}, but checkpoint {cfg.checkpoint!r} is "
+            f"{version}: embeddings of two models must not mix. Use the store's original checkpoint, or "
+            "write this model's embeddings to a new store URL"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -122,6 +169,24 @@ def read_unit(row: dict[str, Any], *, cfg_dict: dict[str, Any]) -> dict[str, Any
     return out
 
 
+_KILL_AT_ENV = "EMBEDDER_TEST_KILL_ACTOR_AT"
+_KILL_MARKER_ENV = "EMBEDDER_TEST_KILL_MARKER"
+
+
+def _test_kill_hook(calls: int) -> None:
+    """Tests only: with ``EMBEDDER_TEST_KILL_ACTOR_AT=N`` and ``EMBEDDER_TEST_KILL_MARKER=path`` set, the
+    actor process dies (``os._exit(1)``) on its N-th call, once per marker file (created exclusively first)."""
+    at, marker = os.environ.get(_KILL_AT_ENV), os.environ.get(_KILL_MARKER_ENV)
+    if not at or not marker or calls < int(at):
+        return
+    try:
+        with open(marker, "x") as fh:
+            fh.write(f"actor pid {os.getpid()} killed itself at call {calls}\n")
+    except FileExistsError:
+        return
+    os._exit(1)
+
+
 class EmbedActor:
     """Accelerator stage: loads the checkpoint once, embeds one prepared unit per call."""
 
@@ -134,8 +199,10 @@ class EmbedActor:
         cfg = load_config(EmbedJobConfig, cfg_dict)
         device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         torch.set_num_threads(max(1, int(os.environ.get("EMBEDDER_TORCH_THREADS", "1"))))
+        self.calls = 0
+        ckpt = local_checkpoint(cfg.checkpoint, storage_options=dict(cfg.storage_options))
         self.predictor = Predictor(
-            load_fusion(cfg.checkpoint, map_location=device),
+            load_fusion(ckpt, map_location=device),
             device=device,
             pixel_batch=cfg.pixel_batch,
             bf16=cfg.bf16,
@@ -146,6 +213,8 @@ class EmbedActor:
         """Embed one unit row (rows that failed to read pass through unchanged)."""
         from embedder.inference import TileInputs
 
+        self.calls += 1
+        _test_kill_hook(self.calls)
         if row["status"] != "ok":
             return row
         tile = TileInputs.from_row(row)
@@ -233,7 +302,8 @@ def run(cfg: EmbedJobConfig) -> dict[str, Any]:
         _region(cfg), cfg.start, cfg.end, tile_px=layout.tile_px, period_days=layout.period_days
     )
     opts = dict(cfg.storage_options) or None
-    version = model_version(cfg.checkpoint)
+    version = model_version(local_checkpoint(cfg.checkpoint, storage_options=opts))
+    check_model_version(cfg, version)
     create_store(
         cfg.store,
         units=units,
@@ -269,6 +339,9 @@ def run(cfg: EmbedJobConfig) -> dict[str, Any]:
         bar.close()
         todo = failed_now
     counts["failed"] = len(todo)
+    from embedder.stac_store import write_store_stac
+
+    stac_url = write_store_stac(cfg.store, storage_options=opts)
     elapsed = time.perf_counter() - t0
     summary = {
         "units_total": len(units),
@@ -282,6 +355,7 @@ def run(cfg: EmbedJobConfig) -> dict[str, Any]:
         "pixel_dates_per_s": round(px_dates / elapsed, 1) if elapsed > 0 else 0.0,
         "model_version": version,
         "store": cfg.store,
+        "stac": stac_url,
     }
     return summary
 
@@ -307,13 +381,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the embedding job; exit code 0 when every unit is written or empty, 1 when some failed."""
+    """Run the embedding job; exit code 0 when every unit is written or empty, 1 when some failed, 2 when
+    the job is refused (a checkpoint that does not match the store, a bad region or store)."""
     args = _parser().parse_args(argv)
     cfg = load_config(
         EmbedJobConfig, args.config, store=args.store, catalog=args.catalog, checkpoint=args.checkpoint,
         region=args.region,
     )  # fmt: skip
-    summary = run(cfg)
+    from embedder.grid import GridError
+    from embedder.store import StoreError
+
+    try:
+        summary = run(cfg)
+    except (ModelVersionError, StoreError, GridError) as err:
+        print(f"[embed] refused: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        return 2
     text = json.dumps(summary, indent=2)
     print("[embed] summary:\n" + text, flush=True)
     if args.summary_json:

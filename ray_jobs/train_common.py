@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,7 @@ __all__ = [
     "check_datasets",
     "fit_and_summarise",
     "flat_metrics",
+    "peak_rss_mb",
     "ray_storage",
     "record_config",
     "resolve_stage1_checkpoint",
@@ -239,6 +241,13 @@ def flat_metrics(line: Mapping[str, Any]) -> dict[str, float | int]:
     return out
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux ``ru_maxrss`` is in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def shard_loader(
     dataset: Dataset[Any], *, batch_size: int, shuffle: bool, seed: int, loader_workers: int
 ) -> Any:
@@ -340,6 +349,8 @@ def run_epochs(
                 **rep.metrics,
                 "world_size": world,
                 "resumed_from_epoch": start_epoch if resume_path else None,
+                "reported_at": time.time(),  # unix s: epoch-to-epoch wall time includes checkpointing
+                "peak_rss_mb": peak_rss_mb(),  # of the rank writing the line (rank 0)
             }
             if (
                 kill_worker_at_epoch == rep.epoch

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
-from pyproj import Transformer
+from pyproj import CRS, Transformer
 
 from embedder import gpp as G
 from embedder.cli import main as cli
@@ -37,7 +37,7 @@ def synthetic(seed: int = 0, sites=("AA-One", "BB-Two"), years=(2017, 2018, 2019
     days = pd.date_range(f"{years[0]}-01-01", f"{years[-1]}-12-31", freq="D")
     feats, flux = [], []
     for k, site in enumerate(sites):
-        phase = 2 * np.pi * (days.dayofyear.to_numpy() - 100 - 10 * k) / 365.25
+        phase = 2 * np.pi * (days.day_of_year.to_numpy() - 100 - 10 * k) / 365.25
         f01 = 0.5 + 0.4 * np.sin(phase)
         gpp = 2.0 + 6.0 * f01 + rng.normal(0, 0.05, len(days))
         qc = np.where(rng.random(len(days)) < 0.1, 0.3, 1.0)
@@ -207,6 +207,13 @@ def test_tower_features_averages_pixels_within_radius():
     np.testing.assert_allclose(wider.iloc[0, 1:].to_numpy(float), v[0, 3:6, 3:6].mean(axis=(0, 1)), rtol=1e-5)
     with pytest.raises(G.GppInputError, match="outside"):
         G.tower_features(ds, lon + 1.0, lat, 15.0)
+    # The store's layout: dims (time, feature, y, x), CRS on a spatial_ref coordinate.
+    wkt = CRS.from_epsg(32632).to_wkt()
+    store_like = ds.transpose("time", "feature", "y", "x").assign_coords(
+        spatial_ref=((), 0, {"crs_wkt": wkt})
+    )
+    store_like.attrs = {}
+    pd.testing.assert_frame_equal(G.tower_features(store_like, lon, lat, 15.0), wider)
     bare = ds.copy()
     bare.attrs = {}
     with pytest.raises(G.GppInputError, match="CRS"):

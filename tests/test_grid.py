@@ -29,14 +29,21 @@ def _owner(tiles, lon, lat):
     """Tiles of the point's own zone that contain it (in that zone's projected metres)."""
     epsg = utm_epsg(lon, lat)
     x, y = Transformer.from_crs(4326, epsg, always_xy=True).transform(lon, lat)
-    return [t for t in tiles if t.epsg == epsg and t.bounds[0] <= x < t.bounds[2] and t.bounds[1] <= y < t.bounds[3]]
+    return [
+        t
+        for t in tiles
+        if t.epsg == epsg and t.bounds[0] <= x < t.bounds[2] and t.bounds[1] <= y < t.bounds[3]
+    ]
 
 
 @pytest.mark.parametrize(
     "region",
     [
         (5.7, 46.9, 6.4, 47.3),  # across the zone 31/32 border
-        {"type": "Polygon", "coordinates": [[[12.9, -0.2], [13.3, -0.2], [13.1, 0.25], [12.9, -0.2]]]},  # equator
+        {
+            "type": "Polygon",
+            "coordinates": [[[12.9, -0.2], [13.3, -0.2], [13.1, 0.25], [12.9, -0.2]]],
+        },  # equator
     ],
 )
 def test_tiles_cover_region_exactly_once(region):
@@ -64,7 +71,7 @@ def test_tiles_snap_to_fixed_grid_across_runs():
     shared = a & b
     assert shared  # overlapping regions give identical tiles where they overlap
     for t in a | b:
-        left, bottom, right, top = t.bounds
+        left, bottom, right, _top = t.bounds
         assert left % 5120 == 0 and bottom % 5120 == 0 and right - left == 5120
 
 

@@ -21,6 +21,7 @@ from embedder.sample import (
     cli_main,
     default_scenes,
     read_region_manifest,
+    series_driver,
     write_sample_region,
 )
 from embedder.sensors import S1, S2
@@ -299,6 +300,20 @@ def test_external_vegetation_driver(tmp_path: Path) -> None:
     assert natural.any() and np.all(np.diff(state) > 0) and state[-1] - state[0] > 0.15
     assert read_region_manifest(ramp.root).cfg == cfg
     assert json.loads(ramp.manifest_path.read_text())["external_veg_drivers"] == [name]
+    # A daily series (e.g. tower fAPAR) through series_driver: a dry-down halves the natural state.
+    days = np.arange(np.datetime64("2021-12-01"), np.datetime64("2022-02-28"))
+    fapar = np.where(days < np.datetime64("2022-01-10"), 0.9, 0.1)
+    tower = write_sample_region(tmp_path / "t", cfg=cfg, veg_drivers={name: series_driver(days, fapar)})
+    truth = np.load(tower.scenes[0].truth_path)
+    state = truth["veg_state"][:, natural].mean(axis=1)
+    before, after = (
+        state[truth["dates"] < np.datetime64("2022-01-01")],
+        state[truth["dates"] > np.datetime64("2022-01-12")],
+    )
+    assert before.min() > after.max() + 0.15
+    short = series_driver(days[:20], fapar[:20])
+    with pytest.raises(SampleRegionError, match=r"covers 2021-12-01\.\.2021-12-20"):
+        short(np.array(["2022-01-05"], dtype="datetime64[D]"))
     with pytest.raises(SampleRegionError, match="returned shape"):
         write_sample_region(tmp_path / "bad", cfg=cfg, veg_drivers={name: lambda d: np.zeros(3)})
     with pytest.raises(SampleRegionError, match="unknown scene"):
@@ -373,3 +388,15 @@ def test_cli_writes_a_region(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "not empty" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli_main([str(tmp_path / "x"), "--start", "July"])
+    # A YAML config as the starting point; options still override it.
+    yaml_path = tmp_path / "region.yaml"
+    yaml_path.write_text(
+        "size_px: 8\nstart: 2022-01-20\nend: 2022-01-26\ns1b_until: null\n"
+        "scenes:\n  - {name: valais, epsg: 32632, lon: 7.4, lat: 46.2}\n"
+    )
+    assert cli_main([str(tmp_path / "yaml"), "--config", str(yaml_path), "--seed", "5", "--no-progress"]) == 0
+    from_yaml = read_region_manifest(tmp_path / "yaml")
+    assert [s.name for s in from_yaml.scenes] == ["valais"] and from_yaml.cfg.seed == 5
+    yaml_path.write_text("size_px: 8\nsize: 3\n")
+    assert cli_main([str(tmp_path / "bad"), "--config", str(yaml_path)]) == 2
+    assert "unknown key" in capsys.readouterr().err

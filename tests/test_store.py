@@ -14,7 +14,7 @@ import zarr
 import embedder.store as store_mod
 from embedder.cli import main as cli_main
 from embedder.config import StoreConfig
-from embedder.grid import Tile, WorkUnit, Period, work_units
+from embedder.grid import Period, Tile, WorkUnit
 from embedder.store import (
     FILL_CODE,
     Flag,
@@ -164,7 +164,9 @@ def test_concurrent_writers_touch_disjoint_objects_and_lose_nothing(gcs_bucket):
     fs = gcs_bucket.filesystem()
     chunk_objs = {p.split("emb.zarr/", 1)[1] for p in fs.find(url) if "/c/" in p and "/time/" not in p
                   and "/x/" not in p and "/y/" not in p and "spatial_ref" not in p}  # fmt: skip
-    assert chunk_objs == set().union(*key_sets) - {k for k in set().union(*key_sets) if k.startswith("_units")}
+    assert chunk_objs == set().union(*key_sets) - {
+        k for k in set().union(*key_sets) if k.startswith("_units")
+    }
     ds = open_store(url, storage_options=so)["utm32N"]
     for u in units:
         _check_unit(ds, u, datas[u.id], CFG.quant_step)
@@ -223,7 +225,7 @@ def test_verify_catches_missing_chunk_and_bad_georeferencing(local_store):
         write_unit(st, u, d["embeddings"], d["flags"], d["dates"])
     assert verify(st.url).ok
     fs, root = st.fs, st.root
-    shard = [p for p in fs.find(f"{root}/utm32N/embedding") if "/c/" in p][0]
+    shard = next(p for p in fs.find(f"{root}/utm32N/embedding") if "/c/" in p)
     fs.rm_file(shard)
     rep = verify(st.url)
     assert not rep.ok and any("missing" in p for p in rep.problems), rep.summary()
@@ -258,6 +260,12 @@ def test_reopen_resumes_and_rejects_other_model(local_store):
     assert again.attrs["embedder:fingerprint"] == st.attrs["embedder:fingerprint"]
     with pytest.raises(StoreError, match="fingerprint"):
         create_store(st.url, units=units, model_version="m2", inputs={"catalog": "sample"}, cfg=CFG)
+    # a unit inside the extent joins the plan (the two-column extent holds col 83 too, period 6)
+    mid = WorkUnit(tile=Tile(zone=32, south=False, col=83, row=1016, size_px=64), period=Period(index=6))
+    wide = create_store(str(st.url) + "2", units=[units[0], _units(3)[2]], model_version="m1", cfg=CFG)
+    assert verify(wide.url).planned == 2
+    create_store(wide.url, units=[mid], model_version="m1", cfg=CFG)
+    assert mid.id in verify(wide.url).missing
     far = WorkUnit(tile=Tile(zone=32, south=False, col=10, row=1016, size_px=64), period=Period(index=6))
     with pytest.raises(StoreError, match="outside"):
         create_store(st.url, units=[far], model_version="m1", inputs={"catalog": "sample"}, cfg=CFG)

@@ -42,7 +42,7 @@ import xarray as xr
 import zarr
 import zarr.codecs
 import zarr.storage
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from embedder.config import BuildShardsConfig, CubeSpec, PatchConfig, to_dict
 from embedder.data.patches import (
@@ -59,6 +59,7 @@ __all__ = [
     "SPLITS",
     "SPLIT_PROPORTIONS",
     "SPLIT_SEED",
+    "ChunkShuffleSampler",
     "CubeTask",
     "ShardDataset",
     "ShardError",
@@ -450,6 +451,12 @@ def list_cube_ids(
 ) -> list[str]:
     """Sorted ids of the cubes with a shard of ``kind`` (None: of any kind) under ``root``."""
     kinds = SHARD_KINDS if kind is None else (_check_kind(kind),)
+    fs, path = _fs(str(root), storage_options)
+    if not fs.exists(path):
+        raise ShardError(
+            f"no shard root at {str(root)!r}; check the URL (and storage options) or build shards with "
+            "`python -m ray_jobs.build_shards --config YAML`"
+        )
     ids: set[str] = set()
     for k in kinds:
         fs, path = _fs(_kind_dir(root, k), storage_options)
@@ -508,7 +515,8 @@ class ShardDataset(Dataset[dict[str, torch.Tensor]]):
 
     ``ds[i]`` is a dict of tensors without the leading N (``s2`` ``[11, 10, 15, 15]`` float32, masks
     bool, gaps ``[10]`` float32, scalars 0-d). Decoded Zarr chunks are kept in a small LRU cache
-    (``cache_chunks`` per process), so sequential or chunk-local access reads each chunk once. The
+    (``cache_chunks`` per process), so sequential or chunk-local access reads each chunk once; shuffle
+    with :class:`ChunkShuffleSampler` (fully random access decodes a whole chunk per sample). The
     dataset pickles without open handles, for DataLoader workers.
     """
 
@@ -519,7 +527,7 @@ class ShardDataset(Dataset[dict[str, torch.Tensor]]):
         split: str,
         kind: str = "fused",
         storage_options: Mapping[str, Any] | None = None,
-        cache_chunks: int = 4,
+        cache_chunks: int = 8,
     ) -> None:
         self.root = str(root)
         self.split = split
@@ -570,6 +578,13 @@ class ShardDataset(Dataset[dict[str, torch.Tensor]]):
             self._cache.popitem(last=False)
         return block
 
+    def chunk_ranges(self) -> list[tuple[int, int]]:
+        """Global ``[start, stop)`` index range of every stored Zarr chunk, shard by shard."""
+        out = []
+        for lo, n, size in zip(self.offsets[:-1], self.counts, self.chunk_samples, strict=True):
+            out += [(int(lo + a), int(lo + min(a + size, n))) for a in range(0, int(n), int(size))]
+        return out
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         n = len(self)
         i = int(index) + n if int(index) < 0 else int(index)
@@ -580,6 +595,61 @@ class ShardDataset(Dataset[dict[str, torch.Tensor]]):
         size = int(self.chunk_samples[shard])
         block = self._chunk(shard, local // size)
         return {k: torch.from_numpy(np.array(v[local % size])) for k, v in block.items()}
+
+
+class ChunkShuffleSampler(Sampler[int]):
+    """Shuffle for :class:`ShardDataset` that decodes each Zarr chunk once per epoch (and per replica).
+
+    Fully random access decodes a whole chunk (``chunk_samples`` samples) per sample. This sampler
+    permutes the chunks (seeded by ``seed + epoch``), deals them round-robin to ``num_replicas`` ranks
+    (data-parallel training), and yields the samples of ``interleave_chunks`` chunks at a time in
+    shuffled order, so a batch mixes several cubes while the dataset's chunk cache (keep
+    ``cache_chunks >= interleave_chunks``) serves every read. Every rank yields the same number of
+    indices (``ceil(len / num_replicas)``; short ranks repeat their first indices), as DDP requires.
+    Call :meth:`set_epoch` each epoch, like ``DistributedSampler``.
+    """
+
+    def __init__(
+        self,
+        dataset: ShardDataset,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        interleave_chunks: int = 4,
+    ) -> None:
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ShardError(f"rank {rank} / num_replicas {num_replicas}: need 0 <= rank < num_replicas")
+        if interleave_chunks < 1:
+            raise ShardError(f"interleave_chunks = {interleave_chunks} must be at least 1")
+        self.chunks = dataset.chunk_ranges()
+        self.total = len(dataset)
+        self.shuffle, self.seed, self.epoch = shuffle, int(seed), 0
+        self.num_replicas, self.rank, self.interleave = num_replicas, rank, interleave_chunks
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the permutation of ``epoch`` from the next iteration on."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return -(-self.total // self.num_replicas)
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.chunks)) if self.shuffle else np.arange(len(self.chunks))
+        mine = [self.chunks[int(i)] for i in order[self.rank :: self.num_replicas]]
+        parts = []
+        for g in range(0, len(mine), self.interleave):
+            idx = np.concatenate([np.arange(a, b) for a, b in mine[g : g + self.interleave]])
+            if self.shuffle:
+                rng.shuffle(idx)
+            parts.append(idx)
+        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        n = len(self)
+        if 0 < len(flat) < n:
+            flat = np.concatenate([flat, np.resize(flat, n - len(flat))])
+        return iter(int(i) for i in flat[:n])
 
 
 # --- command line ----------------------------------------------------------------------------------
@@ -641,7 +711,11 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         args_list = args_list[1:]
     args = parser.parse_args(args_list)
 
-    summary = summarize_shards(args.root, storage_options=_parse_options(args.storage_option))
+    try:
+        summary = summarize_shards(args.root, storage_options=_parse_options(args.storage_option))
+    except ShardError as err:
+        print(f"embedder shards: {err}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
         return 0
@@ -656,6 +730,9 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
                 print(f"    {cube_id}  {c['split']:5s}  {c['samples']:6d} samples  {c['start']}..{c['end']}")
     for kind, ids in summary["incomplete"].items():
         print(f"  incomplete {kind} shard(s) (will be rebuilt): {', '.join(ids)}")
-    if summary.get("failures"):
-        print(f"  failed cubes: {len(summary['failures'])} (see {_join(args.root, 'failures.json')})")
+    failed = (summary.get("failures") or {}).get("failures") or []
+    if failed:
+        print(f"  failed cubes in the last build: {len(failed)} (see {_join(args.root, 'failures.json')})")
+        for f in failed:
+            print(f"    {f['cube_id']}: {f['error']}: {str(f['reason'])[:200]}")
     return 0

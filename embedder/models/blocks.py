@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 __all__ = ["CBAM", "ConvAttentionBlock", "MultiScaleAttentionBlock", "PoolResidual"]
 
@@ -79,14 +80,24 @@ class ConvAttentionBlock(nn.Module):
         return self.attention(self.conv(x))
 
 
+def max_pool3_same(x: torch.Tensor) -> torch.Tensor:
+    """``MaxPool2d(3, stride=1, padding=1)`` computed separably (rows, then columns): the same values.
+
+    On CPU this is about twice as fast as ``max_pool2d_with_indices`` for stride 1, and it has no index
+    tensor. Padding acts as -inf, as in max pooling.
+    """
+    p = F.pad(x, (1, 1, 1, 1), value=float("-inf"))  # [N, C, H + 2, W + 2]
+    r = torch.maximum(torch.maximum(p[..., :, :-2], p[..., :, 1:-1]), p[..., :, 2:])  # [N, C, H + 2, W]
+    return torch.maximum(torch.maximum(r[..., :-2, :], r[..., 1:-1, :]), r[..., 2:, :])  # [N, C, H, W]
+
+
 class PoolResidual(nn.Module):
     """The "pool-res" wrapper: ``MaxPool(3, stride 1, pad 1)(block(x)) + x`` (block keeps the channels)."""
 
     def __init__(self, block: nn.Module) -> None:
         super().__init__()
         self.block = block
-        self.pool = nn.MaxPool2d(3, stride=1, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, ch, H, W] -> [N, ch, H, W]``."""
-        return self.pool(self.block(x)) + x
+        return max_pool3_same(self.block(x)) + x

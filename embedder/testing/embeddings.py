@@ -19,7 +19,9 @@ __all__ = ["fake_unit_data"]
 _N_CLASSES = 6
 
 
-def _smooth_field(rng: np.random.Generator, n: int, *, n_waves: int = 4, scale_px: float = 200.0) -> np.ndarray:
+def _smooth_field(
+    rng: np.random.Generator, n: int, *, n_waves: int = 4, scale_px: float = 200.0
+) -> np.ndarray:
     """A smooth random field [n, n] with unit-ish amplitude (sum of a few low-frequency waves)."""
     y, x = np.mgrid[0:n, 0:n].astype(np.float32)
     out = np.zeros((n, n), dtype=np.float32)
@@ -37,7 +39,7 @@ def _parcels(rng: np.random.Generator, n: int, *, size_px: int) -> np.ndarray:
     iy = np.searchsorted(edges_y, np.arange(n), side="right")
     ix = np.searchsorted(edges_x, np.arange(n), side="right")
     cls_of_cell = rng.integers(0, _N_CLASSES, (n_cells + 1, n_cells + 1))
-    return cls_of_cell[iy[:, None], ix[None, :]]  # type: ignore[no-any-return]
+    return cls_of_cell[iy[:, None], ix[None, :]]
 
 
 def fake_unit_data(
@@ -60,10 +62,14 @@ def fake_unit_data(
     rng = np.random.default_rng(seed)
     n = unit.tile.size_px
     p = unit.period
-    all_days = np.arange(p.start_day + int(rng.integers(0, cadence_days)), p.start_day + p.period_days, cadence_days)
+    all_days = np.arange(
+        p.start_day + int(rng.integers(0, cadence_days)), p.start_day + p.period_days, cadence_days
+    )
     days = all_days[rng.random(all_days.size) < clear_frac]
     t_n = days.size
-    dates = np.array([np.datetime64(EPOCH + dt.timedelta(days=int(d)), "D") for d in days], dtype="datetime64[D]")
+    dates = np.array(
+        [np.datetime64(EPOCH + dt.timedelta(days=int(d)), "D") for d in days], dtype="datetime64[D]"
+    )
     doy = (dates - dates.astype("datetime64[Y]")).astype(np.float32)  # [T] day of year
 
     cls = _parcels(rng, n, size_px=parcel_px)  # [H, W]

@@ -126,14 +126,21 @@ def fake_gcs(
         proc = subprocess.Popen(
             [
                 _fake_gcs_binary(),
-                "-scheme", "http",
-                "-backend", "memory",
-                "-host", "127.0.0.1",
-                "-port", str(port),
-                "-external-url", endpoint,
-                "-public-host", f"127.0.0.1:{port}",
-                "-log-level", "warn",
-            ],  # fmt: skip
+                "-scheme",
+                "http",
+                "-backend",
+                "memory",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(port),
+                "-external-url",
+                endpoint,
+                "-public-host",
+                f"127.0.0.1:{port}",
+                "-log-level",
+                "warn",
+            ],
             stdout=log,
             stderr=log,
         )
@@ -152,7 +159,9 @@ def fake_gcs(
                 except (urllib.error.URLError, OSError):
                     pass
                 if time.monotonic() > deadline:
-                    raise EmulatorError(f"fake-gcs-server did not answer on {endpoint} in {startup_timeout_s} s")
+                    raise EmulatorError(
+                        f"fake-gcs-server did not answer on {endpoint} in {startup_timeout_s} s"
+                    )
                 time.sleep(0.05)
             req = urllib.request.Request(
                 f"{endpoint}/storage/v1/b?project={project}",

@@ -181,6 +181,8 @@ def test_dataset_splits_cover_all_samples(tmp_path: Path) -> None:
         ShardDataset(root, split="validation")
     with pytest.raises(ShardError, match="unknown shard kind 's2only'"):
         ShardDataset(root, split="train", kind="s2only")
+    with pytest.raises(ShardError, match=r"no shard root at .*nope"):
+        ShardDataset(f"{root}/nope", split="train")
 
 
 def test_iter_shard_batches(tmp_path: Path) -> None:
@@ -261,3 +263,44 @@ def test_plan_cubes_tiles_scenes() -> None:
                 BuildShardsConfig, {**base, "cubes": [{"name": "x", "epsg": 1, "bounds": [5, 0, 5, 9]}]}
             )
         )
+
+
+def test_chunk_shuffle_sampler_decodes_each_chunk_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embedder.data.shards import ChunkShuffleSampler
+
+    root = str(tmp_path)
+    sizes = {"c0": 7, "c1": 5, "c2": 9, "c3": 2}
+    for i, (cube, n) in enumerate(sizes.items()):
+        write_shard(_samples(n, seed=i), root, cube, chunk_samples=3)
+    ds = ShardDataset(root, split="train", cache_chunks=2)
+    n_total, n_chunks = len(ds), sum(-(-sizes[c] // 3) for c in ds.cube_ids)
+    assert len(ds.cube_ids) == 3 and n_total == sum(sizes[c] for c in ds.cube_ids)
+    assert len(ds.chunk_ranges()) == n_chunks
+    sampler = ChunkShuffleSampler(ds, seed=5, interleave_chunks=2)
+    order = list(sampler)
+    assert sorted(order) == list(range(n_total)) and order != list(range(n_total))
+    assert list(sampler) == order  # deterministic
+    sampler.set_epoch(1)
+    assert list(sampler) != order
+
+    reads = []
+    real = ShardDataset._chunk
+
+    def counting(self: ShardDataset, shard: int, chunk: int) -> dict[str, np.ndarray]:
+        if (shard, chunk) not in self._cache:
+            reads.append((shard, chunk))
+        return real(self, shard, chunk)
+
+    monkeypatch.setattr(ShardDataset, "_chunk", counting)
+    batch = [ds[i] for i in sampler]
+    assert len(batch) == n_total and len(reads) == n_chunks == len(set(reads))  # each chunk decoded once
+
+    # data parallel: equal lengths, together every index
+    ranks = [list(ChunkShuffleSampler(ds, seed=5, num_replicas=3, rank=r)) for r in range(3)]
+    assert [len(r) for r in ranks] == [-(-n_total // 3)] * 3
+    assert set().union(*map(set, ranks)) == set(range(n_total))
+    assert list(ChunkShuffleSampler(ds, shuffle=False)) == list(range(n_total))
+    with pytest.raises(ShardError, match="rank 3"):
+        ChunkShuffleSampler(ds, num_replicas=3, rank=3)

@@ -67,3 +67,17 @@ def test_pool_residual():
     with torch.no_grad():
         expected = torch.nn.functional.max_pool2d(inner(x), 3, stride=1, padding=1) + x
         torch.testing.assert_close(block(x), expected)
+
+
+def test_max_pool3_same_equals_max_pool2d() -> None:
+    from embedder.models.blocks import max_pool3_same
+
+    x = torch.randn(4, 5, 15, 15)
+    ref = torch.nn.functional.max_pool2d(x, 3, stride=1, padding=1)
+    assert torch.equal(max_pool3_same(x), ref)
+    x = torch.randn(2, 3, 7, 7, requires_grad=True)
+    (max_pool3_same(x) ** 2).sum().backward()
+    g = x.grad.clone()
+    x.grad = None
+    (torch.nn.functional.max_pool2d(x, 3, stride=1, padding=1) ** 2).sum().backward()
+    torch.testing.assert_close(g, x.grad)

@@ -106,9 +106,10 @@ def test_attention_mixes_time():
 
 def test_day_positions_and_errors():
     pos = day_positions(torch.tensor([[1.0, 2.0, 3.4]]), max_position_days=200)
+    assert int(day_positions(torch.full((1, 10), 20.0), max_position_days=200).max()) == 200
     assert pos.tolist() == [[0, 1, 3, 6]]
     with pytest.raises(GapRangeError, match="201 entries"):
-        day_positions(torch.full((1, 10), 20.0), max_position_days=200)
+        day_positions(torch.full((1, 10), 21.0), max_position_days=200)
     with pytest.raises(GapRangeError, match=">= 0"):
         day_positions(torch.tensor([[1.0, -2.0]]), max_position_days=200)
     with pytest.raises(GapRangeError, match="non-finite"):

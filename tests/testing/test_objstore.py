@@ -31,7 +31,9 @@ def test_sharded_zarr_v3_partial_writes(fixture, request):
     emu = request.getfixturevalue(fixture)
     url = f"{emu.url}/t.zarr"
     g = zarr.open_group(url, mode="w", storage_options=emu.storage_options, zarr_format=3)
-    a = g.create_array("e", shape=(8, 64, 64), chunks=(4, 16, 16), shards=(8, 32, 32), dtype="uint16", fill_value=0)
+    a = g.create_array(
+        "e", shape=(8, 64, 64), chunks=(4, 16, 16), shards=(8, 32, 32), dtype="uint16", fill_value=0
+    )
     x = np.random.default_rng(0).integers(1, 1000, (8, 64, 64)).astype("uint16")
     a[:, :32, :32] = x[:, :32, :32]
     a[:, 40:, :32] = x[:, 40:, :32]  # a partial shard: read-modify-write through the emulator

@@ -1,0 +1,148 @@
+"""Benchmark: the Ray Train job against the plain torch loop on the same shards (Ray overhead per worker).
+
+Both sides run ``embedder.training.fit`` on the same train/val splits with the same small S2 model and
+batch size, checkpointing every epoch to local disk:
+
+* plain: ``fit`` in this process, one torch thread, DataLoaders over the shard datasets;
+* Ray: ``ray_jobs.train_modality`` with ONE Ray Train worker of one CPU (a per-worker comparison), i.e.
+  the real job: DistributedSampler loader, DDP wrapper, per-epoch ``ray.train.report`` with a checkpoint
+  persisted to the run folder, metrics.jsonl rewritten every epoch.
+
+samples/s = train samples per epoch / median wall time between consecutive epoch ends (the first
+epoch is left out: warm-up); the wall time includes validation and checkpointing on both sides.
+``ray_overhead = 1 - ray_samples_s / plain_samples_s`` (target < 0.10). ``peak_rss_mb`` is the peak
+resident memory of the Ray Train worker (rank 0), ``plain_peak_rss_mb`` that of this process after the
+plain run. The plain loop runs before and after the Ray job; its rate is the mean of the two, which
+damps drift on a shared machine.
+
+    .venv/bin/python bench/train.py [--epochs 5] [--cubes 6] [--size-px 60] [--out bench/results/train.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import cast
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ["OMP_NUM_THREADS"] = "1"  # one thread per worker on both sides (before torch is imported)
+
+import torch
+from torch.utils.data import DataLoader
+
+from embedder.config import ModelConfig, PatchConfig, TrainConfig, TrainModalityJobConfig, load_config
+from embedder.data.shards import build_cube_shards
+from embedder.data.testing import make_test_cube
+from embedder.models import ModalityAutoencoder
+from embedder.sensors import S2
+from embedder.training import ModalityObjective, Objective, fit, seed_everything
+from ray_jobs import train_modality
+from ray_jobs.train_common import RunFolder, peak_rss_mb
+
+
+def build_shards(root: Path, *, cubes: int, size_px: int, n_dates: int) -> None:
+    for i in range(cubes):
+        cube = make_test_cube(i, size_px=size_px, n_dates=n_dates, n_s1=2 * n_dates)
+        build_cube_shards(cube, str(root), f"bench{i}", kinds=("fused",), cfg=PatchConfig())
+
+
+def rate(end_times: list[float], n_samples: int) -> float:
+    """Samples/s from the wall times at which epochs ended (first epoch excluded as warm-up)."""
+    intervals = [b - a for a, b in itertools.pairwise(end_times)]
+    if not intervals:
+        raise SystemExit("need at least 2 epochs to time; pass --epochs 3 or more")
+    return n_samples / statistics.median(intervals)
+
+
+def plain_run(cfg: TrainModalityJobConfig, run_dir: Path) -> float:
+    torch.set_num_threads(1)
+    datasets = train_modality.build_datasets(cfg)
+    seed_everything(cfg.train.seed)
+    model = ModalityAutoencoder(S2, cfg=cfg.model)
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    train = DataLoader(datasets["train"], batch_size=cfg.train.batch_size, shuffle=True, generator=gen)
+    val = DataLoader(datasets["val"], batch_size=cfg.train.batch_size)
+    ends: list[float] = []
+    fit(
+        model, train, val, objective=cast(Objective, ModalityObjective(S2)), cfg=cfg.train, run_dir=run_dir,
+        report=lambda _: ends.append(time.time()),
+    )  # fmt: skip
+    return rate(ends, len(datasets["train"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=5, help="epochs per side (the first is warm-up)")
+    p.add_argument("--cubes", type=int, default=6, help="cubes (6 -> 4 train, 1 val, 1 test)")
+    p.add_argument("--size-px", type=int, default=60, help="cube side in pixels")
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "train.json"))
+    a = p.parse_args(argv)
+
+    import ray
+
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        build_shards(root / "shards", cubes=a.cubes, size_px=a.size_px, n_dates=40)
+        train_cfg = TrainConfig.small()
+        cfg = load_config(
+            TrainModalityJobConfig,
+            {
+                "sensor": "s2",
+                "shard_root": str(root / "shards"),
+                "run": {"storage_path": str(root / "runs"), "name": "bench"},
+                "train": {"lr": train_cfg.lr, "warmup_steps": train_cfg.warmup_steps, "max_epochs": a.epochs,
+                          "early_stopping_patience": a.epochs, "batch_size": 8},
+                "workers": {"num_workers": 1, "cpus_per_worker": 1, "max_failures": 0},
+            },
+        )  # fmt: skip
+        cfg = dataclasses.replace(cfg, model=ModelConfig.small())
+        n_train = len(train_modality.build_datasets(cfg)["train"])
+        print(
+            f"shards: {a.cubes} cubes, {n_train} train samples ({time.perf_counter() - t0:.1f} s)", flush=True
+        )
+
+        plain_1 = plain_run(cfg, root / "plain1")
+        plain_rss = peak_rss_mb()  # before Ray starts in this process
+        print(f"plain torch loop: {plain_1:.1f} samples/s", flush=True)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            train_modality.train(cfg)
+        finally:
+            ray.shutdown()
+        lines = RunFolder.of(cfg.run).read_metrics()
+        ray_rate = rate([float(line["reported_at"]) for line in lines], n_train)
+        print(f"Ray Train job (1 worker): {ray_rate:.1f} samples/s", flush=True)
+        plain_2 = plain_run(cfg, root / "plain2")
+        print(f"plain torch loop again: {plain_2:.1f} samples/s", flush=True)
+
+    plain = (plain_1 + plain_2) / 2
+    result = {
+        "plain_samples_s": round(plain, 2),
+        "ray_samples_s": round(ray_rate, 2),
+        "ray_overhead": round(1.0 - ray_rate / plain, 4),
+        "peak_rss_mb": round(max(float(line["peak_rss_mb"]) for line in lines), 1),
+        "plain_peak_rss_mb": round(plain_rss, 1),
+        "plain_samples_s_runs": [round(plain_1, 2), round(plain_2, 2)],
+        "train_samples": n_train,
+        "epochs": a.epochs,
+        "batch_size": cfg.train.batch_size,
+        "model": "ModelConfig.small()",
+    }
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""``embedder plan``: what a continental inference run will cost, before it runs.
+
+The estimate multiplies four measured or stated numbers:
+
+* **Tiles and units** from the grid (:func:`embedder.grid.work_units`): exactly what the job plans.
+* **Pixel-dates**: land area x days / 365.25 x S2 dates per year (~73: two satellites, 5-day revisit)
+  x the usable share (dates with enough clear pixels to embed; ~0.45 in central Europe). Land area is the
+  region's area (equal-area, on the ellipsoid) x ``land_share`` (a bbox includes sea).
+* **Compute**: FLOPs per pixel-date *measured* on the chosen model preset with
+  :class:`torch.utils.flop_counter.FlopCounterMode` (:func:`measure_flops`). With the frame cache of
+  :class:`embedder.inference.Predictor` each (pixel, date) frame is encoded once per sensor and reused in
+  the 11 windows it belongs to; a period also encodes ``2 x HALO_DATES`` context dates. The GPU rate is
+  either a measured throughput in pixel-dates/s or ``TFLOP/s x utilisation / FLOPs per pixel-date``.
+* **Bytes stored** from the store benchmark (``bench/results/store.json``: 148.6 bytes per pixel-year at
+  30.9 dates a year -> :data:`BYTES_PER_PIXEL_DATE`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import functools
+import json
+import math
+from typing import Any, Literal
+
+from embedder.sensors import WINDOW_DATES
+
+__all__ = [
+    "BYTES_PER_PIXEL_DATE",
+    "S2_DATES_PER_YEAR",
+    "FlopCount",
+    "Plan",
+    "PlanError",
+    "cli_main",
+    "count_tiles",
+    "measure_flops",
+    "plan_run",
+]
+
+S2_DATES_PER_YEAR = 73.0
+"""Sentinel-2 acquisitions per pixel and year with both satellites (5-day revisit)."""
+BYTES_PER_PIXEL_DATE = 148.64 / 30.9
+"""Stored bytes per embedded pixel-date (embedding + flags, compressed): bench/results/store.json measured
+148.64 bytes per pixel-year at 30.9 dates per year."""
+_HALO_DATES = WINDOW_DATES // 2
+_PX_PER_KM2 = 1e4  # 10 m pixels
+
+Preset = Literal["paper", "small"]
+
+
+class PlanError(ValueError):
+    """An input to :func:`plan_run` is out of range or inconsistent."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FlopCount:
+    """Measured forward FLOPs of one model, per pixel-date (one multiply-add = 2 FLOPs)."""
+
+    preset: str
+    """Model preset the count belongs to (``paper`` or ``small``)."""
+    encode_frames: dict[str, float]
+    """Per sensor: FLOPs of ``encode_frames`` for one 15 x 15 frame."""
+    encode_tokens: dict[str, float]
+    """Per sensor: FLOPs of ``encode_tokens`` for one window of 11 tokens."""
+    fuse: float
+    """FLOPs of ``FusionModel.fuse`` for one pixel-date."""
+
+    @property
+    def fast_per_pixel_date(self) -> float:
+        """With the frame cache: every frame encoded once, then 1 token encoding per sensor and the fusion."""
+        return sum(self.encode_frames.values()) + sum(self.encode_tokens.values()) + self.fuse
+
+    @property
+    def naive_per_pixel_date(self) -> float:
+        """Without the cache: the 11 frames of each window are re-encoded for every target date."""
+        return (
+            WINDOW_DATES * sum(self.encode_frames.values()) + sum(self.encode_tokens.values()) + self.fuse
+        )
+
+    @property
+    def naive_over_fast(self) -> float:
+        """How many times more compute the naive procedure needs."""
+        return self.naive_per_pixel_date / self.fast_per_pixel_date
+
+
+@functools.lru_cache(maxsize=4)
+def measure_flops(preset: Preset = "paper") -> FlopCount:
+    """Count the forward FLOPs of the ``preset`` fusion model (untrained weights: FLOPs do not depend on them).
+
+    ``paper`` is ``ModelConfig()`` / ``FusionConfig()``, ``small`` the ``.small()`` presets. The transformer
+    layers are counted in training mode under ``no_grad`` (the eval fast path of PyTorch's encoder layer is
+    a fused kernel the counter does not see; dropout adds no FLOPs).
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from embedder.config import FusionConfig, ModelConfig
+    from embedder.models.fusion import FusionModel
+    from embedder.models.modality import ModalityAutoencoder
+    from embedder.sensors import SENSORS
+
+    if preset == "paper":
+        mcfg, fcfg = ModelConfig(), FusionConfig()
+    elif preset == "small":
+        mcfg, fcfg = ModelConfig.small(), FusionConfig.small()
+    else:
+        raise PlanError(f"model preset {preset!r} is unknown; use 'paper' or 'small'")
+    names = ("s1", "s2")
+    aes = {n: ModalityAutoencoder(SENSORS[n], cfg=mcfg) for n in names}
+    model = FusionModel(aes, cfg=fcfg).train()  # see docstring: train mode so every matmul is counted
+    n = 2  # pixels counted at once; divided out below
+    frames: dict[str, float] = {}
+    tokens: dict[str, float] = {}
+    with torch.no_grad():
+        for name, ae in aes.items():
+            x = torch.zeros(n, len(ae.sensor.bands), 15, 15)  # [n, C, 15, 15]
+            with FlopCounterMode(display=False) as fc:
+                tok = ae.encode_frames(x)  # [n, d_model]
+            frames[name] = fc.get_total_flops() / n
+            seq = torch.zeros(n, WINDOW_DATES, tok.shape[1])  # [n, 11, d_model]
+            gaps = torch.full((n, WINDOW_DATES - 1), 5.0)  # [n, 10] days
+            with FlopCounterMode(display=False) as fc:
+                ae.encode_tokens(seq, gaps)  # [n, D]
+            tokens[name] = fc.get_total_flops() / n
+        z = {k: torch.zeros(n, aes[k].bottleneck_dim) for k in names}  # {name: [n, D]}
+        deltas = {k: torch.full((n,), 3.0) for k in model.delta_keys}  # days
+        with FlopCounterMode(display=False) as fc:
+            model.fuse(z, deltas)  # [n, 7]
+        fuse = fc.get_total_flops() / n
+    return FlopCount(preset=preset, encode_frames=frames, encode_tokens=tokens, fuse=float(fuse))
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The estimate of one run (all derived from the inputs, see the module docstring)."""
+
+    region: str
+    """The region as given."""
+    start: dt.date
+    """First day."""
+    end: dt.date
+    """Last day (inclusive)."""
+    preset: str
+    """Model preset."""
+    tiles: int
+    """Tiles of the grid that meet the region."""
+    units: int
+    """Work units (tiles x period blocks)."""
+    area_km2: float
+    """Region area on the ellipsoid."""
+    land_km2: float
+    """Area that gets embeddings (``area_km2 x land_share``)."""
+    years: float
+    """Length of the period in years."""
+    pixel_dates: float
+    """Embedded pixel-dates."""
+    flop_per_pixel_date: float
+    """Measured FLOPs per pixel-date with the frame cache (context dates of each period included)."""
+    naive_flop_per_pixel_date: float
+    """The same without the frame cache."""
+    total_pflop: float
+    """Total compute in PFLOP."""
+    px_dates_per_s: float
+    """Throughput of one GPU actor used for the estimate."""
+    gpu_hours: float
+    """GPU-hours of the run."""
+    bytes_stored: float
+    """Bytes the store will hold."""
+    cost: float
+    """``gpu_hours x price_per_gpu_hour`` (compute only)."""
+    price_per_gpu_hour: float
+    """Price used."""
+
+    def summary(self) -> str:
+        """Human-readable multi-line table."""
+        rows = [
+            ("region", f"{self.region}  {self.start} .. {self.end} ({self.years:.2f} years)"),
+            ("tiles / work units", f"{self.tiles:,} / {self.units:,}"),
+            ("area / land", f"{self.area_km2:,.0f} km2 / {self.land_km2:,.0f} km2"),
+            ("pixel-dates", f"{self.pixel_dates:.3e}"),
+            (
+                f"GFLOP / pixel-date ({self.preset})",
+                f"{self.flop_per_pixel_date / 1e9:.3f} with frame cache "
+                f"({self.naive_flop_per_pixel_date / 1e9:.2f} naive, "
+                f"{self.naive_flop_per_pixel_date / self.flop_per_pixel_date:.1f}x)",
+            ),
+            ("total compute", f"{self.total_pflop:,.1f} PFLOP"),
+            ("throughput", f"{self.px_dates_per_s:,.0f} pixel-dates/s per GPU"),
+            ("GPU-hours", f"{self.gpu_hours:,.1f}"),
+            ("stored", f"{self.bytes_stored / 1e12:,.3f} TB"),
+            ("cost", f"{self.cost:,.2f} at {self.price_per_gpu_hour:g} per GPU-hour"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        d = dataclasses.asdict(self)
+        d["start"], d["end"] = self.start.isoformat(), self.end.isoformat()
+        return d
+
+
+def _area_km2(geom: Any) -> float:
+    from pyproj import Geod
+
+    return abs(Geod(ellps="WGS84").geometry_area_perimeter(geom)[0]) / 1e6
+
+
+def count_tiles(region: Any, *, tile_px: int) -> int:
+    """Number of grid tiles whose interior meets ``region``: the same set as
+    :func:`embedder.grid.tiles_for_region`, counted with prepared predicates only (continent-sized
+    regions in seconds, without building every tile's intersection)."""
+    import numpy as np
+    import shapely
+    from pyproj import Transformer
+
+    from embedder.grid import PIXEL_M, _zone_parts, region_geometry
+
+    geom = region_geometry(region)
+    size_m = tile_px * PIXEL_M
+    total = 0
+    for zone, south, part in _zone_parts(geom):
+        epsg = (32700 if south else 32600) + zone
+        to_utm = Transformer.from_crs(4326, epsg, always_xy=True)
+        dense = shapely.segmentize(part, 0.01)  # as the grid does: projected edges follow the curve
+        proj = shapely.transform(dense, lambda xy, t=to_utm: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
+        shapely.prepare(proj)
+        left, bottom, right, top = proj.bounds
+        cols = np.arange(max(0, math.floor(left / size_m)), math.ceil(right / size_m))
+        for row in range(max(0, math.floor(bottom / size_m)), math.ceil(top / size_m)):
+            boxes = shapely.box(cols * size_m, row * size_m, (cols + 1) * size_m, (row + 1) * size_m)
+            # interiors meet <=> intersect and not only touching on the boundary
+            total += int(np.count_nonzero(shapely.intersects(proj, boxes) & ~shapely.touches(proj, boxes)))
+    return total
+
+
+def _positive(name: str, value: float | None, *, upper: float | None = None) -> None:
+    if value is None:
+        return
+    if not math.isfinite(value) or value <= 0 or (upper is not None and value > upper):
+        rng = f"in (0, {upper:g}]" if upper is not None else "positive"
+        raise PlanError(f"{name} = {value!r} must be {rng}")
+
+
+def plan_run(
+    region: Any,
+    *,
+    start: dt.date | str,
+    end: dt.date | str,
+    preset: Preset = "paper",
+    land_share: float = 1.0,
+    dates_per_year: float = S2_DATES_PER_YEAR,
+    usable_share: float = 0.45,
+    px_dates_per_s: float | None = None,
+    gpu_tflops: float | None = None,
+    utilisation: float = 0.35,
+    price_per_gpu_hour: float = 0.0,
+    tile_px: int | None = None,
+    period_days: int | None = None,
+    bytes_per_pixel_date: float = BYTES_PER_PIXEL_DATE,
+) -> Plan:
+    """Estimate tiles, pixel-dates, GPU-hours, bytes and cost of embedding ``region`` over [start, end].
+
+    Give the GPU rate as a measured ``px_dates_per_s`` or as ``gpu_tflops`` (peak, the precision the
+    actors run in) with ``utilisation``; exactly one of the two. Raises :class:`PlanError` for bad inputs
+    and :class:`embedder.grid.GridError` for a bad region or dates.
+    """
+    from embedder.config import StoreConfig
+    from embedder.grid import _as_date, periods, region_geometry
+
+    layout = StoreConfig()
+    tile_px = layout.tile_px if tile_px is None else tile_px
+    period_days = layout.period_days if period_days is None else period_days
+    _positive("land_share", land_share, upper=1.0)
+    _positive("usable_share", usable_share, upper=1.0)
+    _positive("dates_per_year", dates_per_year, upper=366.0)
+    _positive("utilisation", utilisation, upper=1.0)
+    _positive("bytes_per_pixel_date", bytes_per_pixel_date)
+    _positive("px_dates_per_s", px_dates_per_s)
+    _positive("gpu_tflops", gpu_tflops)
+    if price_per_gpu_hour < 0 or not math.isfinite(price_per_gpu_hour):
+        raise PlanError(f"price_per_gpu_hour = {price_per_gpu_hour!r} must be >= 0")
+    if (px_dates_per_s is None) == (gpu_tflops is None):
+        raise PlanError(
+            "give exactly one of px_dates_per_s (a measured throughput) and gpu_tflops (with utilisation); "
+            f"got px_dates_per_s={px_dates_per_s!r}, gpu_tflops={gpu_tflops!r}"
+        )
+    d0, d1 = _as_date(start, "start"), _as_date(end, "end")
+    blocks = periods(d0, d1, period_days=period_days)  # validates the dates
+    geom = region_geometry(region)
+    n_tiles = count_tiles(geom, tile_px=tile_px)
+    area = _area_km2(geom)
+    land = area * land_share
+    years = ((d1 - d0).days + 1) / 365.25
+    usable_per_year = dates_per_year * usable_share
+    pixel_dates = land * _PX_PER_KM2 * years * usable_per_year
+    flops = measure_flops(preset)
+    # each period block also encodes 2 x 5 context dates (usable dates just outside the block)
+    usable_per_block = usable_per_year * period_days / 365.25
+    context = 1.0 + 2 * _HALO_DATES * sum(flops.encode_frames.values()) / (
+        usable_per_block * flops.fast_per_pixel_date
+    )
+    flop_pd = flops.fast_per_pixel_date * context
+    rate = px_dates_per_s if px_dates_per_s is not None else gpu_tflops * 1e12 * utilisation / flop_pd  # type: ignore[operator]
+    gpu_hours = pixel_dates / rate / 3600.0
+    return Plan(
+        region=str(region),
+        start=d0,
+        end=d1,
+        preset=preset,
+        tiles=n_tiles,
+        units=n_tiles * len(blocks),
+        area_km2=area,
+        land_km2=land,
+        years=years,
+        pixel_dates=pixel_dates,
+        flop_per_pixel_date=flop_pd,
+        naive_flop_per_pixel_date=flops.naive_per_pixel_date,
+        total_pflop=pixel_dates * flop_pd / 1e15,
+        px_dates_per_s=float(rate),
+        gpu_hours=gpu_hours,
+        bytes_stored=pixel_dates * bytes_per_pixel_date,
+        cost=gpu_hours * price_per_gpu_hour,
+        price_per_gpu_hour=price_per_gpu_hour,
+    )
+
+
+def _region_arg(text: str) -> Any:
+    parts = text.split(",")
+    if len(parts) == 4:
+        try:
+            return tuple(float(p) for p in parts)
+        except ValueError:
+            pass
+    return text
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """``embedder plan REGION --start --end ...``: print the estimate (or JSON with ``--json``)."""
+    from embedder.grid import GridError
+
+    p = argparse.ArgumentParser(prog="embedder plan", description=__doc__.split("\n\n")[0])
+    p.add_argument("region", help="named region (europe, sample), bbox 'lon0,lat0,lon1,lat1' or GeoJSON path")
+    p.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
+    p.add_argument("--end", required=True, help="last day (inclusive), YYYY-MM-DD")
+    p.add_argument("--preset", choices=("paper", "small"), default="paper", help="model size (default paper)")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--px-dates-per-s", type=float, help="measured throughput of one GPU actor")
+    rate.add_argument("--gpu-tflops", type=float, help="peak TFLOP/s of one GPU (default 30: L4, fp32)")
+    p.add_argument("--utilisation", type=float, default=0.35, help="share of peak reached (default 0.35)")
+    p.add_argument("--price-per-gpu-hour", type=float, default=0.0, help="price of one GPU-hour")
+    p.add_argument("--land-share", type=float, default=1.0, help="land share of the region (default 1)")
+    p.add_argument("--dates-per-year", type=float, default=S2_DATES_PER_YEAR, help="S2 dates per year")
+    p.add_argument("--usable-share", type=float, default=0.45, help="share of S2 dates that are usable")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    a = p.parse_args(argv)
+    gpu_tflops = a.gpu_tflops if (a.gpu_tflops is not None or a.px_dates_per_s is not None) else 30.0
+    try:
+        plan = plan_run(
+            _region_arg(a.region), start=a.start, end=a.end, preset=a.preset, land_share=a.land_share,
+            dates_per_year=a.dates_per_year, usable_share=a.usable_share, px_dates_per_s=a.px_dates_per_s,
+            gpu_tflops=gpu_tflops, utilisation=a.utilisation, price_per_gpu_hour=a.price_per_gpu_hour,
+        )  # fmt: skip
+    except (PlanError, GridError) as err:
+        p.exit(2, f"embedder plan: error: {err}\n")
+    print(json.dumps(plan.to_dict(), indent=1) if a.json else plan.summary())
+    return 0

@@ -1,0 +1,384 @@
+"""The read-only HTTP service of an embedding store (FastAPI): points, regions, map tiles, STAC, web map.
+
+``embedder serve STORE`` runs :func:`create_app` under uvicorn. Endpoints (OpenAPI docs at ``/docs``):
+
+=====================================  ===============================================================
+``GET /``                               the web map (``static/index.html``; no external JS or CSS)
+``GET /api/info``                       zones, lon/lat bboxes, dates with data, layout, model
+``GET /api/dates``                      dates with data (optionally within ``start``/``end``)
+``GET /api/probe``                      one pixel's time series (JSON or CSV)
+``POST /api/points``                    many points' time series (JSON or CSV)
+``GET /api/region``                     a region extract, per date or windowed (NetCDF, GeoTIFF, JSON)
+``GET /tiles/{z}/{x}/{y}.png``          XYZ tile: the embedding as RGB (the store's fixed PCA)
+``GET /stac/collection.json``           the store's STAC Collection; ``/stac/items/{id}`` its Items
+=====================================  ===============================================================
+
+Bad input answers 422 (what is wrong and what to give), a region over the size limit 413, a place
+without data 404; the service never writes to the store except once for the PCA sidecar (optional).
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import io
+import logging
+import math
+import tempfile
+import threading
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import Query
+from pydantic import BaseModel, Field
+
+from embedder.config import ServeConfig
+from embedder.grid import PIXEL_M
+from embedder.serve.api import (
+    NoDataError,
+    RegionTooLargeError,
+    ServeError,
+    StoreReader,
+    _day,
+    apply_pca,
+    export_region,
+    parse_date,
+    probe,
+    read_region,
+    rgb_pca,
+    sample_points,
+    series_csv,
+)
+from embedder.store import dequantise
+
+__all__ = ["STATIC_DIR", "TileRenderer", "cli_serve", "create_app"]
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+"""The web map's files (HTML, JS, CSS), all served by this app."""
+TILE_PX = 256
+"""Side of an XYZ map tile in pixels."""
+_DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+_EARTH_M = 6378137.0
+
+
+Lon = Annotated[float, Query(ge=-180, le=180, description="longitude, degrees east (EPSG:4326)")]
+Lat = Annotated[float, Query(ge=-90, le=90, description="latitude, degrees north (EPSG:4326)")]
+Date = Annotated[str | None, Query(pattern=_DATE_PATTERN, description="YYYY-MM-DD (inclusive)")]
+Fmt = Annotated[Literal["json", "csv"], Query(description="response format")]
+
+
+class PointsRequest(BaseModel):
+    """Body of ``POST /api/points``."""
+
+    points: list[tuple[Annotated[float, Field(ge=-180, le=180)], Annotated[float, Field(ge=-90, le=90)]]] = (
+        Field(..., description="[[lon, lat], ...] in degrees", max_length=ServeConfig.max_points)
+    )
+    start: str | None = Field(None, pattern=_DATE_PATTERN, description="YYYY-MM-DD (inclusive)")
+    end: str | None = Field(None, pattern=_DATE_PATTERN, description="YYYY-MM-DD (inclusive)")
+
+
+def _mercator_lonlat(z: int, x: int, y: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lon/lat of the 256 x 256 pixel centres of XYZ tile ``(z, x, y)`` (Web Mercator)."""
+    n = 2**z
+    frac = (np.arange(TILE_PX) + 0.5) / TILE_PX
+    lon = (x + frac) / n * 360.0 - 180.0  # [256]
+    merc_y = math.pi * (1 - 2 * (y + frac) / n)  # [256]
+    lat = np.degrees(np.arctan(np.sinh(merc_y)))
+    return np.broadcast_to(lon[None, :], (TILE_PX, TILE_PX)), np.broadcast_to(
+        lat[:, None], (TILE_PX, TILE_PX)
+    )
+
+
+class TileRenderer:
+    """Renders XYZ tiles of a store as PNG: the fixed PCA of the 7 features as RGB, nearest pixel."""
+
+    def __init__(self, reader: StoreReader, *, pca: dict[str, Any], cache_tiles: int = 512) -> None:
+        self.reader = reader
+        self.pca = pca
+        self._cache: collections.OrderedDict[tuple[Any, ...], bytes] = collections.OrderedDict()
+        self._cache_size = cache_tiles
+        self._lock = threading.Lock()
+
+    def render(
+        self, z: int, x: int, y: int, *, date: Any = None, start: Any = None, end: Any = None
+    ) -> bytes:
+        """PNG bytes of one tile for ``date``, or the mean over the store dates in ``[start, end]``."""
+        if not 0 <= z <= 24:
+            raise ServeError(f"zoom z={z} must be in 0..24")
+        if not (0 <= x < 2**z and 0 <= y < 2**z):
+            raise ServeError(f"tile x={x}, y={y} is outside zoom {z} (0..{2**z - 1})")
+        if date is not None:
+            if start is not None or end is not None:
+                raise ServeError("give either date=YYYY-MM-DD or start=/end= (a window), not both")
+            d0 = d1 = parse_date(date, name="date")
+        elif start is not None and end is not None:
+            d0, d1 = parse_date(start, name="start"), parse_date(end, name="end")
+            if d1 < d0:
+                raise ServeError(f"end={end!r} is before start={start!r}; swap them")
+        else:
+            raise ServeError("a tile needs date=YYYY-MM-DD, or start= and end= for a window mean")
+        key = (z, x, y, d0, d1)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        png = _png(self._rgba(z, x, y, d0, d1))
+        with self._lock:
+            self._cache[key] = png
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return png
+
+    def _rgba(self, z: int, x: int, y: int, d0: dt.date, d1: dt.date) -> np.ndarray:
+        r = self.reader
+        lon, lat = _mercator_lonlat(z, x, y)
+        rgba = np.zeros((TILE_PX, TILE_PX, 4), dtype=np.uint8)  # transparent where no data
+        filled = np.zeros((TILE_PX, TILE_PX), dtype=bool)
+        for zi in r.zones.values():
+            # standard zones cover 6 degrees (+ a margin for tiles that overlap the zone border)
+            central = (zi.zone.epsg % 100 - 1) * 6 - 180 + 3
+            near = np.abs(lon - central) < 4.5
+            if not near.any():
+                continue
+            flat_near = np.flatnonzero(near.ravel())  # [M] indices into the tile's pixels
+            px, py = r._project(zi, lon[near], lat[near])  # [M] metres in the zone CRS
+            col = np.floor((px - zi.x0) / PIXEL_M).astype(np.int64)
+            row = np.floor((zi.y0 - py) / PIXEL_M).astype(np.int64)
+            inside = (col >= 0) & (col < zi.nx) & (row >= 0) & (row < zi.ny) & ~filled.ravel()[flat_near]
+            if not inside.any():
+                continue
+            tgt, col, row = flat_near[inside], col[inside], row[inside]  # [N]
+            r0, r1, c0, c1 = int(row.min()), int(row.max()) + 1, int(col.min()), int(col.max()) + 1
+            if max(r1 - r0, c1 - c0) > r.cfg.max_tile_native_px:  # zoomed out: show the coverage only
+                rgba.reshape(-1, 4)[tgt] = (128, 128, 128, 96)
+                filled.ravel()[tgt] = True
+                continue
+            ys, xs = slice(r0, r1), slice(c0, c1)
+            days = r.region_days(zi.name, _day(d0), _day(d1) + 1, ys, xs)
+            if days.size > r.cfg.max_tile_dates:
+                raise ServeError(
+                    f"the window {d0}..{d1} holds {days.size} store dates here, over the tile limit of "
+                    f"{r.cfg.max_tile_dates}; choose a shorter window"
+                )
+            if days.size == 0:
+                continue
+            vals = r.read_codes(zi.name, days, ys, xs)  # [T, 7, h, w] uint16
+            emb = dequantise(vals, step=r.quant_step)  # [T, 7, h, w]
+            ok = np.isfinite(emb).all(axis=1)  # [T, h, w]
+            n = ok.sum(axis=0)  # [h, w]
+            mean = np.where(ok[:, None], emb, 0).sum(axis=0) / np.maximum(n, 1)  # [7, h, w]
+            mean[:, n == 0] = np.nan
+            pix = mean[:, row - r0, col - c0].T  # [N, 7]
+            colours = apply_pca(pix, self.pca)  # [N, 4]
+            has = colours[:, 3] > 0
+            rgba.reshape(-1, 4)[tgt[has]] = colours[has]
+            filled.ravel()[tgt[has]] = True
+        return rgba
+
+
+def _png(rgba: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buf, format="PNG", optimize=False, compress_level=3)
+    return buf.getvalue()
+
+
+def create_app(
+    store: str | StoreReader,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    cfg: ServeConfig | None = None,
+    write_pca: bool = True,
+) -> Any:
+    """The FastAPI app serving ``store`` read-only (see the module docstring for the endpoints).
+
+    The store's fixed RGB PCA is loaded (or computed once and, with ``write_pca``, saved as the
+    sidecar ``_serve/pca.json``) when the app is created.
+    """
+    from fastapi import FastAPI, Request
+    from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+    from fastapi.staticfiles import StaticFiles
+
+    from embedder.stac_store import store_collection
+
+    reader = (
+        store
+        if isinstance(store, StoreReader)
+        else StoreReader(store, storage_options=storage_options, cfg=cfg)
+    )
+    try:
+        pca: dict[str, Any] | None = rgb_pca(reader, write=write_pca)
+    except NoDataError as exc:
+        log.warning("no map colours: %s", exc)
+        pca = None
+    renderer = TileRenderer(reader, pca=pca) if pca is not None else None
+    collection = store_collection(reader.url, storage_options=reader.store.storage_options).to_dict(
+        include_self_link=False, transform_hrefs=False
+    )
+    items = {
+        i.id: i.to_dict(include_self_link=False, transform_hrefs=False)
+        for i in store_collection(reader.url, storage_options=reader.store.storage_options).get_items()
+    }
+    collection["links"] = [link for link in collection.get("links", []) if link.get("rel") != "item"] + [
+        {"rel": "item", "href": f"/stac/items/{i}", "type": "application/geo+json"} for i in items
+    ]
+    info = reader.info()
+
+    app = FastAPI(
+        title="embedder store service",
+        version="1",
+        description=(
+            "Read-only access to a store of per-date 7-d Sentinel-1 + Sentinel-2 embeddings (10 m): point "
+            "time series, region extracts, XYZ map tiles (a fixed PCA of the 7 features as RGB) and the "
+            "store's STAC Collection. Dates are YYYY-MM-DD; coordinates are lon/lat degrees (EPSG:4326)."
+        ),
+    )
+
+    @app.exception_handler(RegionTooLargeError)
+    def _too_large(request: Request, exc: RegionTooLargeError) -> JSONResponse:
+        return JSONResponse(status_code=413, content={"detail": str(exc)})
+
+    @app.exception_handler(NoDataError)
+    def _no_data(request: Request, exc: NoDataError) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(exc), "status": "no_data"})
+
+    @app.exception_handler(ServeError)
+    def _bad_input(request: Request, exc: ServeError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/api/info", summary="What the store holds: zones, bboxes, dates with data, layout")
+    def api_info() -> dict[str, Any]:
+        return {
+            **info,
+            "limits": {k: getattr(reader.cfg, k) for k in ("max_region_px", "max_points", "max_tile_dates")},
+        }
+
+    @app.get("/api/dates", summary="Dates with at least one valid pixel")
+    def api_dates(start: Date = None, end: Date = None) -> dict[str, list[str]]:
+        return {"dates": [d.isoformat() for d in reader.dates(start=start, end=end)]}
+
+    @app.get("/api/probe", summary="One pixel's embedding time series", response_model=None)
+    def api_probe(lon: Lon, lat: Lat, start: Date = None, end: Date = None, format: Fmt = "json") -> Any:
+        s = probe(reader, lon, lat, start=start, end=end)
+        if format == "csv":
+            return PlainTextResponse(series_csv([s]), media_type="text/csv")
+        return s.to_json()
+
+    @app.post(
+        "/api/points", summary="Time series at many points (grouped per zone and chunk)", response_model=None
+    )
+    def api_points(req: PointsRequest, format: Fmt = "json") -> Any:
+        series = sample_points(reader, req.points, start=req.start, end=req.end)
+        if format == "csv":
+            return PlainTextResponse(series_csv(series), media_type="text/csv")
+        return {"series": [s.to_json() for s in series]}
+
+    @app.get(
+        "/api/region",
+        summary="A region on its native 10 m grid, per date or aggregated over windows",
+        response_model=None,
+        responses={413: {"description": "region over the size limit"}, 404: {"description": "no data there"}},
+    )
+    def api_region(
+        bbox: Annotated[str, Query(description="min_lon,min_lat,max_lon,max_lat (degrees)")],
+        start: Annotated[str, Query(pattern=_DATE_PATTERN, description="YYYY-MM-DD (inclusive)")],
+        end: Annotated[str, Query(pattern=_DATE_PATTERN, description="YYYY-MM-DD (inclusive)")],
+        window: Annotated[
+            str | None, Query(description="none: per date; '10D', 'W', 'MS', 'season', 'YS'", max_length=16)
+        ] = None,
+        reduce: Literal["mean", "median", "min", "max"] = "mean",
+        format: Literal["netcdf", "geotiff", "json"] = "netcdf",
+    ) -> Any:
+        ds = read_region(reader, bbox, start=start, end=end, window=window, reduce=reduce)
+        if format == "json":
+            emb = ds["embedding"].values  # [T, 7, h, w]
+            return {
+                "crs": f"EPSG:{ds.rio.crs.to_epsg()}",
+                "transform": list(ds.rio.transform())[:6],
+                "shape": list(emb.shape),
+                "time": [str(t)[:10] for t in ds["time"].values],
+                "embedding": np.where(
+                    np.isfinite(emb), np.round(emb, 5), np.array(None)
+                ).tolist(),  # NaN -> null
+            }
+        with tempfile.TemporaryDirectory() as tmp:
+            suffix = ".nc" if format == "netcdf" else ".tif"
+            out = export_region(reader, bbox, Path(tmp) / f"region{suffix}", start=start, end=end,
+                                window=window, reduce=reduce)  # fmt: skip
+            data = out.read_bytes()
+        media = "application/x-netcdf" if format == "netcdf" else "image/tiff"
+        return Response(
+            data, media_type=media, headers={"Content-Disposition": f'attachment; filename="region{suffix}"'}
+        )
+
+    @app.get(
+        "/tiles/{z}/{x}/{y}.png",
+        summary="XYZ map tile: the embedding as RGB (fixed PCA), for a date or the mean over a window",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}},
+    )
+    def tile(
+        z: int,
+        x: int,
+        y: int,
+        date: Date = None,
+        start: Date = None,
+        end: Date = None,
+    ) -> Response:
+        if renderer is None:
+            raise NoDataError("the store has no embeddings yet, so there are no map tiles")
+        png = renderer.render(z, x, y, date=date, start=start, end=end)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
+
+    @app.get("/stac/collection.json", summary="The store's STAC Collection")
+    def stac_collection() -> dict[str, Any]:
+        return collection
+
+    @app.get("/stac/items", summary="The store's STAC Items (one per UTM zone group)")
+    def stac_items() -> dict[str, Any]:
+        return {"type": "FeatureCollection", "features": list(items.values())}
+
+    @app.get("/stac/items/{item_id}", summary="One STAC Item")
+    def stac_item(item_id: str) -> dict[str, Any]:
+        if item_id not in items:
+            raise NoDataError(f"no STAC item {item_id!r}; the store's items are {', '.join(sorted(items))}")
+        return items[item_id]
+
+    app.state.reader = reader
+    app.state.renderer = renderer
+    return app
+
+
+def cli_serve(argv: list[str]) -> int:
+    """``embedder serve STORE``: the read-only HTTP service and web map of a store (uvicorn)."""
+    import argparse
+    import json
+
+    import uvicorn
+
+    p = argparse.ArgumentParser(prog="embedder serve", description=cli_serve.__doc__)
+    p.add_argument("url", help="store URL (path, file://, gs://, s3://)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--storage-options", default=None, help="fsspec storage options as JSON")
+    p.add_argument("--no-write-pca", action="store_true", help="keep the map's PCA in memory, never write it")
+    p.add_argument(
+        "--max-region-px", type=int, default=ServeConfig.max_region_px, help="region size limit (pixels)"
+    )
+    a = p.parse_args(argv)
+    so = json.loads(a.storage_options) if a.storage_options else None
+    app = create_app(a.url, storage_options=so, cfg=ServeConfig(max_region_px=a.max_region_px),
+                     write_pca=not a.no_write_pca)  # fmt: skip
+    print(f"serving {a.url} on http://{a.host}:{a.port}/ (API docs at /docs)")
+    uvicorn.run(app, host=a.host, port=a.port, log_level="info")
+    return 0
