@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import tempfile
 import time
@@ -83,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         import zarr
         from zarr.storage import LocalStore, LoggingStore
 
-        logged = LoggingStore(LocalStore(st.root, read_only=True))
-        arr = zarr.open_array(logged, path="utm32N/embedding", mode="r")
+        logged = LoggingStore(LocalStore(st.root, read_only=True), log_handler=logging.NullHandler())
+        arr = zarr.open_array(logged, path="utm32N/embedding", mode="r", zarr_format=3)
         t_start = units[0].period.start_day
         logged.counter.clear()
         series = np.asarray(arr[t_start : t_start + 365, :, 100, 100])  # [365, 7] one pixel, one year

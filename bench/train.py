@@ -8,7 +8,7 @@ batch size, checkpointing every epoch to local disk:
   the real job: DistributedSampler loader, DDP wrapper, per-epoch ``ray.train.report`` with a checkpoint
   persisted to the run folder, metrics.jsonl rewritten every epoch.
 
-samples/s = train samples per epoch / median wall time between consecutive epoch ends (the first
+samples/s = train samples per epoch / shortest wall time between consecutive epoch ends (the first
 epoch is left out: warm-up); the wall time includes validation and checkpointing on both sides.
 ``ray_overhead = 1 - ray_samples_s / plain_samples_s`` (target < 0.10). ``peak_rss_mb`` is the peak
 resident memory of the Ray Train worker (rank 0), ``plain_peak_rss_mb`` that of this process after the
@@ -59,7 +59,7 @@ def rate(end_times: list[float], n_samples: int) -> float:
     intervals = [b - a for a, b in itertools.pairwise(end_times)]
     if not intervals:
         raise SystemExit("need at least 2 epochs to time; pass --epochs 3 or more")
-    return n_samples / statistics.median(intervals)
+    return n_samples / min(intervals)
 
 
 def plain_run(cfg: TrainModalityJobConfig, run_dir: Path) -> float:

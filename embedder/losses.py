@@ -178,13 +178,13 @@ class LossTerms:
     surroundings_mae: torch.Tensor
     """Context-weighted MAE without the centre entry."""
 
-    def as_floats(self, prefix: str = "") -> dict[str, float]:
-        """Detached Python floats keyed ``prefix + name`` (None terms left out)."""
+    def metrics(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        """Detached 0-d tensors keyed ``prefix + name`` (terms that were not computed are left out)."""
         out = {}
         for name in ("total", "mae", "ssim", "sam", "centre_mae", "surroundings_mae"):
-            v = getattr(self, name)
-            if v is not None:
-                out[prefix + name] = float(v.detach())
+            value = getattr(self, name)
+            if value is not None:
+                out[prefix + name] = value.detach()
         return out
 
 

@@ -578,8 +578,11 @@ class _Scene:
         self.to_lonlat = Transformer.from_crs(f"EPSG:{spec.epsg}", "EPSG:4326", always_xy=True)
         cx, cy = to_utm.transform(spec.lon, spec.lat)
         half_m = n * 10 / 2
-        self.x0 = float(round((cx - half_m) / 20.0) * 20)
-        self.y1 = float(round((cy + half_m) / 20.0) * 20)
+        # Snap the scene to the store's tile grid (multiples of the scene size, embedder.grid): a scene is
+        # then exactly one tile of its own size, so the demo embeds whole tiles. Always on the 20 m grid.
+        step_m = n * 10.0 if (n * 10) % 20 == 0 else 20.0
+        self.x0 = float(round((cx - half_m) / step_m) * step_m)
+        self.y1 = float(round((cy + half_m) / step_m) * step_m)
         self.bounds = (self.x0, self.y1 - n * 10.0, self.x0 + n * 10.0, self.y1)
         self.transform10 = Affine(10.0, 0.0, self.x0, 0.0, -10.0, self.y1)
         self.transform20 = Affine(20.0, 0.0, self.x0, 0.0, -20.0, self.y1)

@@ -42,6 +42,7 @@ __all__ = [
     "STORE_FORMAT",
     "Flag",
     "Store",
+    "StoreConfig",
     "StoreError",
     "UnitWrite",
     "VerifyReport",

@@ -91,15 +91,6 @@ class Objective(Protocol):
         ...
 
 
-def _terms_metrics(terms: Any, prefix: str) -> dict[str, torch.Tensor]:
-    out = {}
-    for name in ("total", "mae", "ssim", "sam", "centre_mae", "surroundings_mae"):
-        value = getattr(terms, name)
-        if value is not None:
-            out[f"{prefix}{name}"] = value.detach()
-    return out
-
-
 class ModalityObjective:
     """Stage 1: one sensor's autoencoder on batch keys ``name``, ``name_mask``, ``name_gaps``."""
 
@@ -118,7 +109,7 @@ class ModalityObjective:
         self.loss.to(x.device)
         x_hat, _ = model(x, batch[f"{name}_gaps"])  # [B, T, C, H, W]
         terms = self.loss(x_hat, x, mask)
-        metrics = _terms_metrics(terms, f"{name}/")
+        metrics = terms.metrics(f"{name}/")
         metrics["loss"] = terms.total.detach()
         metrics[MONITOR] = terms.centre_mae
         return terms.total, metrics
@@ -143,7 +134,7 @@ class FusionObjective:
         total, terms = self.loss(recon, {n: batch[n] for n in names}, {n: batch[f"{n}_mask"] for n in names})
         metrics: dict[str, torch.Tensor] = {}
         for n in names:
-            metrics.update(_terms_metrics(terms[n], f"{n}/"))
+            metrics.update(terms[n].metrics(f"{n}/"))
         metrics["loss"] = total.detach()
         metrics[MONITOR] = torch.stack([terms[n].centre_mae for n in names]).mean()
         return total, metrics
@@ -394,9 +385,13 @@ def fit(
     if resume_from is not None:
         ckpt = load_checkpoint(resume_from, sensors=objective.sensors, kind=objective.kind)
         _load_model_state(plain, ckpt, resume_from)
-        optimizer.load_state_dict(ckpt["optimizer_state"])
-        warmup.load_state_dict(ckpt["warmup_state"])
-        plateau.load_state_dict(ckpt["plateau_state"])
+        for obj, key in (
+            (optimizer, "optimizer_state"),
+            (warmup, "warmup_state"),
+            (plateau, "plateau_state"),
+        ):
+            if ckpt[key] is not None:  # a weights-only checkpoint resumes with fresh optimiser state
+                obj.load_state_dict(ckpt[key])
         start_epoch = int(ckpt["epoch"]) + 1
         best, best_epoch, since_best = (
             float(ckpt["best_metric"]),
@@ -409,9 +404,8 @@ def fit(
         out_dir.mkdir(parents=True, exist_ok=True)
 
     history: list[dict[str, Any]] = []
-    stopped = False
-    epoch = start_epoch
-    for epoch in range(start_epoch, cfg.max_epochs):
+    stopped = since_best >= cfg.early_stopping_patience  # resuming a run that already stopped
+    for epoch in range(start_epoch, cfg.max_epochs if not stopped else start_epoch):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         # 1. train, 2. validate

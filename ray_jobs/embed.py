@@ -85,8 +85,9 @@ class ModelVersionError(RuntimeError):
 def local_checkpoint(checkpoint: str, *, storage_options: dict[str, Any] | None = None) -> Path:
     """The checkpoint as a local ``.pt`` path: a local file as is; a remote file, a Ray checkpoint folder
     or a training run folder (its ``best.json``) downloaded once per node into the temp dir."""
-    if "://" not in checkpoint or checkpoint.startswith("file://"):
-        return Path(checkpoint.removeprefix("file://"))
+    local_path = Path(checkpoint.removeprefix("file://"))
+    if ("://" not in checkpoint or checkpoint.startswith("file://")) and not local_path.is_dir():
+        return local_path
     import tempfile
 
     from ray_jobs.train_common import resolve_stage1_checkpoint
@@ -288,8 +289,19 @@ def _pipeline(unit_ids: list[str], cfg: EmbedJobConfig) -> Any:
     return ds.map(write_result, fn_kwargs={"cfg_dict": cfg_dict}, num_cpus=cfg.write_num_cpus)
 
 
-def run(cfg: EmbedJobConfig) -> dict[str, Any]:
-    """Embed every not-yet-done unit of the region into the store; returns the run summary."""
+def _serial(unit_ids: list[str], cfg: EmbedJobConfig) -> Any:
+    """The same stages in this process, one unit after the other (no Ray): reference runs and debugging."""
+    cfg_dict = to_dict(cfg)
+    actor = EmbedActor(cfg_dict)
+    for unit_id in unit_ids:
+        yield write_result(actor(read_unit({"unit_id": unit_id}, cfg_dict=cfg_dict)), cfg_dict=cfg_dict)
+
+
+def run(cfg: EmbedJobConfig, *, serial: bool = False) -> dict[str, Any]:
+    """Embed every not-yet-done unit of the region into the store; returns the run summary.
+
+    ``serial=True`` runs the same stages in this process without Ray (reference runs, debugging).
+    """
     import ray
     from tqdm import tqdm
 
@@ -316,9 +328,10 @@ def run(cfg: EmbedJobConfig) -> dict[str, Any]:
     done = set(list_done(cfg.store, storage_options=opts))
     todo = [u.id for u in units if u.id not in done]
     print(f"[embed] {len(units)} units, {len(done)} already done, {len(todo)} to do", flush=True)
-    if not ray.is_initialized():
-        ray.init()
-    ray.data.DataContext.get_current().enable_progress_bars = cfg.progress
+    if not serial:
+        if not ray.is_initialized():
+            ray.init()
+        ray.data.DataContext.get_current().enable_progress_bars = cfg.progress
     counts = {"ok": 0, "empty": 0, "failed": 0}
     px_dates = 0
     failures: dict[str, str] = {}
@@ -327,7 +340,8 @@ def run(cfg: EmbedJobConfig) -> dict[str, Any]:
             break
         failed_now: list[str] = []
         bar = tqdm(total=len(todo), desc=f"units (pass {attempt})", unit="unit", disable=not cfg.progress)
-        for row in _pipeline(todo, cfg).iter_rows():
+        rows = _serial(todo, cfg) if serial else _pipeline(todo, cfg).iter_rows()
+        for row in rows:
             bar.update(1)
             if row["status"] == "failed":
                 failed_now.append(row["unit_id"])

@@ -12,6 +12,8 @@ from embedder.models import ModalityAutoencoder
 from embedder.sensors import S1
 from embedder.training import ModalityObjective, fit
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 
 def _batch(seed):
     g = torch.Generator().manual_seed(seed)

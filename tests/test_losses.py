@@ -18,6 +18,8 @@ from embedder.losses import (
 )
 from embedder.sensors import S1, S2, LossWeights
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 
 def _pair(b=2, c=10, seed=0):
     g = torch.Generator().manual_seed(seed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -306,8 +307,8 @@ def test_pixel_year_and_tile_date_need_few_reads(local_store):
     for i, u in enumerate(units):
         d = fake_unit_data(u, seed=i)
         write_unit(st, u, d["embeddings"], d["flags"], d["dates"])
-    logged = LoggingStore(LocalStore(st.root, read_only=True))
-    arr = zarr.open_array(logged, path="utm32N/embedding", mode="r")
+    logged = LoggingStore(LocalStore(st.root, read_only=True), log_handler=logging.NullHandler())
+    arr = zarr.open_array(logged, path="utm32N/embedding", mode="r", zarr_format=3)
     t0 = 6 * 366
     logged.counter.clear()
     series = arr[t0 : t0 + 366, :, 5, 70]  # one pixel, one year: [366, 7]

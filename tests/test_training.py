@@ -23,6 +23,8 @@ from embedder.training import (
     unwrap,
 )
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 SMALL = ModelConfig.small()
 NO_DROPOUT = dataclasses.replace(SMALL, dropout=0.0, encoder_conv_dropout=0.0, decoder_conv_dropout=0.0)
 

@@ -196,16 +196,19 @@ def window_bins(window: Any, *, start: dt.date, end: dt.date) -> list[tuple[dt.d
         # anchor: the calendar period that holds `start`
         first = pd.Timestamp(start) + pd.tseries.frequencies.to_offset("D") - offset  # at or before start
         edges = pd.date_range(first, pd.Timestamp(end) + offset, freq=offset)
-    except (ValueError, TypeError) as exc:
-        raise ServeError(f"window={window!r} is not a usable pandas offset alias: {exc}") from exc
+    except (ValueError, TypeError, OverflowError, NotImplementedError) as exc:
+        raise ServeError(f"window={window!r} is not usable over {start}..{end}: {exc}") from exc
     if len(edges) > _MAX_BINS:
         raise ServeError(f"window={window!r} over {start}..{end} makes more than {_MAX_BINS} windows")
     out = []
-    for a, b in itertools.pairwise(edges):
-        lo, hi = a.date(), (b - pd.Timedelta(days=1)).date()
-        lo, hi = max(lo, start), min(hi, end)
-        if lo <= hi:
-            out.append((lo, hi))
+    try:
+        for a, b in itertools.pairwise(edges):
+            lo, hi = a.date(), (b - pd.Timedelta(days=1)).date()
+            lo, hi = max(lo, start), min(hi, end)
+            if lo <= hi:
+                out.append((lo, hi))
+    except (ValueError, OverflowError, NotImplementedError) as exc:  # dates beyond pandas' range
+        raise ServeError(f"window={window!r} cannot be laid over {start}..{end}: {exc}") from exc
     return out
 
 
@@ -234,6 +237,8 @@ class _ZoneInfo:
 
     def pixel(self, x: float, y: float) -> tuple[int, int] | None:
         """(row, col) of projected ``(x, y)`` in the zone grid, or None outside it."""
+        if not (math.isfinite(x) and math.isfinite(y)):  # e.g. the pole, far outside the zone
+            return None
         col = math.floor((x - self.x0) / PIXEL_M)
         row = math.floor((self.y0 - y) / PIXEL_M)
         if 0 <= row < self.ny and 0 <= col < self.nx:
@@ -505,6 +510,7 @@ def sample_points(
     Returns one :class:`PointSeries` per point, in order; points outside coverage get ``status="no_data"``.
     """
     r = _reader(store, storage_options)
+    r.day_range(start, end)  # validate the dates even when no point is covered
     pts = [tuple(p) for p in points]
     if len(pts) > r.cfg.max_points:
         raise RegionTooLargeError(
@@ -595,6 +601,9 @@ def _region(r: StoreReader, bbox: Any) -> _Region:
     )
     for zi in r._zone_order((lon0 + lon1) / 2, (lat0 + lat1) / 2):
         x, y = r._project(zi, ring_lon, ring_lat)
+        ok = np.isfinite(x) & np.isfinite(y)
+        if not ok.all():  # the ring leaves the projection's domain: not this zone's region
+            continue
         c0 = max(0, math.floor((x.min() - zi.x0) / PIXEL_M))
         c1 = min(zi.nx, math.ceil((x.max() - zi.x0) / PIXEL_M))
         r0 = max(0, math.floor((zi.y0 - y.max()) / PIXEL_M))
@@ -634,6 +643,7 @@ def _region_plan(
     s, e = parse_date(start, name="start"), parse_date(end, name="end")
     if e < s:
         raise ServeError(f"end={end!r} is before start={start!r}; swap them")
+    bins = None if window is None else window_bins(window, start=s, end=e)  # validate before coverage
     reg = _region(r, bbox)
     h, w = reg.ys.stop - reg.ys.start, reg.xs.stop - reg.xs.start
     if limit_px is not None and h * w > limit_px:
@@ -643,7 +653,6 @@ def _region_plan(
         )
     d0, d1 = r.day_range(s, e, zone=reg.zone.name)
     days = r.region_days(reg.zone.name, d0, d1, reg.ys, reg.xs)
-    bins = None if window is None else window_bins(window, start=s, end=e)
     return reg, days, bins
 
 

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import Query
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from embedder.config import ServeConfig
@@ -145,6 +147,8 @@ class TileRenderer:
                 continue
             flat_near = np.flatnonzero(near.ravel())  # [M] indices into the tile's pixels
             px, py = r._project(zi, lon[near], lat[near])  # [M] metres in the zone CRS
+            bad = ~(np.isfinite(px) & np.isfinite(py))
+            px[bad], py[bad] = -1e12, -1e12  # outside every extent
             col = np.floor((px - zi.x0) / PIXEL_M).astype(np.int64)
             row = np.floor((zi.y0 - py) / PIXEL_M).astype(np.int64)
             inside = (col >= 0) & (col < zi.nx) & (row >= 0) & (row < zi.ny) & ~filled.ravel()[flat_near]
@@ -199,10 +203,6 @@ def create_app(
     The store's fixed RGB PCA is loaded (or computed once and, with ``write_pca``, saved as the
     sidecar ``_serve/pca.json``) when the app is created.
     """
-    from fastapi import FastAPI, Request
-    from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
-    from fastapi.staticfiles import StaticFiles
-
     from embedder.stac_store import store_collection
 
     reader = (

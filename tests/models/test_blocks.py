@@ -3,6 +3,8 @@ import torch
 
 from embedder.models.blocks import CBAM, ConvAttentionBlock, MultiScaleAttentionBlock, PoolResidual
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 
 def _check_grads(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = x.clone().requires_grad_(True)

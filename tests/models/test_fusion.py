@@ -6,6 +6,8 @@ from embedder.models import FusionModel, GapRangeError, ModalityAutoencoder
 from embedder.sensors import S1, S2
 from embedder.training import FusionObjective, build_optimizer, build_schedulers, train_step
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 SMALL = ModelConfig.small()
 
 

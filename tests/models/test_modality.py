@@ -7,6 +7,8 @@ from embedder.config import ConfigError, ModelConfig
 from embedder.models import GapRangeError, ModalityAutoencoder, day_positions
 from embedder.sensors import S1, S2, SENSORS
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 SMALL = ModelConfig.small()
 
 

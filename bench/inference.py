@@ -1,0 +1,240 @@
+"""Benchmark of continental inference: predictor paths, pipeline overlap, driver memory.
+
+Writes ``bench/results/inference.json`` (flat JSON). Targets: ``ratio`` (fast / naive pixel-dates per s,
+paper model, CPU) >= 8 with ``max_abs_diff`` <= 1e-5; ``pipeline_share`` (end-to-end Ray pipeline rate
+over the bare predictor rate on the same units) >= 0.8; ``driver_rss_100_mb`` about ``driver_rss_10_mb``
+(the driver keeps one small summary row per unit, whatever the region size).
+
+1. The same synthetic tile (``embedder.data.testing.make_test_cube``) through ``Predictor`` with
+   ``method="naive"`` and ``"fast"``: the paper model (``ModelConfig()`` / ``FusionConfig()``) and the
+   small preset.
+2. A tiny sample region (two 32 px scenes) embedded by ``ray_jobs.embed.run`` on a local Ray instance
+   (small model) vs the bare predictor on the same prepared tiles; actor peak RSS from the actor.
+3. The driver's peak RSS for regions of 10 and 100 units without data (fresh process each).
+
+    .venv/bin/python bench/inference.py [--paper-px 10 --paper-dates 17] [--out bench/results/inference.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from embedder.config import EmbedJobConfig, FusionConfig, ModelConfig, SampleRegionConfig, StoreConfig  # noqa: E402
+from embedder.data.testing import make_test_cube  # noqa: E402
+from embedder.inference import FLAG_VALID, Predictor, prepare_tile  # noqa: E402
+from embedder.models.fusion import FusionModel  # noqa: E402
+from embedder.models.modality import ModalityAutoencoder  # noqa: E402
+from embedder.sensors import S1, S2  # noqa: E402
+
+_STORE = {"tile_px": 32, "chunk_px": 32, "period_days": 366, "chunk_days": 61}
+
+
+def _model(preset: str, seed: int = 0) -> FusionModel:
+    torch.manual_seed(seed)
+    mcfg, fcfg = (ModelConfig(), FusionConfig()) if preset == "paper" else (ModelConfig.small(), FusionConfig.small())
+    aes = {s.name: ModalityAutoencoder(s, cfg=mcfg) for s in (S1, S2)}
+    return FusionModel(aes, cfg=fcfg).eval()
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def bench_paths(preset: str, *, interior_px: int, n_dates: int, pixel_batch: int) -> dict[str, float]:
+    """Naive vs fast on one synthetic tile: pixel-dates/s of each, their ratio and max abs difference."""
+    cube = make_test_cube(3, size_px=interior_px + 14, n_dates=n_dates, cloud_frac=0.1)
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
+    n_pd = int(np.count_nonzero(tile.flags & FLAG_VALID))
+    pred = Predictor(_model(preset), pixel_batch=pixel_batch)
+    pred.embed_tile(tile, method="fast")  # warm-up (allocator, kernels)
+    t0 = time.perf_counter()
+    fast = pred.embed_tile(tile, method="fast")
+    t_fast = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    naive = pred.embed_tile(tile, method="naive")
+    t_naive = time.perf_counter() - t0
+    out = {
+        "pixel_dates": float(n_pd),
+        "fast_px_dates_s": n_pd / t_fast,
+        "naive_px_dates_s": n_pd / t_naive,
+        "ratio": t_naive / t_fast,
+        "max_abs_diff": float(np.abs(fast - naive).max()),
+    }
+    print(f"[bench] {preset}: {n_pd} pixel-dates, fast {out['fast_px_dates_s']:.1f}/s, naive "
+          f"{out['naive_px_dates_s']:.1f}/s, ratio {out['ratio']:.2f}, max diff {out['max_abs_diff']:.2e}", flush=True)  # fmt: skip
+    return out
+
+
+def _job_config(tmp: Path, region_dir: Path, checkpoint: Path, *, region: str, store: str) -> EmbedJobConfig:
+    from embedder.config import load_config
+
+    return load_config(
+        EmbedJobConfig,
+        {
+            "catalog": str(region_dir / "catalog.json"), "store": store, "region": region,
+            "start": "2022-01-10", "end": "2022-03-31", "checkpoint": str(checkpoint), "store_layout": _STORE,
+            "pixel_batch": 1024, "actor_num_cpus": 1.0, "read_num_cpus": 0.5, "write_num_cpus": 0.25,
+            "max_attempts": 1, "progress": False,
+        },
+    )  # fmt: skip
+
+
+def _region(tmp: Path) -> tuple[Path, Path]:
+    from embedder.sample import write_sample_region
+    from embedder.training import save_checkpoint
+
+    region_dir = tmp / "region"
+    if not (region_dir / "catalog.json").is_file():
+        cfg = dataclasses.replace(SampleRegionConfig.tiny(), start=dt.date(2021, 10, 1), end=dt.date(2022, 5, 31))
+        write_sample_region(region_dir, cfg=cfg)
+    ckpt = tmp / "fusion.pt"
+    if not ckpt.is_file():
+        save_checkpoint(ckpt, _model("small"))
+    return region_dir, ckpt
+
+
+def bench_pipeline(tmp: Path) -> dict[str, float]:
+    """Ray pipeline pixel-dates/s over the bare predictor's on the same units (small model)."""
+    import ray
+
+    from embedder.grid import work_units
+    from ray_jobs.embed import EmbedActor, _region as job_region, read_unit, run
+
+    region_dir, ckpt = _region(tmp)
+    cfg = _job_config(tmp, region_dir, ckpt, region=str(region_dir / "region.json"), store=str(tmp / "pipe.zarr"))
+    layout = StoreConfig(**_STORE)
+    units = work_units(job_region(cfg), cfg.start, cfg.end, tile_px=layout.tile_px, period_days=layout.period_days)
+    # bare predictor: the prepared tiles in memory, only the model's time
+    from embedder.config import to_dict
+
+    cfg_dict = to_dict(cfg)
+    rows = [read_unit({"unit_id": u.id}, cfg_dict=cfg_dict) for u in units]
+    actor = EmbedActor(cfg_dict)
+    t0 = time.perf_counter()
+    n_bare = 0
+    for row in rows:
+        out = actor(row)
+        if out["status"] == "ok":
+            n_bare += int(np.count_nonzero(np.asarray(out["flags"]) & FLAG_VALID))
+    bare_s = time.perf_counter() - t0
+    bare_rate = n_bare / bare_s
+    # the pipeline: read + embed + write, Ray already up (cluster start-up is not the pipeline's cost)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run(cfg)
+        actor_rss = ray.get(ray.remote(_actor_rss).remote())
+    finally:
+        ray.shutdown()
+    pipe_rate = summary["pixel_dates"] / summary["seconds"]
+    print(f"[bench] pipeline: {len(units)} units, {summary['pixel_dates']} pixel-dates in {summary['seconds']:.1f} s "
+          f"= {pipe_rate:.1f}/s; bare predictor {bare_rate:.1f}/s", flush=True)  # fmt: skip
+    return {
+        "pipeline_px_dates_s": pipe_rate,
+        "bare_px_dates_s": bare_rate,
+        "pipeline_share": pipe_rate / bare_rate,
+        "pipeline_units": float(len(units)),
+        "pipeline_s": float(summary["seconds"]),
+        "worker_rss_mb": actor_rss,
+    }
+
+
+def _actor_rss() -> float:
+    """Peak RSS (MB) of a fresh worker after loading the predictor: the floor of an actor's memory."""
+    from ray_jobs.embed import EmbedActor  # noqa: F401  (imports torch + the model code as an actor does)
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def driver_rss(tmp: Path, n_units: int) -> float:
+    """Peak RSS (MB) of a fresh driver process that runs the job over ``n_units`` units without data."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--driver-units", str(n_units), "--tmp", str(tmp)],
+        capture_output=True, text=True, check=False, cwd=REPO,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"driver run with {n_units} units failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["driver_rss_mb"])
+
+
+def _driver_child(tmp: Path, n_units: int) -> None:
+    import ray
+
+    from pyproj import Transformer
+
+    from ray_jobs.embed import run
+
+    region_dir, ckpt = _region(tmp)
+    # 10 x (n / 10) tiles of 320 m in UTM 32N, far from the sample scenes: no data anywhere
+    nx, ny = 10, n_units // 10
+    if nx * ny != n_units:
+        raise ValueError(f"--driver-units {n_units} must be a multiple of 10")
+    x0, y0 = 300_000 + 5, 5_000_000 + 5
+    x1, y1 = x0 + 320 * nx - 10, y0 + 320 * ny - 10
+    to_ll = Transformer.from_crs(32632, 4326, always_xy=True)
+    ring = [to_ll.transform(x, y) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))]
+    geo = tmp / f"nodata_{n_units}.geojson"
+    geo.write_text(json.dumps({"type": "Polygon", "coordinates": [ring + [ring[0]]]}))
+    store = tempfile.mkdtemp(dir=tmp) + "/store.zarr"
+    cfg = _job_config(tmp, region_dir, ckpt, region=str(geo), store=store)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run(cfg)
+    finally:
+        ray.shutdown()
+    if summary["units_total"] != n_units:
+        raise RuntimeError(f"expected {n_units} units, the region gave {summary['units_total']}")
+    print(json.dumps({"driver_rss_mb": _rss_mb(), "units": summary["units_total"]}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--paper-px", type=int, default=10, help="interior side of the paper-model tile")
+    p.add_argument("--paper-dates", type=int, default=17, help="dates of the paper-model tile")
+    p.add_argument("--small-px", type=int, default=24, help="interior side of the small-model tile")
+    p.add_argument("--small-dates", type=int, default=24, help="dates of the small-model tile")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--out", default=str(REPO / "bench" / "results" / "inference.json"))
+    p.add_argument("--tmp", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--driver-units", type=int, default=0, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    torch.set_num_threads(a.threads)
+    if a.driver_units:
+        _driver_child(a.tmp, a.driver_units)
+        return 0
+    res: dict[str, Any] = {}
+    paper = bench_paths("paper", interior_px=a.paper_px, n_dates=a.paper_dates, pixel_batch=256)
+    res.update({k: round(v, 6 if k == "max_abs_diff" else 2) for k, v in paper.items()})
+    small = bench_paths("small", interior_px=a.small_px, n_dates=a.small_dates, pixel_batch=2048)
+    res.update({f"small_{k}": round(v, 6 if k == "max_abs_diff" else 2) for k, v in small.items()})
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        res.update({k: round(v, 3) for k, v in bench_pipeline(tmp).items()})
+        res["driver_rss_10_mb"] = round(driver_rss(tmp, 10), 1)
+        res["driver_rss_100_mb"] = round(driver_rss(tmp, 100), 1)
+    res["threads"] = a.threads
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""End-to-end tests of ray_jobs/embed.py: a real local Ray cluster writing to a fake GCS bucket.
+
+One tiny sample region (two 32 px scenes, S2 every 10 days, 2021-10..2022-05) and one untrained small
+fusion checkpoint serve all tests. The job embeds the 2022-01-06 store period (366-day blocks, 32 px
+tiles), so a region of a few boxes gives 2-3 work units.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from embedder.config import FusionConfig, ModelConfig, SampleRegionConfig
+from embedder.grid import work_units
+from embedder.models.fusion import FusionModel
+from embedder.models.modality import ModalityAutoencoder
+from embedder.sample import SampleRegion, write_sample_region
+from embedder.sensors import S1, S2
+from embedder.store import list_done, list_failures, verify
+from embedder.training import save_checkpoint
+from ray_jobs.embed import main
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
+
+REPO = Path(__file__).resolve().parents[2]
+START, END = "2022-01-10", "2022-03-31"  # inside the 366-day block that starts 2022-01-06
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    region: SampleRegion
+    checkpoint: Path
+    other_checkpoint: Path
+    tmp: Path
+
+
+def _box(epsg: int, left: float, bottom: float, right: float, top: float) -> dict[str, Any]:
+    from pyproj import Transformer
+
+    t = Transformer.from_crs(epsg, 4326, always_xy=True)
+    ring = [t.transform(x, y) for x, y in ((left, bottom), (right, bottom), (right, top), (left, top))]
+    ring.append(ring[0])
+    return {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+
+
+def _geojson(path: Path, boxes: list[dict[str, Any]]) -> str:
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": boxes}))
+    return str(path)
+
+
+def _checkpoint(path: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    aes = {s.name: ModalityAutoencoder(s, cfg=ModelConfig.small()) for s in (S1, S2)}
+    return save_checkpoint(path, FusionModel(aes, cfg=FusionConfig.small()))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
+    tmp = tmp_path_factory.mktemp("embed")
+    cfg = dataclasses.replace(SampleRegionConfig.tiny(), start=dt.date(2021, 10, 1), end=dt.date(2022, 5, 31))
+    region = write_sample_region(tmp / "region", cfg=cfg)
+    return Setup(region, _checkpoint(tmp / "fusion.pt", 0), _checkpoint(tmp / "other.pt", 1), tmp)
+
+
+@pytest.fixture(scope="module")
+def gcs() -> Iterator[Any]:
+    from embedder.testing.objstore import fake_gcs
+
+    with fake_gcs() as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def cluster(gcs: Any) -> Iterator[Any]:
+    from ray_jobs.local_cluster import local_ray_cluster
+
+    with local_ray_cluster(num_cpus=2, env=gcs.env) as c:
+        yield c
+
+
+def _config(setup: Setup, gcs: Any, name: str, *, region: str, catalog: Path | None = None) -> dict[str, Any]:
+    return {
+        "catalog": str(catalog or setup.region.catalog_path),
+        "store": f"{gcs.url}/{name}.zarr",
+        "region": region,
+        "start": START,
+        "end": END,
+        "checkpoint": str(setup.checkpoint),
+        "store_layout": {"tile_px": 32, "chunk_px": 32, "period_days": 366, "chunk_days": 61},
+        "pixel_batch": 512,
+        "actor_num_cpus": 0.5,
+        "read_num_cpus": 0.5,
+        "write_num_cpus": 0.25,
+        "max_attempts": 1,
+        "storage_options": dict(gcs.storage_options),
+        "progress": False,
+    }
+
+
+def _write(tmp: Path, name: str, doc: dict[str, Any]) -> str:
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def _submit(cluster: Any, gcs: Any, cfg_path: str, **env: str) -> str:
+    from ray_jobs.local_cluster import submit_job
+
+    cmd = ["python", "-m", "ray_jobs.embed", "--config", cfg_path]
+    return submit_job(cluster, cmd, working_dir=REPO, env={**gcs.env, **env}, stream=False, timeout_s=600)
+
+
+def _scene(setup: Setup, name: str) -> Any:
+    return next(s for s in setup.region.scenes if s.name == name)
+
+
+def _markers(gcs: Any, store: str) -> dict[str, dict[str, Any]]:
+    fs = gcs.filesystem()
+    root = store.removeprefix("gs://")
+    return {p.rsplit("/", 1)[-1]: json.loads(fs.cat_file(p)) for p in fs.glob(f"{root}/_units/*/*.json")}
+
+
+def _data_objects(gcs: Any, store: str) -> dict[str, bytes]:
+    """Every object of the store's arrays' shards (``<zone>/<array>/c/...``), by key relative to the root."""
+    fs = gcs.filesystem()
+    root = store.removeprefix("gs://")
+    return {p[len(root) + 1 :]: bytes(fs.cat_file(p)) for p in fs.find(root) if "/c/" in p}
+
+
+def test_kill_actor_resubmit_identical(setup: Setup, gcs: Any, cluster: Any) -> None:
+    from ray_jobs.embed import run
+    from embedder.config import EmbedJobConfig, load_config
+
+    alps = _scene(setup, "alps_north")
+    left, bottom, right, top = alps.bounds_utm
+    region = _geojson(
+        setup.tmp / "three_units.geojson",
+        [_box(alps.epsg, left + 50, top - 120, right - 20, top - 20),  # two tiles of the upper row
+         _box(alps.epsg, left + 50, bottom + 10, left + 100, bottom + 60)],  # one tile of the lower row
+    )  # fmt: skip
+    units = work_units(region, START, END, tile_px=32, period_days=366)
+    assert len(units) == 3
+
+    # the reference: the same stages, serially in this process, uninterrupted
+    ref = _config(setup, gcs, "reference", region=region)
+    ref_summary = run(load_config(EmbedJobConfig, ref), serial=True)
+    assert ref_summary["units_written"] == 3 and ref_summary["units_failed"] == 0
+
+    # the job: its actor dies on its 2nd call (once), Ray restarts it; then the job is submitted again
+    doc = _config(setup, gcs, "killed", region=region)
+    cfg_path = _write(setup.tmp, "killed", doc)
+    kill_marker = setup.tmp / "killed.marker"
+    logs = _submit(cluster, gcs, cfg_path, EMBEDDER_TEST_KILL_ACTOR_AT="2", EMBEDDER_TEST_KILL_MARKER=str(kill_marker))
+    assert kill_marker.is_file(), "the actor was not killed"
+    assert "3 units, 0 already done, 3 to do" in logs
+    first = _markers(gcs, doc["store"])
+    logs = _submit(cluster, gcs, cfg_path)
+    assert f"3 units, {len(first)} already done, {3 - len(first)} to do" in logs
+    markers = _markers(gcs, doc["store"])
+
+    # no unit missing, none written twice (markers of the first submission untouched), same objects
+    assert sorted(markers) == sorted(f"{u.id}.json" for u in units)
+    assert all(markers[k] == v for k, v in first.items())
+    ref_markers = _markers(gcs, ref["store"])
+    strip = ("written_at",)
+    assert {k: {f: v for f, v in m.items() if f not in strip} for k, m in markers.items()} == {
+        k: {f: v for f, v in m.items() if f not in strip} for k, m in ref_markers.items()
+    }
+    got, want = _data_objects(gcs, doc["store"]), _data_objects(gcs, ref["store"])
+    assert sorted(got) == sorted(want) and len(got) >= 3
+    assert all(got[k] == want[k] for k in want), "stores differ bitwise"
+    assert any(sum(m["valid_embedding_px"]) > 0 for m in markers.values()), "nothing was embedded"
+
+    report = verify(doc["store"], storage_options=gcs.storage_options)
+    assert report.ok, report.summary()
+    fs = gcs.filesystem()
+    root = doc["store"].removeprefix("gs://")
+    coll = json.loads(fs.cat_file(f"{root}/stac/collection.json"))
+    assert coll["type"] == "Collection" and any(link["rel"] == "item" for link in coll["links"])
+
+    # a checkpoint of another model is refused before anything is written
+    before = _data_objects(gcs, doc["store"])
+    assert main(["--config", cfg_path, "--checkpoint", str(setup.other_checkpoint)]) == 2
+    assert _data_objects(gcs, doc["store"]) == before
+
+
+def test_bad_inputs(setup: Setup, gcs: Any, cluster: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    # a copy of the region whose Ljubljana scene has one corrupt COG
+    region_dir = setup.tmp / "corrupt_region"
+    shutil.copytree(setup.region.root, region_dir)
+    cogs = sorted((region_dir).rglob("*.tif"))
+    bad = next(p for p in cogs if "ljubljana" in str(p) and "truth" not in p.parts and p.name.startswith("B04"))
+    bad.write_bytes(b"this is not a GeoTIFF")
+
+    alps, lju = _scene(setup, "alps_north"), _scene(setup, "ljubljana_basin")
+    a_l, _, _, a_t = alps.bounds_utm
+    l_l, _, _, l_t = lju.bounds_utm
+    region = _geojson(
+        setup.tmp / "bad.geojson",
+        [_box(alps.epsg, a_l + 50, a_t - 120, a_l + 100, a_t - 20),  # a good unit
+         _box(lju.epsg, l_l + 50, l_t - 120, l_l + 100, l_t - 20),  # its COG is corrupt
+         _box(alps.epsg, 300_050, 5_000_050, 300_100, 5_000_100)],  # no data at all
+    )  # fmt: skip
+    units = {u.tile.zone_name + ("_nodata" if u.tile.col < 1000 else ""): u for u in work_units(
+        region, START, END, tile_px=32, period_days=366)}  # fmt: skip
+    assert sorted(units) == ["utm32N", "utm32N_nodata", "utm33N"]
+    doc = _config(setup, gcs, "bad", region=region, catalog=region_dir / "catalog.json")
+    cfg_path = _write(setup.tmp, "bad", doc)
+
+    from ray_jobs.local_cluster import JobFailedError
+
+    with pytest.raises(JobFailedError) as info:
+        _submit(cluster, gcs, cfg_path)
+    assert "exit 1" in str(info.value) or "FAILED" in str(info.value)
+    failures = list_failures(doc["store"], storage_options=gcs.storage_options)
+    assert [f["unit"] for f in failures] == [units["utm33N"].id]
+    assert bad.name in failures[0]["reason"] or "tif" in failures[0]["reason"].lower()
+    assert list_done(doc["store"], storage_options=gcs.storage_options) == sorted(
+        [units["utm32N"].id, units["utm32N_nodata"].id]
+    )
+    nodata = _markers(gcs, doc["store"])[f"{units['utm32N_nodata'].id}.json"]
+    assert nodata["dates"] == [] and "empty" in nodata["info"]
+    report = verify(doc["store"], storage_options=gcs.storage_options)
+    assert report.missing == [units["utm33N"].id] and not report.problems, report.summary()
+
+    # a region without any tile is refused with the grid's error (exit 2), nothing is started
+    capsys.readouterr()
+    assert main(["--config", cfg_path, "--region", "10,50,10,50"]) == 2
+    assert "GridError" in capsys.readouterr().err

@@ -1,0 +1,97 @@
+import json
+import math
+
+import pytest
+
+from embedder.grid import GridError, tiles_for_region, work_units
+from embedder.plan import (
+    BYTES_PER_PIXEL_DATE,
+    PlanError,
+    cli_main,
+    count_tiles,
+    measure_flops,
+    plan_run,
+)
+from embedder.sensors import WINDOW_DATES
+
+BBOX = (11.0, 46.0, 11.6, 46.4)  # ~46 x 44 km in the Alps, UTM 32N
+
+
+def test_paper_model_flops_match_the_budget() -> None:
+    f = measure_flops("paper")
+    # about 1.2 GFLOP per pixel-date with the frame cache, about 11x less than re-encoding every window
+    assert 1.0e9 < f.fast_per_pixel_date < 1.5e9
+    assert 10.0 < f.naive_over_fast < WINDOW_DATES
+    assert set(f.encode_frames) == {"s1", "s2"} and f.fuse > 0 and all(v > 0 for v in f.encode_tokens.values())
+    assert f.naive_per_pixel_date == pytest.approx(
+        WINDOW_DATES * sum(f.encode_frames.values()) + sum(f.encode_tokens.values()) + f.fuse
+    )
+    small = measure_flops("small")
+    assert small.fast_per_pixel_date < f.fast_per_pixel_date / 100
+
+
+@pytest.mark.parametrize("region,tile_px", [(BBOX, 512), ((-1.0, 50.0, 1.0, 51.0), 256), ("sample", 32)])
+def test_tile_count_equals_the_grid(region: object, tile_px: int) -> None:
+    assert count_tiles(region, tile_px=tile_px) == len(tiles_for_region(region, tile_px=tile_px))
+
+
+def test_plan_numbers_are_consistent() -> None:
+    kw = dict(start="2021-01-01", end="2021-12-31", preset="small", usable_share=0.5, land_share=0.8)
+    p = plan_run(BBOX, px_dates_per_s=1000.0, price_per_gpu_hour=2.0, **kw)  # type: ignore[arg-type]
+    assert p.tiles == len(tiles_for_region(BBOX)) and p.units == len(work_units(BBOX, "2021-01-01", "2021-12-31"))
+    assert 1800 < p.area_km2 < 2200 and p.land_km2 == pytest.approx(0.8 * p.area_km2)
+    assert p.pixel_dates == pytest.approx(p.land_km2 * 1e4 * (365 / 365.25) * 73 * 0.5)
+    assert p.gpu_hours == pytest.approx(p.pixel_dates / 1000.0 / 3600.0)
+    assert p.cost == pytest.approx(2.0 * p.gpu_hours)
+    assert p.bytes_stored == pytest.approx(p.pixel_dates * BYTES_PER_PIXEL_DATE)
+    assert p.total_pflop == pytest.approx(p.pixel_dates * p.flop_per_pixel_date / 1e15)
+    # context dates of the period make the per-pixel-date cost a little higher than one frame per date
+    fast = measure_flops("small").fast_per_pixel_date
+    assert fast < p.flop_per_pixel_date < 1.5 * fast
+
+    # the rate from TFLOP/s: twice the utilisation halves the GPU-hours; two years double them
+    a = plan_run(BBOX, gpu_tflops=30.0, utilisation=0.2, **kw)  # type: ignore[arg-type]
+    b = plan_run(BBOX, gpu_tflops=30.0, utilisation=0.4, **kw)  # type: ignore[arg-type]
+    assert a.px_dates_per_s == pytest.approx(30e12 * 0.2 / a.flop_per_pixel_date)
+    assert b.gpu_hours == pytest.approx(a.gpu_hours / 2)
+    two = plan_run(BBOX, gpu_tflops=30.0, utilisation=0.2, **{**kw, "end": "2022-12-31"})  # type: ignore[arg-type]
+    assert two.pixel_dates == pytest.approx(2 * a.pixel_dates, rel=1e-3)
+    assert two.units == len(work_units(BBOX, "2021-01-01", "2022-12-31"))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"px_dates_per_s": 100.0, "gpu_tflops": 30.0}, "exactly one"),
+        ({}, "exactly one"),
+        ({"px_dates_per_s": -5.0}, "px_dates_per_s = -5.0"),
+        ({"px_dates_per_s": 100.0, "usable_share": 1.5}, "usable_share = 1.5"),
+        ({"px_dates_per_s": 100.0, "land_share": 0.0}, "land_share = 0.0"),
+        ({"gpu_tflops": 30.0, "utilisation": math.nan}, "utilisation = nan"),
+        ({"px_dates_per_s": 100.0, "price_per_gpu_hour": -1.0}, "price_per_gpu_hour = -1.0"),
+        ({"px_dates_per_s": 100.0, "preset": "huge"}, "preset 'huge'"),
+    ],
+)
+def test_bad_inputs_are_named(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(PlanError, match=match):
+        plan_run(BBOX, start="2021-01-01", end="2021-12-31", **kwargs)  # type: ignore[arg-type]
+
+
+def test_bad_region_and_dates() -> None:
+    with pytest.raises(GridError, match="lat, lon"):
+        plan_run((46.0, 11.0, 46.4, 95.0), start="2021-01-01", end="2021-12-31", px_dates_per_s=1.0)
+    with pytest.raises(GridError, match="swap"):
+        plan_run(BBOX, start="2021-12-31", end="2021-01-01", px_dates_per_s=1.0)
+
+
+def test_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["11.0,46.0,11.6,46.4", "--start", "2021-01-01", "--end", "2021-12-31", "--preset", "small"]
+    assert cli_main([*args, "--px-dates-per-s", "500", "--price-per-gpu-hour", "1.5", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["px_dates_per_s"] == 500 and doc["cost"] == pytest.approx(1.5 * doc["gpu_hours"])
+    assert cli_main(args) == 0
+    out = capsys.readouterr().out
+    assert "GPU-hours" in out and "pixel-dates" in out and "with frame cache" in out
+    with pytest.raises(SystemExit) as info:
+        cli_main([*args, "--usable-share", "2"])
+    assert info.value.code == 2 and "usable_share = 2.0" in capsys.readouterr().err
