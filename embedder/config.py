@@ -588,6 +588,10 @@ class ModelConfig:
     """Dropout2d after the two strided convolutions of the frame encoder."""
     decoder_conv_dropout: float = 0.1
     """Dropout2d after the two transposed convolutions of the frame decoder."""
+    encoder: Literal["paper", "dense"] = "paper"
+    """Frame encoder: ``"paper"`` (SPEC 3, re-encodes every 15 x 15 window) or ``"dense"`` (the
+    dense-consistent variant of ``embedder/models/dense.py``: valid convolutions and local attention, run
+    once over a whole tile at inference with exactly the per-window tokens; see docs/dense.md)."""
 
     def __post_init__(self) -> None:
         if self.d_model % 16 != 0 or self.d_model <= 0:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from embedder.models.dense import DenseFrameEncoder
 from embedder.models.fusion import FusionModel
 from embedder.models.modality import ModalityAutoencoder
 from embedder.sensors import EMBEDDING_DIM, MAX_GAP_SUM_DAYS, PRIMARY_SENSOR, S1, WINDOW_DATES, WINDOW_PX
@@ -366,6 +367,20 @@ class Predictor:
                 out.append(ae.encode_frames(x).float())  # [n, d_model]
         return torch.cat(out)
 
+    def _frame_tokens(self, name: str, frame: np.ndarray, halo_px: int) -> torch.Tensor:
+        """Tokens ``[h*w, d_model]`` of every interior pixel of one frame ``[C, H, W]``.
+
+        A dense-consistent encoder (``ModelConfig.encoder == "dense"``) runs once over the whole frame
+        (exactly the per-window tokens); the paper encoder encodes each pixel's 15 x 15 window.
+        """
+        encoder = self._ae(name).frame_encoder
+        if isinstance(encoder, DenseFrameEncoder) and 2 * halo_px + 1 == WINDOW_PX:
+            x = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device)  # [C, H, W]
+            with self._autocast():
+                tokens = encoder.encode_dense(x).float()  # [h, w, d_model]
+            return tokens.reshape(-1, tokens.shape[-1])  # [h*w, d_model]
+        return self._encode_frames(name, _frame_windows(frame, halo_px))  # [h*w, d_model]
+
     def _fuse(self, z: dict[str, torch.Tensor], delta_days: float) -> torch.Tensor:
         n = next(iter(z.values())).shape[0]
         deltas = {k: torch.full((n,), float(delta_days), device=self.device) for k in self.delta_keys}
@@ -380,7 +395,8 @@ class Predictor:
     def embed_tile(self, tile: TileInputs, *, method: str = "fast") -> np.ndarray:
         """Embeddings ``[K, 7, h, w]`` float32 of a prepared tile (``method`` "fast" or "naive").
 
-        "fast" encodes each (pixel, date) frame once and reuses it in the 11 windows it belongs to;
+        "fast" encodes each (pixel, date) frame once and reuses it in the 11 windows it belongs to (a
+        dense-consistent model encodes each date's whole frame in one fully convolutional pass);
         "naive" re-encodes every window from its pixels, as the reference does. Both give the same
         numbers (to float rounding).
         """
@@ -408,8 +424,7 @@ class Predictor:
             for name in self.names:
                 for u in window:
                     if (name, int(u)) not in cache:
-                        frames = _frame_windows(tile.frames[name][u], tile.halo_px)  # [h*w, C, 15, 15]
-                        cache[(name, int(u))] = self._encode_frames(name, frames)  # [h*w, d]
+                        cache[(name, int(u))] = self._frame_tokens(name, tile.frames[name][u], tile.halo_px)
                 tokens = torch.stack([cache[(name, int(u))] for u in window], dim=1)  # [h*w, 11, d]
                 ae = self._ae(name)
                 parts = []

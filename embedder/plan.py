@@ -75,9 +75,7 @@ class FlopCount:
     @property
     def naive_per_pixel_date(self) -> float:
         """Without the cache: the 11 frames of each window are re-encoded for every target date."""
-        return (
-            WINDOW_DATES * sum(self.encode_frames.values()) + sum(self.encode_tokens.values()) + self.fuse
-        )
+        return WINDOW_DATES * sum(self.encode_frames.values()) + sum(self.encode_tokens.values()) + self.fuse
 
     @property
     def naive_over_fast(self) -> float:
@@ -209,9 +207,11 @@ def _area_km2(geom: Any) -> float:
 
 
 def count_tiles(region: Any, *, tile_px: int) -> int:
-    """Number of grid tiles whose interior meets ``region``: the same set as
-    :func:`embedder.grid.tiles_for_region`, counted with prepared predicates only (continent-sized
-    regions in seconds, without building every tile's intersection)."""
+    """Number of grid tiles whose interior meets ``region`` (the set of :func:`embedder.grid.tiles_for_region`).
+
+    Counted with prepared predicates only: continent-sized regions in seconds, without building every
+    tile's intersection.
+    """
     import numpy as np
     import shapely
     from pyproj import Transformer

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -90,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ray_jobs.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("demo-out"), help="working folder (default: demo-out)")
     p.add_argument("--size-px", type=int, default=64, help="sample-region scene size in pixels (default 64)")
-    p.add_argument("--start", default="2021-07-01", help="period start YYYY-MM-DD (default 2021-07-01)")
+    # Default: one store period (blocks start 2022-01-06) that still crosses S2 baseline 04.00 (2022-01-25).
+    p.add_argument("--start", default="2022-01-10", help="period start YYYY-MM-DD (default 2022-01-10)")
     p.add_argument("--end", default="2022-06-30", help="period end YYYY-MM-DD (default 2022-06-30)")
     p.add_argument("--seed", type=int, default=42, help="sample-region seed")
     p.add_argument("--epochs", type=int, default=4, help="epochs per training stage (default 4)")
@@ -100,7 +102,9 @@ def _parser() -> argparse.ArgumentParser:
         help="catalog instead of the sample region: 'planetary-computer', a STAC API URL or a catalog.json "
         "(needs --region)",
     )
-    p.add_argument("--region", default=None, help="region to embed with --catalog (bbox 'lon0,lat0,lon1,lat1')")
+    p.add_argument(
+        "--region", default=None, help="region to embed with --catalog (bbox 'lon0,lat0,lon1,lat1')"
+    )
     p.add_argument(
         "--store",
         default=None,
@@ -108,7 +112,9 @@ def _parser() -> argparse.ArgumentParser:
         "s3:// URL uses real object storage with credentials from the environment)",
     )
     p.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray head node (default 2)")
-    p.add_argument("--smallest", action="store_true", help="the smallest end-to-end run (tests): 32 px, 1 epoch")
+    p.add_argument(
+        "--smallest", action="store_true", help="the smallest end-to-end run (tests): 32 px, 1 epoch"
+    )
     p.add_argument("--fresh", action="store_true", help="start over: delete OUT first")
     return p
 
@@ -123,7 +129,9 @@ def _emulator(root: Path | None) -> Iterator[tuple[str, dict[str, str], dict[str
 
     root.mkdir(parents=True, exist_ok=True)
     with fake_gcs(bucket=DEMO_BUCKET, data_dir=root) as gcs:
-        print(f"[storage] fake-gcs-server at {gcs.endpoint_url}, bucket {gcs.url} (data in {root})", flush=True)
+        print(
+            f"[storage] fake-gcs-server at {gcs.endpoint_url}, bucket {gcs.url} (data in {root})", flush=True
+        )
         yield gcs.url, dict(gcs.env), dict(gcs.storage_options)
 
 
@@ -153,12 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     from ray_jobs.local_cluster import local_ray_cluster, submit_job
 
     args = _parser().parse_args(argv)
+    # SIGTERM (a killed job, CI timeout) unwinds like Ctrl-C, so the cluster and emulator are stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.catalog is not None and args.region is None:
         print("--catalog needs --region (a bbox 'lon0,lat0,lon1,lat1' to embed)", file=sys.stderr)
         return 2
     if args.smallest:
         args.size_px, args.epochs = 32, 1
-        args.start, args.end = "2021-12-01", "2022-04-30"
+        args.start, args.end = "2022-01-10", "2022-04-30"  # inside one store period (from 2022-01-06)
     out: Path = args.out.resolve()
     if args.fresh and out.exists():
         print(f"--fresh: removing {out}")
@@ -206,13 +216,20 @@ def main(argv: list[str] | None = None) -> int:
         cluster = stack.enter_context(local_ray_cluster(num_cpus=args.num_cpus, env=env))
 
         def submit(module: str, *extra: str) -> str:
-            return submit_job(cluster, [py, "-m", module, *extra], working_dir=REPO_ROOT, env=env)
+            # the head node was started with `env`, so every job driver and worker inherits it
+            return submit_job(cluster, [py, "-m", module, *extra], working_dir=REPO_ROOT)
 
         # 2. training shards (Ray CPU tasks, resumable per cube)
         def shards() -> dict[str, Any]:
             cfg = _template("build_shards.yaml")
             cube_px = max(16, args.size_px // 2)
-            cfg.update(catalog=catalog, shard_root=str(shard_root), start=args.start, end=args.end, cube_size_px=cube_px)
+            cfg.update(
+                catalog=catalog,
+                shard_root=str(shard_root),
+                start=args.start,
+                end=args.end,
+                cube_size_px=cube_px,
+            )
             if args.catalog is None:
                 cfg["region_manifest"] = region_arg
             submit("ray_jobs.build_shards", "--config", str(_write_yaml(cfg_dir / "build_shards.yaml", cfg)))
@@ -252,12 +269,23 @@ def main(argv: list[str] | None = None) -> int:
         def embed() -> dict[str, Any]:
             from ray_jobs.train_common import resolve_stage1_checkpoint
 
-            ckpt = resolve_stage1_checkpoint(results["fusion"]["run"], storage_options={}, local_dir=out / "model")
+            ckpt = resolve_stage1_checkpoint(
+                results["fusion"]["run"], storage_options={}, local_dir=out / "model"
+            )
             cfg = _template("embed.yaml")
             cfg.update(
                 catalog=catalog, store=store_url, region=region_arg, start=args.start, end=args.end,
-                checkpoint=str(ckpt), storage_options=storage_options,
+                checkpoint=str(ckpt), storage_options=storage_options, progress=True,
             )  # fmt: skip
+            # one tile per sample scene (scenes are snapped to the tile grid of their own size)
+            # A briefly trained model has embeddings with small spread (std ~0.01): a finer quantisation
+            # step keeps the store's error under 1 % of each feature's std (checked by verify).
+            cfg["store_layout"] = {
+                **cfg.get("store_layout", {}),
+                "tile_px": args.size_px,
+                "chunk_px": args.size_px,
+                "quant_step": 1.0 / 4096,
+            }
             summary_path = out / "embed-summary.json"
             submit(
                 "ray_jobs.embed", "--config", str(_write_yaml(cfg_dir / "embed.yaml", cfg)),
@@ -266,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             _run([py, "-m", "embedder.cli", "verify", store_url], env=env)
             return {"checkpoint": str(ckpt), "summary": json.loads(summary_path.read_text())}
 
-        embedded = runner.stage("embed region into store", [store_url], embed)
+        embedded = runner.stage("embed region into store", [store_url, args.size_px, "q1/4096"], embed)
 
         # 6. a local copy of the store for the query commands (the emulator stops with the demo)
         local_store = out / "store.zarr"
@@ -314,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     lon, lat = _probe_point(region_arg)
     print(f"   {py} -m embedder.cli probe {local_store} --lon {lon:.5f} --lat {lat:.5f}")
     print(f"   {py} -m embedder.cli verify {local_store}")
-    print(f"   {py} -m embedder.cli serve {local_store} --port 8000")
+    print(f"   {py} -m embedder.cli serve {local_store} --port 8765")
     return 0
 
 

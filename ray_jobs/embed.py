@@ -83,8 +83,11 @@ class ModelVersionError(RuntimeError):
 
 
 def local_checkpoint(checkpoint: str, *, storage_options: dict[str, Any] | None = None) -> Path:
-    """The checkpoint as a local ``.pt`` path: a local file as is; a remote file, a Ray checkpoint folder
-    or a training run folder (its ``best.json``) downloaded once per node into the temp dir."""
+    """The checkpoint as a local ``.pt`` path.
+
+    A local file is used as is; a remote file, a Ray checkpoint folder or a training run folder (its
+    ``best.json``) is downloaded once per node into the temp dir.
+    """
     local_path = Path(checkpoint.removeprefix("file://"))
     if ("://" not in checkpoint or checkpoint.startswith("file://")) and not local_path.is_dir():
         return local_path
@@ -175,8 +178,11 @@ _KILL_MARKER_ENV = "EMBEDDER_TEST_KILL_MARKER"
 
 
 def _test_kill_hook(calls: int) -> None:
-    """Tests only: with ``EMBEDDER_TEST_KILL_ACTOR_AT=N`` and ``EMBEDDER_TEST_KILL_MARKER=path`` set, the
-    actor process dies (``os._exit(1)``) on its N-th call, once per marker file (created exclusively first)."""
+    """Tests only: kill the actor process on its N-th call, once.
+
+    With ``EMBEDDER_TEST_KILL_ACTOR_AT=N`` and ``EMBEDDER_TEST_KILL_MARKER=path`` set, the actor dies
+    (``os._exit(1)``) on its N-th call if it can create the marker file (exclusively), so only once.
+    """
     at, marker = os.environ.get(_KILL_AT_ENV), os.environ.get(_KILL_MARKER_ENV)
     if not at or not marker or calls < int(at):
         return
@@ -277,7 +283,9 @@ def _pipeline(unit_ids: list[str], cfg: EmbedJobConfig) -> Any:
     import ray
 
     cfg_dict = to_dict(cfg)
-    ds: Any = ray.data.from_items([{"unit_id": u} for u in unit_ids], override_num_blocks=max(1, len(unit_ids)))
+    ds: Any = ray.data.from_items(
+        [{"unit_id": u} for u in unit_ids], override_num_blocks=max(1, len(unit_ids))
+    )
     ds = ds.map(read_unit, fn_kwargs={"cfg_dict": cfg_dict}, num_cpus=cfg.read_num_cpus)
     ds = ds.map(
         EmbedActor,
@@ -395,8 +403,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the embedding job; exit code 0 when every unit is written or empty, 1 when some failed, 2 when
-    the job is refused (a checkpoint that does not match the store, a bad region or store)."""
+    """Run the embedding job; returns the exit code.
+
+    0 when every unit is written or empty, 1 when some failed, 2 when the job is refused (a checkpoint
+    that does not match the store, a bad region or store).
+    """
     args = _parser().parse_args(argv)
     cfg = load_config(
         EmbedJobConfig, args.config, store=args.store, catalog=args.catalog, checkpoint=args.checkpoint,

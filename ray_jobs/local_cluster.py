@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -54,6 +55,8 @@ class LocalRayCluster:
     """GCS address for ``ray.init(address=...)``."""
     temp_dir: Path
     """The cluster's own temp dir (its processes are recognised by it)."""
+    auth_env: dict[str, str]
+    """Ray token-auth variables clients need (a fresh random token per cluster; never logged)."""
 
 
 def _pids_of(temp_dir: Path, client_port: int | None = None) -> list[int]:
@@ -115,6 +118,10 @@ def local_ray_cluster(
     (e.g. object-storage emulator endpoints).
     """
     temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    # Ray's token authentication, with a token of this cluster's own (not ~/.ray/auth_token).
+    auth_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    # Jobs whose driver calls ray.init(runtime_env=...) get the job's env merged instead of refused.
+    head_env = {**(env or {}), **auth_env, "RAY_OVERRIDE_JOB_RUNTIME_ENV": "1"}
     gcs_port, dash_port, client_port = _free_port(), _free_port(), _free_port()
     cmd = [
         _RAY, "start", "--head", f"--num-cpus={num_cpus}", "--node-ip-address=127.0.0.1",
@@ -124,14 +131,17 @@ def local_ray_cluster(
     ]  # fmt: skip
     if log:
         print(f"[ray] starting a local head node (temp dir {temp_dir}) ...", flush=True)
-    proc = subprocess.run(cmd, env=_base_env(env), capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, env=_base_env(head_env), capture_output=True, text=True, check=False)
     cluster = LocalRayCluster(
-        address=f"http://127.0.0.1:{dash_port}", gcs_address=f"127.0.0.1:{gcs_port}", temp_dir=temp_dir
+        address=f"http://127.0.0.1:{dash_port}",
+        gcs_address=f"127.0.0.1:{gcs_port}",
+        temp_dir=temp_dir,
+        auth_env=auth_env,
     )
     try:
         if proc.returncode != 0:
             raise RuntimeError(f"`ray start --head` failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-        _wait_for_dashboard(cluster.address)
+        _wait_for_dashboard(cluster.address, token=auth_env["RAY_AUTH_TOKEN"])
         if log:
             print(f"[ray] cluster up: dashboard/job API at {cluster.address}", flush=True)
         yield cluster
@@ -141,20 +151,45 @@ def local_ray_cluster(
         _stop(temp_dir, client_port)
 
 
-def _wait_for_dashboard(address: str, *, timeout_s: float = 60.0) -> None:
+def _wait_for_dashboard(address: str, *, token: str, timeout_s: float = 120.0) -> None:
     import urllib.request
 
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
+    request = urllib.request.Request(f"{address}/api/version", headers={"Authorization": f"Bearer {token}"})
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{address}/api/version", timeout=2) as resp:
+            with urllib.request.urlopen(request, timeout=2) as resp:
                 if resp.status == 200:
                     return
         except Exception as err:  # not up yet
             last = err
         time.sleep(0.5)
     raise RuntimeError(f"Ray job API at {address} did not come up within {timeout_s:.0f} s: {last}")
+
+
+_SUBMIT_ATTEMPTS = 12
+
+
+def _run_submit(
+    cmd: list[str], client_env: dict[str, str], *, stream: bool, timeout_s: float, what: str
+) -> tuple[int, str]:
+    """Run ``ray job submit`` once, streaming its output; returns ``(exit code, output)``."""
+    lines: list[str] = []
+    start = time.monotonic()
+    with subprocess.Popen(
+        cmd, env=_base_env(client_env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    ) as proc:
+        for line in proc.stdout or ():
+            lines.append(line)
+            if stream:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            if time.monotonic() - start > timeout_s:
+                proc.kill()
+                raise JobFailedError(f"job {what} exceeded {timeout_s:.0f} s")
+        code = proc.wait()
+    return code, "".join(lines)
 
 
 def submit_job(
@@ -171,26 +206,21 @@ def submit_job(
     Raises :class:`JobFailedError` with the tail of the logs when the job does not succeed.
     """
     address = cluster.address if isinstance(cluster, LocalRayCluster) else cluster
+    client_env = cluster.auth_env if isinstance(cluster, LocalRayCluster) else {}
     runtime_env = {"env_vars": {k: v for k, v in (env or {}).items()}}
     cmd = [
         _RAY, "job", "submit", "--address", address, "--working-dir", str(working_dir),
         "--runtime-env-json", json.dumps(runtime_env), "--", *entrypoint,
     ]  # fmt: skip
-    lines: list[str] = []
-    start = time.monotonic()
-    with subprocess.Popen(
-        cmd, env=_base_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-    ) as proc:
-        for line in proc.stdout or ():
-            lines.append(line)
-            if stream:
-                sys.stdout.write(line)
-                sys.stdout.flush()
-            if time.monotonic() - start > timeout_s:
-                proc.kill()
-                raise JobFailedError(f"job {' '.join(entrypoint)} exceeded {timeout_s:.0f} s")
-        code = proc.wait()
-    logs = "".join(lines)
+    for attempt in range(_SUBMIT_ATTEMPTS):
+        code, logs = _run_submit(
+            cmd, client_env, stream=stream, timeout_s=timeout_s, what=" ".join(entrypoint)
+        )
+        # The job agent of a freshly started head may not be ready yet: nothing was submitted, try again.
+        if code != 0 and "No available agent to submit job" in logs and attempt + 1 < _SUBMIT_ATTEMPTS:
+            time.sleep(5.0)
+            continue
+        break
     if code != 0 or "succeeded" not in logs:
         raise JobFailedError(f"job `{' '.join(entrypoint)}` failed (exit {code}):\n{logs[-4000:]}")
     return logs

@@ -265,7 +265,7 @@ def shard_loader(
     )
     loader = DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=loader_workers,
-        persistent_workers=loader_workers > 0,
+        persistent_workers=loader_workers > 0, pin_memory=torch.cuda.is_available(),
     )  # fmt: skip
     return loader, sampler
 
@@ -350,6 +350,7 @@ def run_epochs(
                 "world_size": world,
                 "resumed_from_epoch": start_epoch if resume_path else None,
                 "reported_at": time.time(),  # unix s: epoch-to-epoch wall time includes checkpointing
+                "cpu_s": time.process_time(),  # CPU seconds of this process so far (all its threads)
                 "peak_rss_mb": peak_rss_mb(),  # of the rank writing the line (rank 0)
             }
             if (
@@ -417,6 +418,8 @@ _RESUME_NEUTRAL_KEYS = frozenset(
     {"run", "workers", "shard_storage_options", "stage1_storage_options", "max_batches_per_epoch"}
 )
 """Config sections that may change between a run and its resumption (where, on what, how many workers)."""
+_RESUME_NEUTRAL_TRAIN_KEYS = frozenset({"max_epochs", "early_stopping_patience"})
+"""Keys of ``train`` that may change on resumption (to let a run go on for longer)."""
 
 
 class DataSplitError(ValueError):
@@ -432,8 +435,17 @@ def record_config(folder: RunFolder, cfg: Any) -> None:
     new = to_dict(cfg)
     old = folder.read_json(CONFIG_FILE)
     if old is not None:
+
+        def comparable(d: dict[str, Any], key: str) -> Any:
+            value = d.get(key)
+            if key == "train" and isinstance(value, dict):  # a resumed run may be given more epochs
+                value = {k: v for k, v in value.items() if k not in _RESUME_NEUTRAL_TRAIN_KEYS}
+            return value
+
         differ = sorted(
-            k for k in set(old) | set(new) if k not in _RESUME_NEUTRAL_KEYS and old.get(k) != new.get(k)
+            k
+            for k in set(old) | set(new)
+            if k not in _RESUME_NEUTRAL_KEYS and comparable(old, k) != comparable(new, k)
         )
         if differ:
             raise RunMismatchError(

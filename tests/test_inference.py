@@ -159,3 +159,27 @@ def test_row_round_trip() -> None:
     np.testing.assert_array_equal(back.dates, tile.dates)
     for k in tile.frames:
         np.testing.assert_array_equal(back.frames[k], tile.frames[k])
+
+
+def test_dense_variant_predictor_equals_its_per_window_path() -> None:
+    import dataclasses
+
+    import torch
+
+    from embedder.config import FusionConfig, ModelConfig
+    from embedder.inference import Predictor
+    from embedder.models.fusion import FusionModel
+    from embedder.models.modality import ModalityAutoencoder
+    from embedder.sensors import S1, S2
+
+    torch.manual_seed(3)
+    cfg = dataclasses.replace(ModelConfig.small(), encoder="dense")
+    model = FusionModel({s.name: ModalityAutoencoder(s, cfg=cfg) for s in (S1, S2)}, cfg=FusionConfig.small())
+    cube = make_test_cube(10, size_px=20, n_dates=13, cloud_frac=0.3)
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
+    assert len(tile.plan.targets) >= 1
+    pred = Predictor(model.eval(), pixel_batch=7)
+    dense = pred.embed_tile(tile, method="fast")  # one fully convolutional pass per frame
+    naive = pred.embed_tile(tile, method="naive")  # every window re-encoded
+    assert dense.shape == (len(tile.plan.targets), 7, 6, 6)
+    np.testing.assert_allclose(dense, naive, atol=1e-5, rtol=0)  # interior and edge pixels

@@ -22,7 +22,9 @@ def test_paper_model_flops_match_the_budget() -> None:
     # about 1.2 GFLOP per pixel-date with the frame cache, about 11x less than re-encoding every window
     assert 1.0e9 < f.fast_per_pixel_date < 1.5e9
     assert 10.0 < f.naive_over_fast < WINDOW_DATES
-    assert set(f.encode_frames) == {"s1", "s2"} and f.fuse > 0 and all(v > 0 for v in f.encode_tokens.values())
+    assert (
+        set(f.encode_frames) == {"s1", "s2"} and f.fuse > 0 and all(v > 0 for v in f.encode_tokens.values())
+    )
     assert f.naive_per_pixel_date == pytest.approx(
         WINDOW_DATES * sum(f.encode_frames.values()) + sum(f.encode_tokens.values()) + f.fuse
     )
@@ -38,7 +40,9 @@ def test_tile_count_equals_the_grid(region: object, tile_px: int) -> None:
 def test_plan_numbers_are_consistent() -> None:
     kw = dict(start="2021-01-01", end="2021-12-31", preset="small", usable_share=0.5, land_share=0.8)
     p = plan_run(BBOX, px_dates_per_s=1000.0, price_per_gpu_hour=2.0, **kw)  # type: ignore[arg-type]
-    assert p.tiles == len(tiles_for_region(BBOX)) and p.units == len(work_units(BBOX, "2021-01-01", "2021-12-31"))
+    assert p.tiles == len(tiles_for_region(BBOX)) and p.units == len(
+        work_units(BBOX, "2021-01-01", "2021-12-31")
+    )
     assert 1800 < p.area_km2 < 2200 and p.land_km2 == pytest.approx(0.8 * p.area_km2)
     assert p.pixel_dates == pytest.approx(p.land_km2 * 1e4 * (365 / 365.25) * 73 * 0.5)
     assert p.gpu_hours == pytest.approx(p.pixel_dates / 1000.0 / 3600.0)

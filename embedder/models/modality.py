@@ -19,6 +19,7 @@ from torch import nn
 
 from embedder.config import ModelConfig
 from embedder.models.blocks import ConvAttentionBlock, MultiScaleAttentionBlock, PoolResidual
+from embedder.models.dense import DenseFrameEncoder
 from embedder.sensors import WINDOW_DATES, WINDOW_PX, SensorSpec
 
 __all__ = ["GapRangeError", "ModalityAutoencoder", "day_positions"]
@@ -146,7 +147,11 @@ class ModalityAutoencoder(nn.Module):
         self.reduced_tokens = sensor.reduced_tokens
         d, k = cfg.d_model, cfg.latent_token_dim
 
-        self.frame_encoder = _FrameEncoder(self.n_channels, cfg)
+        self.frame_encoder: _FrameEncoder | DenseFrameEncoder = (
+            DenseFrameEncoder(self.n_channels, cfg)
+            if cfg.encoder == "dense"
+            else _FrameEncoder(self.n_channels, cfg)
+        )
         self.frame_decoder = _FrameDecoder(self.n_channels, cfg)
         # One positional table and one transformer, shared by encoder and decoder (SPEC 3.7-3.8).
         self.positions = nn.Embedding(cfg.max_position_days + 1, d)

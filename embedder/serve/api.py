@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
+import functools
 import io
 import itertools
 import json
@@ -57,6 +58,7 @@ __all__ = [
     "ServeError",
     "StoreReader",
     "apply_pca",
+    "check_region",
     "cli_export",
     "cli_probe",
     "cli_region",
@@ -225,6 +227,14 @@ def _date(day: int) -> dt.date:
 # ---------------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
+def _to_utm(epsg: int) -> Any:
+    """lon/lat -> zone CRS transformer (cached: building one costs milliseconds; thread-safe since pyproj 3.1)."""
+    from pyproj import Transformer
+
+    return Transformer.from_crs(4326, epsg, always_xy=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class _ZoneInfo:
     name: str
@@ -290,10 +300,7 @@ class StoreReader:
         return self._arrays[key]
 
     def _project(self, zone: _ZoneInfo, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from pyproj import Transformer
-
-        t = Transformer.from_crs(4326, zone.zone.epsg, always_xy=True)
-        x, y = t.transform(lon, lat)
+        x, y = _to_utm(zone.zone.epsg).transform(lon, lat)
         return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
 
     def _zone_order(self, lon: float, lat: float) -> list[_ZoneInfo]:
@@ -462,38 +469,44 @@ def _no_data(lon: float, lat: float, reason: str, **kw: Any) -> PointSeries:
     return PointSeries(lon=lon, lat=lat, status="no_data", reason=reason, **kw)
 
 
+_POINT_BATCH = 512  # points per read batch: bounds memory at T x 7 x 512 codes
+
+
 def _series_at(
     r: StoreReader, zone: str, rows: np.ndarray, cols: np.ndarray, d0: int, d1: int
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per point: (days [T], codes [T, 7], flags [T]) for pixels of one zone, reading each chunk once."""
+    """Per point: (days [T], codes [T, 7], flags [T]) for pixels of one zone.
+
+    Points are batched per spatial chunk; ``flags`` and ``embedding`` of a batch are read concurrently
+    with point-wise (coordinate) selections, so each chunk is fetched and decoded once per array.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     if d1 <= d0 or rows.size == 0:
         return [
             (np.zeros(0, np.int64), np.zeros((0, EMBEDDING_DIM), np.uint16), np.zeros(0, np.uint8))
         ] * rows.size
     cp = r.store.cfg.chunk_px
     out: list[Any] = [None] * rows.size
-    chunk_of = (rows // cp) * 1_000_000 + cols // cp
-    for key in np.unique(chunk_of):
-        idx = np.flatnonzero(chunk_of == key)
-        ur, ui = np.unique(rows[idx], return_inverse=True)
-        uc, uj = np.unique(cols[idx], return_inverse=True)
-        flags = np.asarray(
-            r.array(zone, "flags").get_orthogonal_selection((slice(d0, d1), ur, uc))
-        )  # [T, nr, nc]
-        valid = (flags & Flag.VALID) > 0
-        any_days = np.flatnonzero(valid[:, ui, uj].any(axis=1))  # [T'] relative days with any point valid
-        codes = (
-            np.asarray(
-                r.array(zone, "embedding").get_orthogonal_selection(((any_days + d0), slice(None), ur, uc))
-            )
-            if any_days.size
-            else np.zeros((0, EMBEDDING_DIM, ur.size, uc.size), np.uint16)
-        )  # [T', 7, nr, nc]
-        pos = {int(d): k for k, d in enumerate(any_days)}
-        for p, (a, b) in enumerate(zip(ui, uj, strict=True)):
-            days_rel = np.flatnonzero(valid[:, a, b])
-            k = np.array([pos[int(d)] for d in days_rel], dtype=np.int64)
-            out[idx[p]] = (days_rel + d0, codes[k, :, a, b], flags[days_rel, a, b])
+    order = np.lexsort((cols // cp, rows // cp))  # points of one spatial chunk together
+    days = np.arange(d0, d1)
+    feats = np.arange(EMBEDDING_DIM)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for b0 in range(0, order.size, _POINT_BATCH):
+            idx = order[b0 : b0 + _POINT_BATCH]
+            rr, cc = rows[idx], cols[idx]
+            f_job = pool.submit(
+                r.array(zone, "flags").get_coordinate_selection, (days[:, None], rr[None, :], cc[None, :])
+            )  # [T, P]
+            e_job = pool.submit(
+                r.array(zone, "embedding").get_coordinate_selection,
+                (days[:, None, None], feats[None, :, None], rr[None, None, :], cc[None, None, :]),
+            )  # [T, 7, P]
+            flags, codes = np.asarray(f_job.result()), np.asarray(e_job.result())
+            valid = (flags & Flag.VALID) > 0  # [T, P]
+            for p, i in enumerate(idx):
+                t = np.flatnonzero(valid[:, p])
+                out[i] = (t + d0, codes[t, :, p], flags[t, p])
     return out
 
 
@@ -753,6 +766,27 @@ def _georef(ds: Any, epsg: int) -> Any:
     return ds.rio.write_crs(f"EPSG:{epsg}").rio.write_coordinate_system()
 
 
+def _checked_plan(
+    r: StoreReader, bbox: Any, start: Any, end: Any, window: Any, reduce: str
+) -> tuple[_Region, np.ndarray, list[tuple[dt.date, dt.date]] | None]:
+    reg, days, bins = _region_plan(r, bbox, start, end, window, reduce, limit_px=r.cfg.max_region_px)
+    n_t = len(days) if bins is None else len(bins)
+    values = n_t * EMBEDDING_DIM * (reg.ys.stop - reg.ys.start) * (reg.xs.stop - reg.xs.start)
+    if values > r.cfg.max_region_values:
+        raise RegionTooLargeError(
+            f"the extract would hold {values} values ({n_t} dates/windows), over the limit of "
+            f"{r.cfg.max_region_values}; shorten the period, use a window, or export it"
+        )
+    return reg, days, bins
+
+
+def check_region(
+    store: StoreReader, bbox: Any, *, start: Any, end: Any, window: Any = None, reduce: str = "mean"
+) -> None:
+    """Raise what :func:`read_region` would raise for these arguments (bad input, no data, over a limit)."""
+    _checked_plan(store, bbox, start, end, window, reduce)
+
+
 def read_region(
     store: StoreReader | str,
     bbox: Any,
@@ -775,14 +809,7 @@ def read_region(
     import xarray as xr
 
     r = _reader(store, storage_options)
-    reg, days, bins = _region_plan(r, bbox, start, end, window, reduce, limit_px=r.cfg.max_region_px)
-    n_t = len(days) if bins is None else len(bins)
-    values = n_t * EMBEDDING_DIM * (reg.ys.stop - reg.ys.start) * (reg.xs.stop - reg.xs.start)
-    if values > r.cfg.max_region_values:
-        raise RegionTooLargeError(
-            f"the extract would hold {values} values ({n_t} dates/windows), over the limit of "
-            f"{r.cfg.max_region_values}; shorten the period, use a window, or export it"
-        )
+    reg, days, bins = _checked_plan(r, bbox, start, end, window, reduce)
     strips = list(_strips(r, reg, days, bins, window=window, reduce=reduce, strip_px=None))
     ds = (
         xr.concat(strips, dim="y", data_vars="all", coords="minimal", compat="override", join="override")

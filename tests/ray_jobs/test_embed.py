@@ -1,8 +1,8 @@
 """End-to-end tests of ray_jobs/embed.py: a real local Ray cluster writing to a fake GCS bucket.
 
-One tiny sample region (two 32 px scenes, S2 every 10 days, 2021-10..2022-05) and one untrained small
-fusion checkpoint serve all tests. The job embeds the 2022-01-06 store period (366-day blocks, 32 px
-tiles), so a region of a few boxes gives 2-3 work units.
+One tiny sample region (two 64 px scenes = 2 x 2 tiles of 32 px each, S2 every 10 days, 2021-10..2022-05)
+and one untrained small fusion checkpoint serve all tests. The job embeds the 2022-01-06 store period
+(366-day blocks, 32 px tiles); each test's region is a few boxes inside chosen tiles (one unit each).
 """
 
 from __future__ import annotations
@@ -52,6 +52,22 @@ def _box(epsg: int, left: float, bottom: float, right: float, top: float) -> dic
     return {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}
 
 
+def _tile_boxes(scene: Any, n: int) -> list[dict[str, Any]]:
+    """Small boxes inside the ``n`` 32 px tiles that overlap ``scene`` most (one work unit each)."""
+    left, bottom, right, top = scene.bounds_utm
+    size = 320.0
+    found = []
+    for row in range(int(bottom // size), int(top // size) + 1):
+        for col in range(int(left // size), int(right // size) + 1):
+            x0, x1 = max(left, col * size), min(right, (col + 1) * size)
+            y0, y1 = max(bottom, row * size), min(top, (row + 1) * size)
+            if x1 - x0 > 60 and y1 - y0 > 60:
+                found.append(((x1 - x0) * (y1 - y0), (x0 + 20, y0 + 20, x1 - 20, y1 - 20)))
+    found.sort(key=lambda f: -f[0])
+    assert len(found) >= n, f"scene {scene.name} overlaps only {len(found)} tiles"
+    return [_box(scene.epsg, *b) for _, b in found[:n]]
+
+
 def _geojson(path: Path, boxes: list[dict[str, Any]]) -> str:
     path.write_text(json.dumps({"type": "FeatureCollection", "features": boxes}))
     return str(path)
@@ -66,7 +82,9 @@ def _checkpoint(path: Path, seed: int) -> Path:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
     tmp = tmp_path_factory.mktemp("embed")
-    cfg = dataclasses.replace(SampleRegionConfig.tiny(), start=dt.date(2021, 10, 1), end=dt.date(2022, 5, 31))
+    cfg = dataclasses.replace(
+        SampleRegionConfig.tiny(), size_px=64, start=dt.date(2021, 10, 1), end=dt.date(2022, 5, 31)
+    )
     region = write_sample_region(tmp / "region", cfg=cfg)
     return Setup(region, _checkpoint(tmp / "fusion.pt", 0), _checkpoint(tmp / "other.pt", 1), tmp)
 
@@ -136,30 +154,33 @@ def _data_objects(gcs: Any, store: str) -> dict[str, bytes]:
     return {p[len(root) + 1 :]: bytes(fs.cat_file(p)) for p in fs.find(root) if "/c/" in p}
 
 
-def test_kill_actor_resubmit_identical(setup: Setup, gcs: Any, cluster: Any) -> None:
-    from ray_jobs.embed import run
+@pytest.fixture(scope="module")
+def reference(setup: Setup, gcs: Any) -> tuple[str, dict[str, Any]]:
+    """Three units of one scene embedded uninterrupted by the same stages, serially in this process."""
     from embedder.config import EmbedJobConfig, load_config
+    from ray_jobs.embed import run
 
-    alps = _scene(setup, "alps_north")
-    left, bottom, right, top = alps.bounds_utm
-    region = _geojson(
-        setup.tmp / "three_units.geojson",
-        [_box(alps.epsg, left + 50, top - 120, right - 20, top - 20),  # two tiles of the upper row
-         _box(alps.epsg, left + 50, bottom + 10, left + 100, bottom + 60)],  # one tile of the lower row
-    )  # fmt: skip
+    region = _geojson(setup.tmp / "three_units.geojson", _tile_boxes(_scene(setup, "alps_north"), 3))
+    ref = _config(setup, gcs, "reference", region=region)
+    summary = run(load_config(EmbedJobConfig, ref), serial=True)
+    assert summary["units_written"] == 3 and summary["units_failed"] == 0
+    return region, ref
+
+
+def test_kill_actor_resubmit_identical(
+    setup: Setup, gcs: Any, reference: tuple[str, dict[str, Any]], cluster: Any
+) -> None:
+    region, ref = reference
     units = work_units(region, START, END, tile_px=32, period_days=366)
     assert len(units) == 3
-
-    # the reference: the same stages, serially in this process, uninterrupted
-    ref = _config(setup, gcs, "reference", region=region)
-    ref_summary = run(load_config(EmbedJobConfig, ref), serial=True)
-    assert ref_summary["units_written"] == 3 and ref_summary["units_failed"] == 0
 
     # the job: its actor dies on its 2nd call (once), Ray restarts it; then the job is submitted again
     doc = _config(setup, gcs, "killed", region=region)
     cfg_path = _write(setup.tmp, "killed", doc)
     kill_marker = setup.tmp / "killed.marker"
-    logs = _submit(cluster, gcs, cfg_path, EMBEDDER_TEST_KILL_ACTOR_AT="2", EMBEDDER_TEST_KILL_MARKER=str(kill_marker))
+    logs = _submit(
+        cluster, gcs, cfg_path, EMBEDDER_TEST_KILL_ACTOR_AT="2", EMBEDDER_TEST_KILL_MARKER=str(kill_marker)
+    )
     assert kill_marker.is_file(), "the actor was not killed"
     assert "3 units, 0 already done, 3 to do" in logs
     first = _markers(gcs, doc["store"])
@@ -198,16 +219,16 @@ def test_bad_inputs(setup: Setup, gcs: Any, cluster: Any, capsys: pytest.Capture
     region_dir = setup.tmp / "corrupt_region"
     shutil.copytree(setup.region.root, region_dir)
     cogs = sorted((region_dir).rglob("*.tif"))
-    bad = next(p for p in cogs if "ljubljana" in str(p) and "truth" not in p.parts and p.name.startswith("B04"))
+    bad = next(
+        p for p in cogs if "ljubljana" in str(p) and "truth" not in p.parts and p.name.startswith("B04")
+    )
     bad.write_bytes(b"this is not a GeoTIFF")
 
     alps, lju = _scene(setup, "alps_north"), _scene(setup, "ljubljana_basin")
-    a_l, _, _, a_t = alps.bounds_utm
-    l_l, _, _, l_t = lju.bounds_utm
     region = _geojson(
         setup.tmp / "bad.geojson",
-        [_box(alps.epsg, a_l + 50, a_t - 120, a_l + 100, a_t - 20),  # a good unit
-         _box(lju.epsg, l_l + 50, l_t - 120, l_l + 100, l_t - 20),  # its COG is corrupt
+        [*_tile_boxes(alps, 1),  # a good unit
+         *_tile_boxes(lju, 1),  # its COGs include a corrupt one
          _box(alps.epsg, 300_050, 5_000_050, 300_100, 5_000_100)],  # no data at all
     )  # fmt: skip
     units = {u.tile.zone_name + ("_nodata" if u.tile.col < 1000 else ""): u for u in work_units(

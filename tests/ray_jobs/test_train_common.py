@@ -118,12 +118,15 @@ def test_run_folder_metrics_and_config_on_s3(s3_bucket) -> None:
     assert folder.read_metrics() == rows
     record_config(folder, cfg)
     assert folder.read_json(CONFIG_FILE)["model"]["d_model"] == 256
-    # Where the shards are and how many workers run may change when a run is resumed ...
+    # Where the shards are, how many workers run and for how many epochs may change on resumption ...
     record_config(folder, load_config(TrainModalityJobConfig, {**base, "workers": {"num_workers": 8}}))
+    record_config(folder, load_config(TrainModalityJobConfig, {**base, "train": {"max_epochs": 900}}))
     # ... the model may not.
     other = load_config(TrainModalityJobConfig, {**base, "model": {"d_model": 32, "n_heads": 2}})
     with pytest.raises(RunMismatchError, match=r"\['model'\].*run.name"):
         record_config(folder, other)
+    with pytest.raises(RunMismatchError, match=r"\['train'\]"):
+        record_config(folder, load_config(TrainModalityJobConfig, {**base, "train": {"lr": 0.1}}))
 
 
 def test_flat_metrics() -> None:

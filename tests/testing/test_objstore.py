@@ -80,3 +80,13 @@ def test_servers_stop_and_env_is_restored():
 def test_bad_bucket_name(bad):
     with pytest.raises(EmulatorError, match=bad), fake_gcs(bucket=bad):
         pass
+
+
+def test_fake_gcs_data_dir_persists_across_restarts(tmp_path) -> None:
+    from embedder.testing.objstore import fake_gcs
+
+    with fake_gcs(bucket="keep", data_dir=tmp_path) as gcs:
+        fs = gcs.filesystem()
+        fs.pipe(f"{gcs.bucket}/a/b.txt", b"hello")
+    with fake_gcs(bucket="keep", data_dir=tmp_path) as gcs:
+        assert gcs.filesystem().cat(f"{gcs.bucket}/a/b.txt") == b"hello"

@@ -1,0 +1,197 @@
+"""Benchmark of the dense-consistent encoder (issue 9) against the paper procedure, on one tile.
+
+Writes ``bench/results/dense.json`` (flat JSON) with ``naive_px_dates_s``, ``cached_px_dates_s``,
+``dense_px_dates_s``, ``dense_vs_naive``, ``dense_vs_cached``, ``flops_per_px_date_dense`` (plus the
+FLOPs of the other two paths, the dense rate on the cached crop and the exactness checks). Targets:
+``dense_vs_naive`` >= 25 (moonshot 100+).
+
+All three use paper-width models (``ModelConfig()`` / ``FusionConfig()``, untrained: speed and FLOPs do
+not depend on the weights) and one synthetic tile (``make_test_cube``, ``--px`` interior, ``--dates``):
+
+(a) naive: the paper model, every window re-encoded (``Predictor.embed_tile(method="naive")``), timed on
+    the tile's top-left ``--naive-px`` crop and first target date (its cost per pixel-date is constant);
+(b) cached: the paper model with the frame cache (``method="fast"``) on the ``--cached-px`` crop with
+    all target dates (per pixel its cost does not depend on the tile size; the whole tile would take
+    hours on a shared CPU);
+(c) dense: ``ModelConfig(encoder="dense")`` through the same predictor, whose fast path encodes each
+    date's whole frame in one fully convolutional pass, on the whole tile (``dense_px_dates_s``; its
+    7 px halo costs relatively less on larger tiles) and on the cached crop (``dense_crop_px_dates_s``).
+
+FLOPs per pixel-date (one multiply-add = 2 FLOPs) are counted with ``torch.utils.flop_counter`` on the
+same code paths (the dense frame cost is counted on the tile, so it includes its halo). The JSON also
+records exactness (dense vs the same model's per-window path) and the load average (shared machine).
+
+    .venv/bin/python bench/dense.py [--px 32 --dates 20 --cached-px 6 --naive-px 3 --naive-targets 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+import typing
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from embedder.config import FusionConfig, ModelConfig  # noqa: E402
+from embedder.data.testing import make_test_cube  # noqa: E402
+from embedder.inference import FLAG_VALID, Predictor, TileInputs, prepare_tile  # noqa: E402
+from embedder.models.dense import DenseFrameEncoder  # noqa: E402
+from embedder.models.fusion import FusionModel  # noqa: E402
+from embedder.models.modality import ModalityAutoencoder  # noqa: E402
+from embedder.sensors import S1, S2, WINDOW_DATES, WINDOW_PX  # noqa: E402
+
+
+def _model(encoder: str, seed: int = 0) -> FusionModel:
+    torch.manual_seed(seed)
+    mcfg = ModelConfig(encoder=encoder)  # type: ignore[arg-type]
+    aes = {s.name: ModalityAutoencoder(s, cfg=mcfg) for s in (S1, S2)}
+    return FusionModel(aes, cfg=FusionConfig()).eval()
+
+
+def _subtile(tile: TileInputs, *, n_targets: int, interior_px: int) -> TileInputs:
+    """The tile's top-left ``interior_px`` square (with its halo) and its first ``n_targets`` dates."""
+    p = tile.plan
+    n = n_targets
+    plan = dataclasses.replace(
+        p, targets=p.targets[:n], windows=p.windows[:n], s2_gaps=p.s2_gaps[:n], s1_gaps=p.s1_gaps[:n],
+        s1_delta_days=p.s1_delta_days[:n], gap_rule=p.gap_rule[:n],
+    )  # fmt: skip
+    side = interior_px + 2 * tile.halo_px
+    frames = {k: np.ascontiguousarray(v[:, :, :side, :side]) for k, v in tile.frames.items()}
+    flags = tile.flags[:n, :interior_px, :interior_px]
+    return dataclasses.replace(tile, plan=plan, frames=frames, flags=flags, dates=tile.dates[:n])
+
+
+def _tile(interior_px: int, n_dates: int) -> TileInputs:
+    cube = make_test_cube(3, size_px=interior_px + 14, n_dates=n_dates, n_s1=2 * n_dates, cloud_frac=0.1)
+    return prepare_tile(cube, start="2021-01-01", end="2030-12-31", halo_px=7)
+
+
+def _timed(pred: Predictor, tile: TileInputs, method: str) -> tuple[np.ndarray, float]:
+    t0 = time.perf_counter()
+    out = pred.embed_tile(tile, method=method)  # [K, 7, h, w]
+    return out, time.perf_counter() - t0
+
+
+def _flops(fc: FlopCounterMode) -> float:
+    return float(fc.get_total_flops())
+
+
+def count_flops(model: FusionModel, tile: TileInputs) -> dict[str, float]:
+    """FLOPs per pixel-date of the three procedures for ``model`` (frame part on ``tile`` for dense)."""
+    n = 2
+    frames: dict[str, float] = {}
+    tokens: dict[str, float] = {}
+    model.train()  # the eval fast path of the transformer layer is a fused op the counter does not see
+    h, w = tile.interior_shape
+    with torch.no_grad():
+        for name in model.names:
+            ae = model.autoencoders[name]
+            assert isinstance(ae, ModalityAutoencoder)
+            enc = ae.frame_encoder
+            with FlopCounterMode(display=False) as fc:
+                if isinstance(enc, DenseFrameEncoder):
+                    enc.encode_dense(torch.from_numpy(tile.frames[name][0]))  # [h, w, d]
+                else:
+                    ae.encode_frames(torch.zeros(n, ae.n_channels, WINDOW_PX, WINDOW_PX))
+            frames[name] = _flops(fc) / (h * w if isinstance(enc, DenseFrameEncoder) else n)
+            with FlopCounterMode(display=False) as fc:
+                ae.encode_tokens(torch.zeros(n, WINDOW_DATES, ae.cfg.d_model), torch.full((n, 10), 5.0))
+            tokens[name] = _flops(fc) / n
+        dims = {
+            k: int(typing.cast(ModalityAutoencoder, model.autoencoders[k]).bottleneck_dim)
+            for k in model.names
+        }
+        z = {k: torch.zeros(n, d) for k, d in dims.items()}  # {name: [n, D]}
+        with FlopCounterMode(display=False) as fc:
+            model.fuse(z, {k: torch.full((n,), 3.0) for k in model.delta_keys})
+        fuse = _flops(fc) / n
+    model.eval()
+    rest = sum(tokens.values()) + fuse
+    return {"cached": sum(frames.values()) + rest, "naive": WINDOW_DATES * sum(frames.values()) + rest}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the three paths, print a table and write the JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--px", type=int, default=32, help="interior side of the tile (px)")
+    ap.add_argument("--dates", type=int, default=20, help="S2 dates of the tile (targets = dates - 10)")
+    ap.add_argument("--cached-px", type=int, default=6, help="interior side of the cached path's crop (px)")
+    ap.add_argument("--naive-px", type=int, default=3, help="interior side of the naive path's crop (px)")
+    ap.add_argument("--naive-targets", type=int, default=1, help="target dates of the naive path")
+    ap.add_argument("--pixel-batch", type=int, default=256)
+    ap.add_argument("--out", type=Path, default=REPO / "bench/results/dense.json")
+    args = ap.parse_args(argv)
+
+    tile = _tile(args.px, args.dates)
+    k = len(tile.plan.targets)
+    paper, dense = _model("paper"), _model("dense")
+    pp = Predictor(paper, pixel_batch=args.pixel_batch)
+    pd = Predictor(dense, pixel_batch=args.pixel_batch)
+    warm = _subtile(tile, n_targets=1, interior_px=2)
+    pp.embed_tile(warm)
+    pd.embed_tile(warm)  # warm-up (allocator, kernels)
+
+    def px_dates(t: TileInputs) -> int:
+        return int(np.count_nonzero(t.flags & FLAG_VALID))
+
+    naive_tile = _subtile(tile, n_targets=args.naive_targets, interior_px=args.naive_px)
+    naive, t_naive = _timed(pp, naive_tile, "naive")
+    print(f"[dense] naive: {px_dates(naive_tile)} px-dates in {t_naive:.1f} s", flush=True)
+    crop = _subtile(tile, n_targets=k, interior_px=args.cached_px)
+    cached, t_cached = _timed(pp, crop, "fast")
+    print(f"[dense] cached: {px_dates(crop)} px-dates in {t_cached:.1f} s", flush=True)
+    dense_crop, t_dense_crop = _timed(pd, crop, "fast")
+    print(f"[dense] dense on the crop: {px_dates(crop)} px-dates in {t_dense_crop:.1f} s", flush=True)
+    dense_out, t_dense = _timed(pd, tile, "fast")
+    print(f"[dense] dense: {px_dates(tile)} px-dates in {t_dense:.1f} s", flush=True)
+    # exactness of the dense pass against the same variant's per-window path, on the naive crop
+    dense_naive = pd.embed_tile(naive_tile, method="naive")
+    n_t, n_px = len(naive_tile.plan.targets), args.naive_px
+    fl_paper = count_flops(paper, tile)
+    fl_dense = count_flops(dense, tile)
+    fl_dense_crop = count_flops(dense, crop)
+    res: dict[str, float | int | str] = {
+        "tile_interior_px": args.px,
+        "cached_crop_px": args.cached_px,
+        "naive_crop_px": args.naive_px,
+        "targets": k,
+        "naive_px_dates": px_dates(naive_tile),
+        "cached_px_dates": px_dates(crop),
+        "dense_px_dates": px_dates(tile),
+        "naive_px_dates_s": px_dates(naive_tile) / t_naive,
+        "cached_px_dates_s": px_dates(crop) / t_cached,
+        "dense_px_dates_s": px_dates(tile) / t_dense,
+        "dense_crop_px_dates_s": px_dates(crop) / t_dense_crop,
+        "flops_per_px_date_naive": fl_paper["naive"],
+        "flops_per_px_date_cached": fl_paper["cached"],
+        "flops_per_px_date_dense": fl_dense["cached"],
+        "flops_per_px_date_dense_crop": fl_dense_crop["cached"],
+        "cached_vs_naive_max_abs_diff": float(np.abs(cached[:n_t, :, :n_px, :n_px] - naive).max()),
+        "dense_vs_per_window_max_abs_diff": float(np.abs(dense_out[:n_t, :, :n_px, :n_px] - dense_naive).max()),
+        "dense_crop_vs_tile_max_abs_diff": float(np.abs(dense_out[:, :, : args.cached_px, : args.cached_px] - dense_crop).max()),
+        "threads": torch.get_num_threads(),
+        "load_average_1min": os.getloadavg()[0],
+    }  # fmt: skip
+    res["dense_vs_naive"] = float(res["dense_px_dates_s"]) / float(res["naive_px_dates_s"])
+    res["dense_vs_cached"] = float(res["dense_px_dates_s"]) / float(res["cached_px_dates_s"])
+    res["dense_crop_vs_naive"] = float(res["dense_crop_px_dates_s"]) / float(res["naive_px_dates_s"])
+    res["cached_vs_naive"] = float(res["cached_px_dates_s"]) / float(res["naive_px_dates_s"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

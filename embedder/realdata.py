@@ -1,0 +1,133 @@
+"""Real-data check: embed the real CropHarvest S1+S2 cube and measure the reconstruction (issue 6.5).
+
+The file ``realdata/s1s2_pixels/cropharvest_98-togo_2019-02-06_2020-02-01.tif`` (17 x 17 px, Togo) is read
+by :func:`embedder.data.cubes.cube_from_cropharvest`; docs/real-data.md says how its monthly L1C
+composites map to the model's inputs. In short: 12 dates 30 days apart, so an 11-date window spans 300
+days and the 200-day rule of SPEC 7 replaces its gaps by 1-day steps (every embedding carries
+``FLAG_GAP_RULE``); with the 7 px halo only the centre 3 x 3 pixels get embeddings, on the 2 dates that
+have 5 dates on each side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from embedder.models.fusion import FusionModel
+from embedder.sensors import PRIMARY_SENSOR, S1
+
+__all__ = ["CROPHARVEST_TIF", "CropHarvestResult", "RealDataError", "cli_main", "embed_cropharvest"]
+
+CROPHARVEST_TIF = Path("/work/shared/realdata/s1s2_pixels/cropharvest_98-togo_2019-02-06_2020-02-01.tif")
+"""The real CropHarvest export shipped in the shared realdata folder."""
+
+
+class RealDataError(ValueError):
+    """The real-data cube cannot be embedded (file missing, no date with enough context)."""
+
+
+@dataclass(frozen=True)
+class CropHarvestResult:
+    """Embeddings of the real cube and how well the model reconstructs its windows."""
+
+    dates: list[str]
+    """Embedded dates (window centres, ISO)."""
+    n_embeddings: int
+    """Pixel-dates embedded (centre 3 x 3 px x dates)."""
+    all_finite: bool
+    """Every embedding value is finite."""
+    gap_rule_share: float
+    """Share of embeddings whose window needed the 200-day rule (expected 1.0 for 30-day composites)."""
+    embedding_mean: list[float]
+    """Mean of each of the 7 features."""
+    embedding_std: list[float]
+    """Standard deviation of each of the 7 features."""
+    recon_mae: dict[str, float]
+    """Mean absolute reconstruction error per sensor over the whole 11 x 15 x 15 window (0-1 units)."""
+    recon_centre_mae: dict[str, float]
+    """The same at the centre pixel of the centre date only."""
+    baseline_mae: dict[str, float]
+    """MAE of predicting each band's window mean (a trivial reference for the reconstruction error)."""
+
+
+def _windows(frames: np.ndarray, window: np.ndarray, halo_px: int) -> np.ndarray:
+    """``[U, C, H, W]`` -> ``[h*w, 11, C, 15, 15]`` windows around every interior pixel."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    size = 2 * halo_px + 1
+    sel = frames[window]  # [11, C, H, W]
+    win = sliding_window_view(sel, (size, size), axis=(2, 3))  # [11, C, h, w, 15, 15]
+    n = win.shape[2] * win.shape[3]
+    return np.ascontiguousarray(win.transpose(2, 3, 0, 1, 4, 5)).reshape(n, *sel.shape[:2], size, size)
+
+
+@torch.inference_mode()
+def embed_cropharvest(path: str | Path = CROPHARVEST_TIF, *, model: FusionModel) -> CropHarvestResult:
+    """Embed the real CropHarvest cube at ``path`` with ``model`` and reconstruct its windows."""
+    from embedder.data.cubes import cube_from_cropharvest
+    from embedder.inference import FLAG_GAP_RULE, HALO_PX, Predictor, masked_embeddings, prepare_tile
+
+    p = Path(path)
+    if not p.is_file():
+        raise RealDataError(f"no CropHarvest file at {str(p)!r}; pass the .tif from realdata/s1s2_pixels")
+    cube = cube_from_cropharvest(p)
+    times = cube["time"].values
+    tile = prepare_tile(cube, start=times[0], end=times[-1], halo_px=HALO_PX)
+    if len(tile.plan.targets) == 0:
+        raise RealDataError(f"{p.name}: no date has 5 usable dates on each side; nothing to embed")
+    model = model.eval()
+    emb, flags = masked_embeddings(Predictor(model).embed_tile(tile), tile.flags)  # [K, 7, h, w]
+    values = emb.transpose(0, 2, 3, 1).reshape(-1, emb.shape[1])  # [K*h*w, 7]
+    errs: dict[str, list[np.ndarray]] = {PRIMARY_SENSOR.name: [], S1.name: []}
+    centre: dict[str, list[np.ndarray]] = {PRIMARY_SENSOR.name: [], S1.name: []}
+    base: dict[str, list[np.ndarray]] = {PRIMARY_SENSOR.name: [], S1.name: []}
+    for k in range(len(tile.plan.targets)):
+        window = tile.plan.windows[k]  # [11] usable positions
+        batch: dict[str, torch.Tensor] = {}
+        for name in (PRIMARY_SENSOR.name, S1.name):
+            batch[name] = torch.from_numpy(_windows(tile.frames[name], window, HALO_PX))  # [n, 11, C, 15, 15]
+        n = batch[PRIMARY_SENSOR.name].shape[0]
+        batch[f"{PRIMARY_SENSOR.name}_gaps"] = torch.from_numpy(tile.plan.s2_gaps[k]).expand(n, -1)  # [n, 10]
+        batch[f"{S1.name}_gaps"] = torch.from_numpy(tile.plan.s1_gaps[k]).expand(n, -1)
+        batch["s1_delta_days"] = torch.full((n,), float(tile.plan.s1_delta_days[k]))
+        recon = model(batch)
+        for name in errs:
+            x, x_hat = batch[name].numpy(), recon[name].float().numpy()  # [n, 11, C, 15, 15]
+            errs[name].append(np.abs(x_hat - x).ravel())
+            centre[name].append(np.abs(x_hat - x)[:, 5, :, HALO_PX, HALO_PX].ravel())
+            base[name].append(np.abs(x - x.mean(axis=(1, 3, 4), keepdims=True)).ravel())
+    return CropHarvestResult(
+        dates=[str(d) for d in tile.dates],
+        n_embeddings=int(values.shape[0]),
+        all_finite=bool(np.isfinite(values).all()),
+        gap_rule_share=float(((flags & FLAG_GAP_RULE) > 0).mean()),
+        embedding_mean=[float(v) for v in values.mean(axis=0)],
+        embedding_std=[float(v) for v in values.std(axis=0)],
+        recon_mae={k: float(np.concatenate(v).mean()) for k, v in errs.items()},
+        recon_centre_mae={k: float(np.concatenate(v).mean()) for k, v in centre.items()},
+        baseline_mae={k: float(np.concatenate(v).mean()) for k, v in base.items()},
+    )
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """``embedder real-data --checkpoint CKPT [--tif PATH]``: print the CropHarvest check as JSON."""
+    from embedder.training import load_fusion
+
+    p = argparse.ArgumentParser(prog="embedder real-data", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, type=Path, help="fusion checkpoint (.pt)")
+    p.add_argument("--tif", type=Path, default=CROPHARVEST_TIF, help="CropHarvest S1+S2 GeoTIFF")
+    p.add_argument("--out", type=Path, help="also write the result as JSON here")
+    args = p.parse_args(argv)
+    if not args.checkpoint.is_file():
+        p.error(f"--checkpoint {str(args.checkpoint)!r} does not exist; pass a fusion .pt")
+    result = embed_cropharvest(args.tif, model=load_fusion(args.checkpoint))
+    text = json.dumps(asdict(result), indent=1)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+    return 0 if result.all_finite else 1

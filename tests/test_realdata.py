@@ -1,0 +1,45 @@
+"""Tests of embedder/realdata.py on the real CropHarvest cube (17 x 17 px, 12 monthly steps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from embedder.config import FusionConfig, ModelConfig
+from embedder.models.fusion import FusionModel
+from embedder.models.modality import ModalityAutoencoder
+from embedder.realdata import CROPHARVEST_TIF, RealDataError, cli_main, embed_cropharvest
+from embedder.sensors import S1, S2
+from embedder.training import save_checkpoint
+
+pytestmark = [
+    pytest.mark.usefixtures("torch_one_thread"),
+    pytest.mark.skipif(not CROPHARVEST_TIF.is_file(), reason="realdata CropHarvest tif not present"),
+]
+
+
+def _model(seed: int = 0) -> FusionModel:
+    torch.manual_seed(seed)
+    aes = {s.name: ModalityAutoencoder(s, cfg=ModelConfig.small()) for s in (S1, S2)}
+    return FusionModel(aes, cfg=FusionConfig.small())
+
+
+def test_real_cube_embeds_finite_with_gap_rule() -> None:
+    res = embed_cropharvest(CROPHARVEST_TIF, model=_model())
+    assert res.n_embeddings == 2 * 3 * 3  # 2 dates with 5 on each side x centre 3 x 3 px
+    assert res.all_finite and res.gap_rule_share == 1.0  # 10 gaps x 30 days >= 200
+    assert len(res.embedding_mean) == 7 and all(np.isfinite(res.embedding_std))
+    for name in ("s1", "s2"):
+        assert 0.0 < res.recon_mae[name] < 1.0 and 0.0 < res.baseline_mae[name] < 1.0
+        assert np.isfinite(res.recon_centre_mae[name])
+
+
+def test_cli_writes_json_and_rejects_missing_file(tmp_path: Path) -> None:
+    ckpt = save_checkpoint(tmp_path / "f.pt", _model(1))
+    assert cli_main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "r.json")]) == 0
+    assert '"all_finite": true' in (tmp_path / "r.json").read_text()
+    with pytest.raises(RealDataError, match="no CropHarvest file"):
+        embed_cropharvest(tmp_path / "missing.tif", model=_model())

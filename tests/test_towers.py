@@ -1,0 +1,99 @@
+"""Tests of embedder/towers.py: tower scenes driven by real fAPAR and the embeddings -> GPP pipeline.
+
+Uses the real FluxDataKit files of /work/shared/realdata/gpp with two Swiss towers, 24 px scenes,
+S2 every 30 days and S1 every 60 days (the smallest set-up that still has train and evaluation years).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from embedder.config import FusionConfig, GppConfig, ModelConfig
+from embedder.data.testing import make_test_cube
+from embedder.models.fusion import FusionModel
+from embedder.models.modality import ModalityAutoencoder
+from embedder.sensors import S1, S2
+from embedder.towers import (
+    DEFAULT_GPP_DIR,
+    FORCING,
+    TowerError,
+    quick_train_fusion,
+    run_gpp_towers,
+    tower_scene_specs,
+    write_tower_scenes,
+)
+from embedder.training import load_fusion, save_checkpoint
+
+pytestmark = [
+    pytest.mark.usefixtures("torch_one_thread"),
+    pytest.mark.skipif(not (DEFAULT_GPP_DIR / FORCING).is_file(), reason="realdata/gpp not present"),
+]
+
+SITES = ("CH-Aws", "CH-Fru")
+
+
+def test_scene_specs_sit_on_the_towers() -> None:
+    specs = tower_scene_specs(["CA-Cbo", "FI-Let"])
+    assert [s.name for s in specs] == ["CA-Cbo", "FI-Let"]
+    assert specs[0].epsg == 32617 and specs[1].epsg == 32634  # UTM zones of -79.9 E and 23.96 E
+    assert specs[0].lon == pytest.approx(-79.9333)
+    with pytest.raises(TowerError, match="unknown site"):
+        tower_scene_specs(["XX-Nop"])
+
+
+def test_vegetation_follows_the_real_fapar(tmp_path: Path) -> None:
+    region = write_tower_scenes(
+        tmp_path / "r", sites=["CH-Fru"], start=dt.date(2019, 1, 1), end=dt.date(2019, 12, 31), size_px=16,
+        cadence_days=15, s1_cadence_days=60,
+    )  # fmt: skip
+    truth = np.load(region.scenes[0].truth_path)
+    forcing = pd.read_csv(
+        DEFAULT_GPP_DIR / FORCING, usecols=["sitename", "date", "fapar"], parse_dates=["date"]
+    )
+    f = forcing[forcing["sitename"] == "CH-Fru"].set_index("date")["fapar"]
+    fapar = f.reindex(pd.to_datetime(truth["dates"])).to_numpy()
+    natural = np.isin(truth["landcover"], (1, 2, 3))  # needleleaf, broadleaf, grassland follow the driver
+    assert natural.any()
+    veg = truth["veg_state"][:, natural].mean(axis=1)  # [T]
+    assert np.corrcoef(veg, fapar)[0, 1] > 0.5
+    with pytest.raises(TowerError, match="covers"):
+        write_tower_scenes(
+            tmp_path / "x", sites=["CH-Aws"], start=dt.date(2013, 1, 1), end=dt.date(2013, 6, 1)
+        )
+
+
+def test_quick_train_fusion_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
+    cubes = [make_test_cube(i, size_px=24, n_dates=24) for i in range(2)]
+    ckpt = quick_train_fusion(cubes, run_dir=tmp_path / "m", epochs=1, max_samples=32)
+    model = load_fusion(ckpt)
+    assert model.cfg == FusionConfig.small() and (tmp_path / "m" / "metrics.jsonl").is_file()
+    with pytest.raises(TowerError, match="no training patches"):
+        quick_train_fusion([make_test_cube(0, size_px=24, n_dates=8)], run_dir=tmp_path / "n")
+
+
+def test_pipeline_end_to_end(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    aes = {s.name: ModalityAutoencoder(s, cfg=ModelConfig.small()) for s in (S1, S2)}
+    ckpt = save_checkpoint(tmp_path / "fusion.pt", FusionModel(aes, cfg=FusionConfig.small()))
+    cfg = GppConfig.small(epochs=2, models=("transformer", "linear", "ndvi", "evi", "lue"))
+    table = run_gpp_towers(
+        tmp_path / "out", checkpoint=ckpt, years=(2019, 2020), sites=SITES, size_px=24, cadence_days=30, s1_cadence_days=60,
+        splits=("temporal",), gpp_cfg=cfg,
+    )  # fmt: skip
+    assert set(table["features"]) == {"embedding", "bands"}
+    emb = table[table["features"] == "embedding"]
+    assert set(emb["model"]) == {"transformer", "linear", "lue"}  # NDVI/EVI need band columns
+    bands = table[table["features"] == "bands"]
+    assert {"ndvi", "evi", "linear"} <= set(bands["model"])
+    assert np.isfinite(table["rmse"]).all() and (table["n"] > 100).all()
+    out = tmp_path / "out"
+    feats = pd.read_csv(out / "features_embedding.csv")
+    assert set(feats["site"]) == set(SITES) and [f"F0{i}" for i in range(1, 8)] == list(feats.columns[2:])
+    assert (out / "metrics.md").read_text().count("| embedding |") == 3
+    assert (out / "gpp-embedding-temporal" / "predictions.csv").is_file()
