@@ -38,6 +38,7 @@ from embedder.models.dense import DenseFrameEncoder
 from embedder.models.fusion import FusionModel
 from embedder.models.modality import ModalityAutoencoder
 from embedder.sensors import EMBEDDING_DIM, MAX_GAP_SUM_DAYS, PRIMARY_SENSOR, S1, WINDOW_DATES, WINDOW_PX
+from embedder.store import Flag
 
 __all__ = [
     "FLAG_CENTRE_FILLED",
@@ -62,16 +63,17 @@ HALO_PX: int = WINDOW_PX // 2
 HALO_DATES: int = WINDOW_DATES // 2
 """Usable dates needed on each side of a target date (5)."""
 
-FLAG_VALID = np.uint8(1)
-"""Bit 0: an embedding was computed for this pixel-date."""
-FLAG_CENTRE_FILLED = np.uint8(2)
-"""Bit 1: the pixel's own S2 value at this date was missing (cloud/no data) and gap-filled."""
-FLAG_GAP_RULE = np.uint8(4)
-"""Bit 2: the window's gaps summed to >= 200 days and were replaced by 1-day steps (SPEC 7)."""
-FLAG_S1_FILLED = np.uint8(8)
-"""Bit 3: the pixel's matched S1 value at this date was missing and gap-filled."""
-FLAG_S1_MISSING = np.uint8(16)
-"""Bit 4: no S1 acquisition matched this date (S1 input entirely filled)."""
+# Quality flag bits: the store's (embedder.store.Flag), as uint8 for numpy.
+FLAG_VALID = np.uint8(Flag.VALID)
+"""An embedding was computed for this pixel-date."""
+FLAG_CENTRE_FILLED = np.uint8(Flag.CENTRE_FILLED)
+"""The pixel's own S2 value at this date was missing (cloud/no data) and gap-filled."""
+FLAG_GAP_RULE = np.uint8(Flag.GAP_RULE)
+"""The window's gaps summed to >= 200 days and were replaced by 1-day steps (SPEC 7)."""
+FLAG_S1_FILLED = np.uint8(Flag.S1_FILLED)
+"""The pixel's matched S1 value at this date was missing and gap-filled."""
+FLAG_S1_MISSING = np.uint8(Flag.S1_MISSING)
+"""No S1 acquisition matched this date (S1 input entirely filled)."""
 
 _NS_PER_DAY = np.int64(86_400_000_000_000)
 

@@ -83,6 +83,10 @@ class Flag(enum.IntFlag):
     """The matched S1 acquisition is far from the S2 date (beyond the cube's large-gap threshold)."""
     EDGE = 16
     """Fewer than 5 usable dates existed on one side of the centre (period or archive edge)."""
+    CENTRE_FILLED = 32
+    """The pixel's own S2 value on this date was missing (cloud, shadow, no data) and gap-filled."""
+    S1_FILLED = 64
+    """The pixel's matched S1 value on this date was missing and gap-filled."""
 
 
 _ARRAYS = ("embedding", "flags", "valid_px")

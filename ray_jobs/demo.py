@@ -61,7 +61,7 @@ class _Runner:
 
     def __init__(self, state: _State) -> None:
         self.state = state
-        self.timings: dict[str, float] = {}
+        self.timings: dict[str, float | None] = {}  # None: reused from an earlier run
         self.chain = ""  # fingerprint chain: a redone stage invalidates every later one
 
     def stage(self, name: str, key: Any, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -70,7 +70,7 @@ class _Runner:
         prior = self.state.done(name, fingerprint)
         if prior is not None:
             print(f"\n== {name}: done in an earlier run, reused (--fresh to redo)", flush=True)
-            self.timings[name] = 0.0
+            self.timings[name] = None
             return prior
         print(f"\n== {name}", flush=True)
         t0 = time.perf_counter()
@@ -330,17 +330,18 @@ def main(argv: list[str] | None = None) -> int:
     summary = embedded["summary"]
     print("\n== summary")
     for name, secs in runner.timings.items():
-        print(f"   {name:<26} {secs:8.1f} s")
+        print(f"   {name:<26} " + ("  reused" if secs is None else f"{secs:8.1f} s"))
     print(f"   {'total':<26} {total:8.1f} s")
     for key in ("s1", "s2", "fusion"):
         best = results[key]["best"]
-        print(f"   centre MAE ({key}, held-out): {best.get('centre_mae', best)}")
+        mae = best.get("centre_mae")
+        print(f"   centre MAE {key:<7} (held-out cubes, normalised units): {mae if mae is None else f'{mae:.4f}'}")
     print(f"   pixel-dates embedded: {summary.get('pixel_dates')}  ({summary.get('units_written')} units)")
     print(f"   store: {store_url}  ({copy['bytes'] / 1e6:.2f} MB; local copy {local_store})")
     print(f"   figures: {', '.join(figs['figures'])}")
     print("\nQuery and serve the store:")
     lon, lat = _probe_point(region_arg)
-    print(f"   {py} -m embedder.cli probe {local_store} --lon {lon:.5f} --lat {lat:.5f}")
+    print(f"   {py} -m embedder.cli probe {local_store} {lon:.5f} {lat:.5f}")
     print(f"   {py} -m embedder.cli verify {local_store}")
     print(f"   {py} -m embedder.cli serve {local_store} --port 8765")
     return 0

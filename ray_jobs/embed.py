@@ -297,6 +297,16 @@ def _pipeline(unit_ids: list[str], cfg: EmbedJobConfig) -> Any:
     return ds.map(write_result, fn_kwargs={"cfg_dict": cfg_dict}, num_cpus=cfg.write_num_cpus)
 
 
+_UNITS_PER_PIPELINE = 4096
+"""Units per Ray Data pipeline: a continent's ~10^6 units run as consecutive pipelines, so the driver
+never builds one dataset (and its block metadata) of the whole region."""
+
+
+def _pipelines(unit_ids: list[str], cfg: EmbedJobConfig) -> Any:
+    for lo in range(0, len(unit_ids), _UNITS_PER_PIPELINE):
+        yield from _pipeline(unit_ids[lo : lo + _UNITS_PER_PIPELINE], cfg).iter_rows()
+
+
 def _serial(unit_ids: list[str], cfg: EmbedJobConfig) -> Any:
     """The same stages in this process, one unit after the other (no Ray): reference runs and debugging."""
     cfg_dict = to_dict(cfg)
@@ -348,7 +358,7 @@ def run(cfg: EmbedJobConfig, *, serial: bool = False) -> dict[str, Any]:
             break
         failed_now: list[str] = []
         bar = tqdm(total=len(todo), desc=f"units (pass {attempt})", unit="unit", disable=not cfg.progress)
-        rows = _serial(todo, cfg) if serial else _pipeline(todo, cfg).iter_rows()
+        rows = _serial(todo, cfg) if serial else _pipelines(todo, cfg)
         for row in rows:
             bar.update(1)
             if row["status"] == "failed":

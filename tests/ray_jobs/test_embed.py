@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import json
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,7 @@ def _write(tmp: Path, name: str, doc: dict[str, Any]) -> str:
 def _submit(cluster: Any, gcs: Any, cfg_path: str, **env: str) -> str:
     from ray_jobs.local_cluster import submit_job
 
-    cmd = ["python", "-m", "ray_jobs.embed", "--config", cfg_path]
+    cmd = [sys.executable, "-m", "ray_jobs.embed", "--config", cfg_path]
     return submit_job(cluster, cmd, working_dir=REPO, env={**gcs.env, **env}, stream=False, timeout_s=600)
 
 
