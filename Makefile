@@ -25,7 +25,7 @@ browser:
 	  || echo "WARNING: could not install chromium; browser tests will be skipped with a reason"; }
 
 demo: venv
-	$(PY) -m embedder.demo $(DEMO_ARGS)
+	$(PY) -m ray_jobs.demo $(DEMO_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

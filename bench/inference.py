@@ -222,8 +222,8 @@ def _driver_child(tmp: Path, n_units: int) -> None:
     nx, ny = 10, n_units // 10
     if nx * ny != n_units:
         raise ValueError(f"--driver-units {n_units} must be a multiple of 10")
-    x0, y0 = 300_000 + 5, 5_000_000 + 5
-    x1, y1 = x0 + 320 * nx - 10, y0 + 320 * ny - 10
+    x0, y0 = 938 * 320 + 20, 15625 * 320 + 20  # 20 m inside the tile grid
+    x1, y1 = x0 + 320 * nx - 40, y0 + 320 * ny - 40
     to_ll = Transformer.from_crs(32632, 4326, always_xy=True)
     ring = [to_ll.transform(x, y) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))]
     geo = tmp / f"nodata_{n_units}.geojson"
@@ -249,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small-dates", type=int, default=50, help="dates of the small-model tile")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "inference.json"))
+    p.add_argument("--parts", default="paths,pipeline,driver", help="which parts to run (results are merged)")
     p.add_argument("--tmp", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--driver-units", type=int, default=0, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -257,27 +258,37 @@ def main(argv: list[str] | None = None) -> int:
     if a.driver_units:
         _driver_child(a.tmp, a.driver_units)
         return 0
-    res: dict[str, Any] = {}
-    paper = bench_paths(
-        "paper",
-        interior_px=a.paper_px,
-        n_dates=a.paper_dates,
-        naive_targets=a.paper_naive_targets,
-        pixel_batch=512,
-    )
-    res.update({k: round(v, 6 if k == "max_abs_diff" else 2) for k, v in paper.items()})
-    small = bench_paths(
-        "small", interior_px=a.small_px, n_dates=a.small_dates, naive_targets=0, pixel_batch=2048
-    )
-    res.update({f"small_{k}": round(v, 6 if k == "max_abs_diff" else 2) for k, v in small.items()})
+    out = Path(a.out)
+    res: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
+
+    def save(new: dict[str, Any]) -> None:  # after each part, so a later failure keeps the numbers
+        res.update(new, threads=a.threads)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=1) + "\n")
+
+    parts = set(a.parts.split(","))
+    if "paths" in parts:
+        paper = bench_paths(
+            "paper", interior_px=a.paper_px, n_dates=a.paper_dates, naive_targets=a.paper_naive_targets,
+            pixel_batch=512,
+        )  # fmt: skip
+        save({k: (float(f"{v:.3g}") if k == "max_abs_diff" else round(v, 2)) for k, v in paper.items()})
+        small = bench_paths(
+            "small", interior_px=a.small_px, n_dates=a.small_dates, naive_targets=0, pixel_batch=2048
+        )
+        save(
+            {
+                f"small_{k}": (float(f"{v:.3g}") if k == "max_abs_diff" else round(v, 2))
+                for k, v in small.items()
+            }
+        )
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
-        res.update({k: round(v, 3) for k, v in bench_pipeline(tmp).items()})
-        res["driver_rss_10_mb"] = round(driver_rss(tmp, 10), 1)
-        res["driver_rss_100_mb"] = round(driver_rss(tmp, 100), 1)
-    res["threads"] = a.threads
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+        if "pipeline" in parts:
+            save({k: round(v, 3) for k, v in bench_pipeline(tmp).items()})
+        if "driver" in parts:
+            save({"driver_rss_10_mb": round(driver_rss(tmp, 10), 1)})
+            save({"driver_rss_100_mb": round(driver_rss(tmp, 100), 1)})
     print(json.dumps(res, indent=1))
     return 0
 

@@ -8,7 +8,7 @@ optionally GPP result folders (any folder below RUN_DIR holding ``predictions.cs
 * training curves of every run (:func:`embedder.curves.plot_training_curves`) and their best metrics;
 * S2 true colour beside PCA-RGB embedding maps for a few dates of the first scene (SPEC 9:
   standardise the 7 features, 3 principal components fitted on the date with most valid pixels,
-  each component stretched to its 1-99 % range);
+  each component stretched to its 1-99 % range on each date);
 * a land-cover linear probe per scene: logistic regression on the 7-d embedding vs on the raw 10 S2
   bands, on the same pixel-dates, train/test split by spatial blocks (:func:`land_cover_probe`);
 * GPP observed vs predicted per site and the GPP metrics tables, when GPP results exist.
@@ -62,8 +62,8 @@ def pca_rgb(maps: np.ndarray, *, fit_index: int, low_pct: float = 1.0, high_pct:
     """SPEC 9 PCA-RGB: ``[T, F, H, W]`` features -> ``[T, H, W, 3]`` in [0, 1] (NaN where a pixel has no value).
 
     Features are standardised and the 3 principal components fitted on date ``fit_index`` (the date
-    with most valid pixels); every date is projected on them and each component is stretched to the
-    ``low_pct``..``high_pct`` percentiles over all shown dates.
+    with most valid pixels); every date is projected on them and each component is stretched to that
+    date's ``low_pct``..``high_pct`` percentiles (so each map shows its spatial contrast).
     """
     t, f, h, w = maps.shape
     flat = maps.transpose(0, 2, 3, 1).reshape(t, h * w, f)  # [T, P, F]
@@ -76,11 +76,13 @@ def pca_rgb(maps: np.ndarray, *, fit_index: int, low_pct: float = 1.0, high_pct:
     _, _, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
     comps = vt[:3]  # [3, F]
     proj = ((flat - mean) / std) @ comps.T  # [T, P, 3]
-    valid = np.isfinite(proj).all(axis=2)
-    lo = np.nanpercentile(proj[valid], low_pct, axis=0)
-    hi = np.nanpercentile(proj[valid], high_pct, axis=0)
-    rgb = np.clip((proj - lo) / np.maximum(hi - lo, 1e-9), 0.0, 1.0)
-    rgb[~valid] = np.nan
+    valid = np.isfinite(proj).all(axis=2)  # [T, P]
+    rgb = np.full(proj.shape, np.nan)
+    for i in range(t):  # per-date stretch: a map shows spatial contrast even when dates differ a lot
+        if valid[i].any():
+            lo = np.percentile(proj[i][valid[i]], low_pct, axis=0)  # [3]
+            hi = np.percentile(proj[i][valid[i]], high_pct, axis=0)
+            rgb[i][valid[i]] = np.clip((proj[i][valid[i]] - lo) / np.maximum(hi - lo, 1e-9), 0.0, 1.0)
     return rgb.reshape(t, h, w, 3)
 
 

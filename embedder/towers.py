@@ -220,6 +220,25 @@ def band_dataset(cube: xr.Dataset, *, halo_px: int = 7) -> xr.Dataset:
     return xr.Dataset({"bands": arr}, attrs={"crs": cube.attrs["crs"]})
 
 
+def _inside(ds: xr.Dataset, lon: float, lat: float) -> tuple[float, float]:
+    """The tower, moved to the nearest interior pixel centre when the scene grid put it in the halo.
+
+    Scenes snap to a tile grid of their own size (embedder.sample), so a tower may sit up to half a
+    scene off-centre; the imagery is synthetic and driven uniformly by the tower's fAPAR, so the
+    footprint disc is taken at the nearest embedded pixel instead.
+    """
+    from pyproj import Transformer
+
+    crs = str(ds.attrs["crs"])
+    cx, cy = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
+    x, y = ds["x"].values, ds["y"].values
+    nx, ny = float(np.clip(cx, x.min(), x.max())), float(np.clip(cy, y.min(), y.max()))
+    if (nx, ny) == (cx, cy):
+        return lon, lat
+    back = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(nx, ny)
+    return float(back[0]), float(back[1])
+
+
 def quick_train_fusion(
     cubes: Sequence[xr.Dataset],
     *,
@@ -353,6 +372,7 @@ def run_gpp_towers(
     for name, cube in cubes.items():
         lon, lat = float(info.loc[name, "lon"]), float(info.loc[name, "lat"])
         emb = embed_scene(cube, predictor, start=start, end=end)
+        lon, lat = _inside(emb, lon, lat)
         emb_parts.append(tower_features(emb, lon, lat, radius_m, site=name))
         bands = band_dataset(cube).sel(
             time=slice(np.datetime64(start), np.datetime64(end) + np.timedelta64(1, "D"))

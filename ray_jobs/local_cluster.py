@@ -168,7 +168,7 @@ def _wait_for_dashboard(address: str, *, token: str, timeout_s: float = 120.0) -
     raise RuntimeError(f"Ray job API at {address} did not come up within {timeout_s:.0f} s: {last}")
 
 
-_SUBMIT_ATTEMPTS = 12
+_SUBMIT_ATTEMPTS = 36  # x 5 s: a loaded head can take minutes to register its job agent
 
 
 def _run_submit(

@@ -97,3 +97,27 @@ def test_pipeline_end_to_end(tmp_path: Path) -> None:
     assert set(feats["site"]) == set(SITES) and [f"F0{i}" for i in range(1, 8)] == list(feats.columns[2:])
     assert (out / "metrics.md").read_text().count("| embedding |") == 3
     assert (out / "gpp-embedding-temporal" / "predictions.csv").is_file()
+
+
+def test_tower_in_the_halo_moves_to_the_nearest_embedded_pixel() -> None:
+    import xarray as xr
+    from pyproj import Transformer
+
+    from embedder.gpp import GppInputError, tower_features
+    from embedder.towers import _inside
+
+    x = 500_005.0 + 10 * np.arange(4)
+    y = 5_000_035.0 - 10 * np.arange(4)
+    ds = xr.Dataset(
+        {"e": (("time", "y", "x", "feature"), np.ones((1, 4, 4, 2)))},
+        coords={"time": [np.datetime64("2020-01-01", "ns")], "y": y, "x": x},
+        attrs={"crs": "EPSG:32632"},
+    )
+    to_ll = Transformer.from_crs("EPSG:32632", "EPSG:4326", always_xy=True)
+    lon, lat = to_ll.transform(500_200.0, 5_000_020.0)  # 160 m east of the grid
+    with pytest.raises(GppInputError, match="outside"):
+        tower_features(ds, lon, lat, 20.0)
+    lon2, lat2 = _inside(ds, lon, lat)
+    assert len(tower_features(ds, lon2, lat2, 20.0)) == 1
+    inside = to_ll.transform(500_015.0, 5_000_015.0)
+    assert _inside(ds, *inside) == inside

@@ -103,3 +103,19 @@ def test_dense_macs_per_pixel_at_paper_size() -> None:
     macs = dense_macs_per_pixel(_enc(ModalityAutoencoder(S2, cfg=_dense_cfg(ModelConfig()))))
     # the multi-scale convolutions alone: 149 * 149 * (9 + 49)
     assert 149 * 149 * 58 < macs < 2_000_000
+
+
+def test_dense_job_configs_differ_from_the_paper_ones_only_in_the_encoder() -> None:
+    from pathlib import Path
+
+    from embedder.config import TrainModalityJobConfig, load_config
+
+    configs = Path(__file__).resolve().parents[2] / "ray_jobs" / "configs"
+    for folder in (configs, configs / "smoke"):
+        for sensor in ("s1", "s2"):
+            paper = load_config(TrainModalityJobConfig, folder / f"train_modality_{sensor}.yaml")
+            dense = load_config(TrainModalityJobConfig, folder / f"train_modality_{sensor}_dense.yaml")
+            assert paper.model.encoder == "paper" and dense.model.encoder == "dense"
+            assert dense.model == dataclasses.replace(paper.model, encoder="dense")
+            assert dense.train == paper.train and dense.sensor == paper.sensor
+            assert dense.run.name == f"{paper.run.name}-dense"
