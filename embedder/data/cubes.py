@@ -33,8 +33,9 @@ import re
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pystac
@@ -57,9 +58,11 @@ from embedder.data.stac import (
 from embedder.sensors import S1, S2, SensorSpec
 
 __all__ = [
+    "CloudMask",
     "CorruptAssetError",
     "CubeError",
     "EmptyCubeError",
+    "SclMask",
     "cli_main",
     "cube_from_cropharvest",
     "geobox_from_bbox",
@@ -186,11 +189,38 @@ def _read(
 # --------------------------------------------------------------------------------------------------
 
 
+class CloudMask(Protocol):
+    """The cloud-mask step (SPEC 2): which pixels of one S2 item are clear.
+
+    The default is :class:`SclMask` (the L2A scene classification); a learned mask model (e.g. a
+    CloudSEN12-style U-Net) plugs in by implementing this call and passing it to :func:`load_cube`.
+    """
+
+    def __call__(
+        self, reflectance: np.ndarray, scl: np.ndarray | None, item: pystac.Item
+    ) -> np.ndarray:  # pragma: no cover - protocol
+        """``reflectance [C, H, W]`` float32 (scaled, unclipped), ``scl [H, W]`` or None -> clear ``[H, W]`` bool."""
+        ...
+
+
+@dataclass(frozen=True)
+class SclMask:
+    """Clear unless the SCL class is one of ``classes`` (default ``sensors.S2.mask_classes``)."""
+
+    classes: tuple[int, ...] = S2.mask_classes
+    """SCL classes that make a pixel invalid."""
+
+    def __call__(self, reflectance: np.ndarray, scl: np.ndarray | None, item: pystac.Item) -> np.ndarray:
+        """Clear pixels ``[H, W]``; without an SCL layer every pixel is clear."""
+        if scl is None:
+            return np.ones(reflectance.shape[1:], dtype=bool)
+        return ~np.isin(scl, np.asarray(self.classes))
+
+
 def _s2_dates(
-    groups: list[list[pystac.Item]], geobox: GeoBox, cfg: CubeConfig
+    groups: list[list[pystac.Item]], geobox: GeoBox, cfg: CubeConfig, cloud_mask: CloudMask
 ) -> tuple[np.ndarray, np.ndarray]:
     """Reflectance ``[T, C, H, W]`` float32 (NaN invalid) and times ``[T]`` for S2 solar-day groups."""
-    mask_classes = np.asarray(S2.mask_classes)
     clip_lo, clip_hi = S2.s2_scaling.clip if S2.s2_scaling else (0.0, 1.0)
     h, w = geobox.shape.yx
     out = np.full((len(groups), S2.n_channels, h, w), np.nan, dtype=np.float32)  # [T, C, H, W]
@@ -207,11 +237,9 @@ def _s2_dates(
             for item in group:
                 scale, offset = s2_scale_offset(item)
                 valid = dn[k] != S2.nodata  # [C, H, W]
-                if scl is not None:
-                    valid &= ~np.isin(scl[k], mask_classes)[None]
-                refl = np.clip(
-                    dn[k].astype(np.float32) * np.float32(scale) + np.float32(offset), clip_lo, clip_hi
-                )
+                unclipped = dn[k].astype(np.float32) * np.float32(scale) + np.float32(offset)  # [C, H, W]
+                valid &= cloud_mask(unclipped, None if scl is None else scl[k], item)[None]
+                refl = np.clip(unclipped, clip_lo, clip_hi)
                 fill = valid & np.isnan(merged)  # first valid value wins
                 merged[fill] = refl[fill]
                 k += 1
@@ -367,6 +395,7 @@ def load_cube(
     end: dt.date | dt.datetime | str,
     *,
     cfg: CubeConfig = CubeConfig(),  # noqa: B008 - frozen dataclass, safe as a default
+    cloud_mask: CloudMask | None = None,
 ) -> xr.Dataset:
     """Load the S1+S2 cube of ``geobox`` (UTM 10 m, halo included) over [start, end] from ``catalog``.
 
@@ -374,7 +403,8 @@ def load_cube(
     :class:`~embedder.data.stac.EmptySearchError` when no S2 item intersects (names bbox and period),
     :class:`EmptyCubeError` when no S2 date passes ``sensors.S2.min_valid_train``,
     :class:`~embedder.data.stac.MissingAssetError` / :class:`~embedder.data.stac.NoMapGridError` for
-    unusable items and :class:`CorruptAssetError` for unreadable COGs.
+    unusable items and :class:`CorruptAssetError` for unreadable COGs. ``cloud_mask`` replaces the
+    default SCL rule (:class:`SclMask`) with another :class:`CloudMask`, e.g. a learned model.
     """
     bbox = _geobox_bbox(geobox)
     t0, t1 = check_period(start, end)
@@ -387,7 +417,7 @@ def load_cube(
             "check the bbox (lon/lat order) and dates, or the catalog's coverage"
         )
     groups = _group(s2_items, by_pass=False)
-    s2, s2_time = _s2_dates(groups, geobox, cfg)  # [T, C, H, W], [T]
+    s2, s2_time = _s2_dates(groups, geobox, cfg, cloud_mask or SclMask())  # [T, C, H, W], [T]
     valid_frac = _valid_frac(s2)
     if not (valid_frac >= S2.min_valid_train).any():
         raise EmptyCubeError(

@@ -534,3 +534,38 @@ def test_sample_region_cube_matches_its_truth(tmp_path: Path) -> None:
     s1 = cube["s1"].values
     assert np.isfinite(s1).mean() > 0.9 and np.nanmin(s1) >= 0 and np.nanmax(s1) <= 1
     assert np.nanmax(cube["s1_gap_days"].values) <= tiny.s1_cadence_days
+
+
+def test_cloud_mask_is_pluggable(tmp_path: Path) -> None:
+    import dataclasses
+
+    from affine import Affine
+
+    from embedder.config import SampleRegionConfig
+    from embedder.data.cubes import SclMask
+    from embedder.data.stac import open_catalog
+    from embedder.sample import write_sample_region
+
+    tiny = SampleRegionConfig.tiny()
+    region = write_sample_region(tmp_path / "region", cfg=dataclasses.replace(tiny, scenes=tiny.scenes[:1]))
+    scene = region.scenes[0]
+    gb = GeoBox((scene.size_px, scene.size_px), Affine(*scene.transform), scene.crs)
+    catalog = open_catalog(region.catalog_path)
+    calls = []
+
+    class BrightIsCloud:
+        """A stand-in for a learned mask: the SCL rule plus 'blue reflectance above 0.05 is cloud'."""
+
+        def __call__(self, reflectance, scl, item):
+            calls.append(item.id)
+            return SclMask()(reflectance, scl, item) & (reflectance[0] <= 0.05)
+
+    default = load_cube(catalog, gb, region.start, region.end)
+    custom = load_cube(catalog, gb, region.start, region.end, cloud_mask=BrightIsCloud())
+    assert calls, "the plugged-in mask was not called"
+    blue_default, blue_custom = default["s2"].values[:, 0], custom["s2"].values[:, 0]
+    assert np.nanmax(blue_custom) <= 0.05 < np.nanmax(blue_default)
+    # where both are valid they agree; the custom mask only removes pixels
+    both = np.isfinite(blue_default) & np.isfinite(blue_custom)
+    np.testing.assert_array_equal(blue_default[both], blue_custom[both])
+    assert np.isfinite(blue_custom).sum() < np.isfinite(blue_default).sum()
