@@ -321,9 +321,12 @@ def main(argv: list[str] | None = None) -> int:
             png = figures / f"curves-{name}.png"
             _run([py, "-m", "embedder.cli", "curves", str(runs / name), "--out", str(png)])
             made.append(str(png))
+        # the run report: curves, S2 true colour beside PCA-RGB embedding maps, land-cover probe
+        _run([py, "-m", "embedder.cli", "report", str(out)])
+        made.append(str(out / "report" / "report.md"))
         return {"figures": made}
 
-    figs = runner.stage("figures", None, curves)
+    figs = runner.stage("figures and report", None, curves)
 
     # 8. summary
     total = time.perf_counter() - t_all
@@ -335,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("s1", "s2", "fusion"):
         best = results[key]["best"]
         mae = best.get("centre_mae")
-        print(f"   centre MAE {key:<7} (held-out cubes, normalised units): {mae if mae is None else f'{mae:.4f}'}")
+        print(
+            f"   centre MAE {key:<7} (held-out cubes, normalised units): {mae if mae is None else f'{mae:.4f}'}"
+        )
     print(f"   pixel-dates embedded: {summary.get('pixel_dates')}  ({summary.get('units_written')} units)")
     print(f"   store: {store_url}  ({copy['bytes'] / 1e6:.2f} MB; local copy {local_store})")
     print(f"   figures: {', '.join(figs['figures'])}")
