@@ -52,7 +52,7 @@ def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     figures = sorted((out / "figures").glob("*.png"))
     assert len(figures) == 3 and all(f.stat().st_size > 1000 for f in figures)
     report = (out / "report" / "report.md").read_text()
-    assert "probe" in report.lower() and list((out / "report").glob("*.png"))
+    assert "probe" in report.lower() and list((out / "report").rglob("*.png"))
 
     commands = _printed_commands(stdout)
     assert {c[3] for c in commands} == {"probe", "verify", "serve"}
