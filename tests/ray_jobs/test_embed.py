@@ -246,7 +246,7 @@ def test_bad_inputs(setup: Setup, gcs: Any, cluster: Any, capsys: pytest.Capture
 
     with pytest.raises(JobFailedError) as info:
         _submit(cluster, gcs, cfg_path)
-    assert "exit 1" in str(info.value) or "FAILED" in str(info.value)
+    assert '"units_failed": 1' in str(info.value), "the job did not run to its summary"
     failures = list_failures(doc["store"], storage_options=gcs.storage_options)
     assert [f["unit"] for f in failures] == [units["utm33N"].id]
     assert bad.name in failures[0]["reason"] or "tif" in failures[0]["reason"].lower()
