@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import shapely
+import shapely.ops
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
@@ -46,6 +47,7 @@ __all__ = [
     "Tile",
     "WorkUnit",
     "periods",
+    "region_from_text",
     "region_geometry",
     "tiles_for_region",
     "utm_epsg",
@@ -281,6 +283,36 @@ def _sample_geometry() -> BaseGeometry:
             shapely.transform(sq, lambda xy, t=to_ll: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
         )
     return shapely.union_all(parts)
+
+
+def region_from_text(text: str) -> Any:
+    """A region given as command-line / YAML text, as a value :func:`region_geometry` accepts.
+
+    ``"lon0,lat0,lon1,lat1"`` is a bbox; a sample region's ``region.json`` becomes the union of its scenes'
+    UTM squares (shrunk by half a pixel so each selects only the tiles it covers); anything else (a
+    named region, a GeoJSON path) is passed on unchanged.
+    """
+    parts = text.split(",")
+    if len(parts) == 4:
+        try:
+            return tuple(float(p) for p in parts)
+        except ValueError:
+            pass
+    path = Path(text)
+    if path.name == "region.json" and path.is_file():
+        from pyproj import Transformer
+
+        from embedder.sample import read_region_manifest
+
+        features = []
+        for scene in read_region_manifest(path.parent).scenes:
+            left, bottom, right, top = scene.bounds_utm
+            square = box(left + PIXEL_M / 2, bottom + PIXEL_M / 2, right - PIXEL_M / 2, top - PIXEL_M / 2)
+            to_lonlat = Transformer.from_crs(scene.epsg, 4326, always_xy=True).transform
+            geometry = mapping(shapely.ops.transform(to_lonlat, square))
+            features.append({"type": "Feature", "geometry": geometry, "properties": {}})
+        return {"type": "FeatureCollection", "features": features}
+    return text
 
 
 def region_geometry(region: Any) -> BaseGeometry:

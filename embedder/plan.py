@@ -327,19 +327,9 @@ def plan_run(
     )
 
 
-def _region_arg(text: str) -> Any:
-    parts = text.split(",")
-    if len(parts) == 4:
-        try:
-            return tuple(float(p) for p in parts)
-        except ValueError:
-            pass
-    return text
-
-
 def cli_main(argv: list[str] | None = None) -> int:
     """``embedder plan REGION --start --end ...``: print the estimate (or JSON with ``--json``)."""
-    from embedder.grid import GridError
+    from embedder.grid import GridError, region_from_text
 
     p = argparse.ArgumentParser(prog="embedder plan", description=__doc__.split("\n\n")[0])
     p.add_argument("region", help="named region (europe, sample), bbox 'lon0,lat0,lon1,lat1' or GeoJSON path")
@@ -359,7 +349,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     gpu_tflops = a.gpu_tflops if (a.gpu_tflops is not None or a.px_dates_per_s is not None) else 30.0
     try:
         plan = plan_run(
-            _region_arg(a.region), start=a.start, end=a.end, preset=a.preset, land_share=a.land_share,
+            region_from_text(a.region), start=a.start, end=a.end, preset=a.preset, land_share=a.land_share,
             dates_per_year=a.dates_per_year, usable_share=a.usable_share, px_dates_per_s=a.px_dates_per_s,
             gpu_tflops=gpu_tflops, utilisation=a.utilisation, price_per_gpu_hour=a.price_per_gpu_hour,
         )  # fmt: skip

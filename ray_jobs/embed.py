@@ -49,33 +49,10 @@ __all__ = [
 
 
 def _region(cfg: EmbedJobConfig) -> Any:
-    """A region value for :func:`embedder.grid.work_units` (bbox text -> tuple; sample manifest -> GeoJSON)."""
-    region = cfg.region
-    parts = region.split(",")
-    if len(parts) == 4:
-        try:
-            return tuple(float(p) for p in parts)
-        except ValueError:
-            pass
-    path = Path(region)
-    if path.name == "region.json" and path.is_file():
-        from pyproj import Transformer
-        from shapely.geometry import box, mapping
-        from shapely.ops import transform
+    """A region value for :func:`embedder.grid.work_units` from the config's text."""
+    from embedder.grid import region_from_text
 
-        from embedder.sample import read_region_manifest
-
-        features = []
-        for scene in read_region_manifest(path.parent).scenes:
-            # the scene's UTM square, shrunk by half a pixel so it selects only the tiles it covers
-            left, bottom, right, top = scene.bounds_utm
-            square = box(left + 5, bottom + 5, right - 5, top - 5)
-            to_lonlat = Transformer.from_crs(scene.epsg, 4326, always_xy=True).transform
-            features.append(
-                {"type": "Feature", "geometry": mapping(transform(to_lonlat, square)), "properties": {}}
-            )
-        return {"type": "FeatureCollection", "features": features}
-    return region
+    return region_from_text(cfg.region)
 
 
 class ModelVersionError(RuntimeError):

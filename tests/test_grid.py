@@ -140,3 +140,22 @@ def test_bad_periods():
         periods("2014-05-01", "2015-04-30")
     with pytest.raises(GridError, match="YYYY-MM-DD"):
         periods("May 2021", "2021-06-01")
+
+
+def test_region_from_text_bbox_manifest_and_passthrough(tmp_path) -> None:
+    import dataclasses
+
+    from embedder.config import SampleRegionConfig
+    from embedder.grid import region_from_text, tiles_for_region
+    from embedder.sample import write_sample_region
+
+    assert region_from_text("8.4,47.0,8.6,47.2") == (8.4, 47.0, 8.6, 47.2)
+    assert region_from_text("europe") == "europe"
+    tiny = SampleRegionConfig.tiny()
+    region = write_sample_region(tmp_path / "r", cfg=dataclasses.replace(tiny, end=tiny.start))
+    tiles = tiles_for_region(region_from_text(str(region.manifest_path)), tile_px=tiny.size_px)
+    # the scenes are snapped to the grid of their own size: exactly one tile each, at the scene
+    assert len(tiles) == len(region.scenes)
+    assert sorted(t.bounds for t in tiles) == sorted(
+        tuple(float(v) for v in s.bounds_utm) for s in region.scenes
+    )
