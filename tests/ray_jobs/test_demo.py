@@ -34,6 +34,7 @@ def _printed_commands(stdout: str) -> list[list[str]]:
     return [shlex.split(line.strip()) for line in lines if line.strip().startswith(sys.executable)]
 
 
+@pytest.mark.timeout(1800)  # the whole product twice (first run and resume) on 2 cores
 def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     stdout = _demo(out)
