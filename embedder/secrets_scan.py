@@ -23,6 +23,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,7 +258,12 @@ def scan_store_attrs(url: str, *, storage_options: dict[str, Any] | None = None)
             "that credentials come from the environment"
         ) from err
     findings = scan_mapping(dict(root.attrs), source=f"{url}@attrs")
-    for path, node in root.members(max_depth=None):
+    with warnings.catch_warnings():
+        # An embedding store keeps plain sidecar objects beside its groups (done markers, STAC, the map
+        # PCA); zarr warns about each while listing members. They hold no attributes to scan.
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+        members = list(root.members(max_depth=None))
+    for path, node in members:
         findings.extend(scan_mapping(dict(node.attrs), source=f"{url}/{path}@attrs"))
     return findings
 
