@@ -128,6 +128,10 @@ def local_ray_cluster(
         f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
         f"--temp-dir={temp_dir}", "--disable-usage-stats", "--include-dashboard=true",
         f"--ray-client-server-port={client_port}",
+        # Ray's agents default to fixed ports (52365, ...): a second cluster, or one started while the
+        # last one's agents are still exiting, would lose its job agent ("No available agent").
+        f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+        f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}",
     ]  # fmt: skip
     if log:
         print(f"[ray] starting a local head node (temp dir {temp_dir}) ...", flush=True)
