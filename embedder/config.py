@@ -744,16 +744,19 @@ class StoreConfig:
 
     tile_px: int = 512
     """Tile (work unit and spatial shard) side in 10 m pixels; tiles snap to a fixed per-zone grid."""
-    chunk_px: int = 256
-    """Spatial side of an inner chunk (one range read); must divide ``tile_px``."""
+    chunk_px: int = 64
+    """Spatial side of an inner chunk; must divide ``tile_px``. A point query decodes its whole block over
+    the period (64 px: ~6 ms a year), a 256 px tile-date ``(256 / chunk_px)**2`` chunks (bench/serve.py)."""
     period_days: int = 366
     """Work-unit period and time-shard length in days, counted from the store epoch 2015-01-01."""
-    chunk_days: int = 61
-    """Days per inner chunk: a year of one pixel is ``period_days / chunk_days`` (+1) chunk reads."""
+    chunk_days: int = 6
+    """Days per inner chunk; must divide ``period_days``. Chunks lie spatial-major in the shard, so a pixel's
+    period is one byte range whatever this is; small values make a date's map cheap to decode."""
     quant_step: float = 1.0 / 256.0
     """Quantisation step of the features (uint16, value = code * step): RMS error step/sqrt(12) = 0.0011."""
-    compression_level: int = 9
-    """zstd level inside Blosc (bit-shuffled), 1..9; 9 stores ~8 % less than 5 (bench/store.py)."""
+    compression_level: int = 5
+    """zstd level inside Blosc (bit-shuffled), 1..9. On the default layout 9 stores ~3 % less than 5 but
+    encodes ~8x slower (~29 s vs ~4 s CPU per 512 px tile-year; docs/store.md)."""
 
     def __post_init__(self) -> None:
         for name in ("tile_px", "chunk_px", "period_days", "chunk_days"):
@@ -1007,9 +1010,11 @@ class ServeConfig:
     """Rows per strip when large regions are aggregated or exported strip by strip."""
     pca_samples: int = 20_000
     """Valid pixel-dates sampled from the store to fit the fixed RGB PCA of the map tiles."""
+    marker_cache_units: int = 4096
+    """Done-markers (shard indexes of a unit, ~10-40 kB each) a reader keeps for point queries."""
 
     def __post_init__(self) -> None:
         for name in ("max_region_px", "max_region_values", "max_points", "max_tile_native_px",
-                     "max_tile_dates", "strip_px", "pca_samples"):  # fmt: skip
+                     "max_tile_dates", "strip_px", "pca_samples", "marker_cache_units"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"ServeConfig.{name} = {getattr(self, name)} must be positive")

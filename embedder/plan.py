@@ -6,11 +6,16 @@ The estimate multiplies four measured or stated numbers:
 * **Pixel-dates**: land area x days / 365.25 x S2 dates per year (~73: two satellites, 5-day revisit)
   x the usable share (dates with enough clear pixels to embed; ~0.45 in central Europe). Land area is the
   region's area (equal-area, on the ellipsoid) x ``land_share`` (a bbox includes sea).
-* **Compute**: FLOPs per pixel-date *measured* on the chosen model preset with
-  :class:`torch.utils.flop_counter.FlopCounterMode` (:func:`measure_flops`). With the frame cache of
-  :class:`embedder.inference.Predictor` each (pixel, date) frame is encoded once per sensor and reused in
-  the 11 windows it belongs to; a period also encodes ``2 x HALO_DATES`` context dates. The GPU rate is
-  either a measured throughput in pixel-dates/s or ``TFLOP/s x utilisation / FLOPs per pixel-date``.
+* **Compute**: FLOPs per pixel-date *measured* on the chosen model preset and frame encoder
+  (``paper`` or ``dense``, docs/dense.md) with :class:`torch.utils.flop_counter.FlopCounterMode`
+  (:func:`measure_flops`). With the frame cache of :class:`embedder.inference.Predictor` each
+  (pixel, date) frame is encoded once per sensor and reused in the 11 windows it belongs to (the paper
+  encoder encodes the pixel's 15 x 15 window, the dense one is one fully convolutional pass over the
+  tile, counted on a production-size tile with its halo); a period also encodes ``2 x HALO_DATES``
+  context dates. The GPU rate is either a measured throughput in pixel-dates/s or
+  ``TFLOP/s x utilisation / FLOPs per pixel-date``.
+* **Both encoders side by side**: the plan also prices 1,000 km2 of land for one year with each frame
+  encoder (:class:`EncoderCost`), so the choice of ``model.encoder`` can be made on its cost.
 * **Bytes stored** from the store benchmark (``bench/results/store.json``: 148.6 bytes per pixel-year at
   30.9 dates a year -> :data:`BYTES_PER_PIXEL_DATE`).
 """
@@ -29,7 +34,9 @@ from embedder.sensors import WINDOW_DATES
 
 __all__ = [
     "BYTES_PER_PIXEL_DATE",
+    "ENCODERS",
     "S2_DATES_PER_YEAR",
+    "EncoderCost",
     "FlopCount",
     "Plan",
     "PlanError",
@@ -48,6 +55,11 @@ _HALO_DATES = WINDOW_DATES // 2
 _PX_PER_KM2 = 1e4  # 10 m pixels
 
 Preset = Literal["paper", "small"]
+Encoder = Literal["paper", "dense"]
+ENCODERS: tuple[Encoder, ...] = ("paper", "dense")
+"""Frame encoders ``ModelConfig.encoder`` can select (docs/dense.md)."""
+_DENSE_TILE_PX = 512  # StoreConfig().tile_px: the tile a production run embeds in one dense pass
+_REF_KM2_YEARS = 1000.0  # the unit of the side-by-side price: 1,000 km2 of land for one year
 
 
 class PlanError(ValueError):
@@ -66,6 +78,11 @@ class FlopCount:
     """Per sensor: FLOPs of ``encode_tokens`` for one window of 11 tokens."""
     fuse: float
     """FLOPs of ``FusionModel.fuse`` for one pixel-date."""
+    encoder: str = "paper"
+    """Frame encoder the count belongs to (``paper`` or ``dense``)."""
+    tile_px: int | None = None
+    """``dense`` only: interior side of the tile the dense pass was counted on (its 7 px halo included in
+    the cost, divided over the interior pixels); None for ``paper`` (one 15 x 15 window per frame)."""
 
     @property
     def fast_per_pixel_date(self) -> float:
@@ -74,7 +91,11 @@ class FlopCount:
 
     @property
     def naive_per_pixel_date(self) -> float:
-        """Without the cache: the 11 frames of each window are re-encoded for every target date."""
+        """Without the cache: the 11 frames of each window are re-encoded for every target date.
+
+        For ``dense`` this is 11 dense passes per target date (no frame cache); the per-window dense
+        procedure would cost more, but nothing runs it at inference.
+        """
         return WINDOW_DATES * sum(self.encode_frames.values()) + sum(self.encode_tokens.values()) + self.fuse
 
     @property
@@ -83,21 +104,35 @@ class FlopCount:
         return self.naive_per_pixel_date / self.fast_per_pixel_date
 
 
-@functools.lru_cache(maxsize=4)
-def measure_flops(preset: Preset = "paper") -> FlopCount:
-    """Count the forward FLOPs of the ``preset`` fusion model (untrained weights: FLOPs do not depend on them).
+@functools.lru_cache(maxsize=8)
+def measure_flops(
+    preset: Preset = "paper", encoder: Encoder = "paper", *, tile_px: int = _DENSE_TILE_PX
+) -> FlopCount:
+    """Count the forward FLOPs of the ``preset`` fusion model with the ``encoder`` frame encoder.
 
-    ``paper`` is ``ModelConfig()`` / ``FusionConfig()``, ``small`` the ``.small()`` presets. The transformer
+    ``paper`` is ``ModelConfig()`` / ``FusionConfig()``, ``small`` the ``.small()`` presets, each with
+    ``ModelConfig.encoder = encoder`` (untrained weights: FLOPs do not depend on them). The transformer
     layers are counted in training mode under ``no_grad`` (the eval fast path of PyTorch's encoder layer is
     a fused kernel the counter does not see; dropout adds no FLOPs).
+
+    Frame cost per pixel-frame: the ``paper`` encoder's ``encode_frames`` on 15 x 15 windows; the
+    ``dense`` encoder's ``encode_dense`` (what :class:`embedder.inference.Predictor` runs) over one frame
+    of ``tile_px + 14`` px (the tile and its 7 px halo), divided by the ``tile_px**2`` interior pixels.
+    That frame is counted on PyTorch's ``meta`` device: the counter needs only shapes, and at paper widths
+    a 526 px frame is about a TFLOP of real arithmetic (tests check meta and CPU counts agree).
+    ``encode_tokens`` and ``fuse`` are counted the same way for both encoders.
     """
+    import copy
+    import dataclasses as dc
+
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from embedder.config import FusionConfig, ModelConfig
+    from embedder.models.dense import DenseFrameEncoder
     from embedder.models.fusion import FusionModel
     from embedder.models.modality import ModalityAutoencoder
-    from embedder.sensors import SENSORS
+    from embedder.sensors import SENSORS, WINDOW_PX
 
     if preset == "paper":
         mcfg, fcfg = ModelConfig(), FusionConfig()
@@ -105,6 +140,11 @@ def measure_flops(preset: Preset = "paper") -> FlopCount:
         mcfg, fcfg = ModelConfig.small(), FusionConfig.small()
     else:
         raise PlanError(f"model preset {preset!r} is unknown; use 'paper' or 'small'")
+    if encoder not in ENCODERS:
+        raise PlanError(f"encoder {encoder!r} is unknown; use one of {list(ENCODERS)} (ModelConfig.encoder)")
+    if encoder == "dense" and (isinstance(tile_px, bool) or not isinstance(tile_px, int) or tile_px < 1):
+        raise PlanError(f"tile_px = {tile_px!r} must be a positive number of pixels")
+    mcfg = dc.replace(mcfg, encoder=encoder)
     names = ("s1", "s2")
     aes = {n: ModalityAutoencoder(SENSORS[n], cfg=mcfg) for n in names}
     model = FusionModel(aes, cfg=fcfg).train()  # see docstring: train mode so every matmul is counted
@@ -113,11 +153,21 @@ def measure_flops(preset: Preset = "paper") -> FlopCount:
     tokens: dict[str, float] = {}
     with torch.no_grad():
         for name, ae in aes.items():
-            x = torch.zeros(n, len(ae.sensor.bands), 15, 15)  # [n, C, 15, 15]
-            with FlopCounterMode(display=False) as fc:
-                tok = ae.encode_frames(x)  # [n, d_model]
-            frames[name] = fc.get_total_flops() / n
-            seq = torch.zeros(n, WINDOW_DATES, tok.shape[1])  # [n, 11, d_model]
+            n_bands = len(ae.sensor.bands)
+            encoder_module = ae.frame_encoder
+            if isinstance(encoder_module, DenseFrameEncoder):
+                meta = copy.deepcopy(encoder_module).to("meta")
+                side = tile_px + WINDOW_PX - 1  # the tile and its 7 px halo on each side
+                frame = torch.zeros(n_bands, side, side, device="meta")  # [C, H, W]
+                with FlopCounterMode(display=False) as fc:
+                    meta.encode_dense(frame)  # [tile_px, tile_px, d_model]
+                frames[name] = fc.get_total_flops() / float(tile_px * tile_px)
+            else:
+                x = torch.zeros(n, n_bands, WINDOW_PX, WINDOW_PX)  # [n, C, 15, 15]
+                with FlopCounterMode(display=False) as fc:
+                    ae.encode_frames(x)  # [n, d_model]
+                frames[name] = fc.get_total_flops() / n
+            seq = torch.zeros(n, WINDOW_DATES, mcfg.d_model)  # [n, 11, d_model]
             gaps = torch.full((n, WINDOW_DATES - 1), 5.0)  # [n, 10] days
             with FlopCounterMode(display=False) as fc:
                 ae.encode_tokens(seq, gaps)  # [n, D]
@@ -127,7 +177,43 @@ def measure_flops(preset: Preset = "paper") -> FlopCount:
         with FlopCounterMode(display=False) as fc:
             model.fuse(z, deltas)  # [n, 7]
         fuse = fc.get_total_flops() / n
-    return FlopCount(preset=preset, encode_frames=frames, encode_tokens=tokens, fuse=float(fuse))
+    return FlopCount(
+        preset=preset,
+        encode_frames=frames,
+        encode_tokens=tokens,
+        fuse=float(fuse),
+        encoder=encoder,
+        tile_px=tile_px if encoder == "dense" else None,
+    )
+
+
+def _with_context(flops: FlopCount, usable_per_block: float) -> float:
+    """FLOPs per embedded pixel-date including the ``2 x HALO_DATES`` context dates of each period block.
+
+    Context dates are encoded (frame cost only) but not embedded; their cost is spread over the
+    ``usable_per_block`` embedded dates of the block.
+    """
+    frame = sum(flops.encode_frames.values())
+    return flops.fast_per_pixel_date + 2 * _HALO_DATES * frame / usable_per_block
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderCost:
+    """What 1,000 km2 of land for one year costs with one frame encoder (same preset, GPU and price)."""
+
+    encoder: str
+    """``paper`` or ``dense``."""
+    flop_per_pixel_date: float
+    """Measured FLOPs per pixel-date with the frame cache, context dates of each period included."""
+    px_dates_per_s: float
+    """Throughput of one GPU actor assumed for this encoder."""
+    rate_source: str
+    """Where that throughput comes from: ``measured`` (``--px-dates-per-s``, the chosen encoder),
+    ``scaled by FLOPs`` (the other encoder: the measured rate x the FLOP ratio) or ``TFLOP/s``."""
+    gpu_hours_per_1000km2_year: float
+    """GPU-hours to embed 1,000 km2 of land for one year."""
+    cost_per_1000km2_year: float
+    """``gpu_hours_per_1000km2_year x price_per_gpu_hour`` (compute only)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 import pystac
 
 from embedder.grid import EPOCH, PIXEL_M
-from embedder.store import Store, _as_store, _units_of, _url_to_fs, _Zone, _zone_attrs
+from embedder.store import Store, ZoneExtent, as_store, units_of, url_to_fs, zone_attrs
 
 __all__ = ["EMB_EXTENSION", "PROJ_EXTENSION", "store_collection", "write_store_stac"]
 
@@ -55,8 +55,8 @@ def store_collection(
     url: str, *, storage_options: dict[str, Any] | None = None, collection_id: str = "embedder-embeddings"
 ) -> pystac.Collection:
     """Build (do not write) the Collection with one Item per zone group of the store at ``url``."""
-    st = _as_store(url, storage_options)
-    units = _units_of(st)
+    st = as_store(url, storage_options)
+    units = units_of(st)
     if units:
         start = min(u.period.start for u in units)
         end = max(u.period.end for u in units)
@@ -67,8 +67,8 @@ def store_collection(
     emb = _emb_fields(st)
     items = []
     for zone in st.attrs["embedder:zones"]:
-        zat = _zone_attrs(st, zone)
-        z = _Zone.from_attrs(zone, zat)
+        zat = zone_attrs(st, zone)
+        z = ZoneExtent.from_attrs(zone, zat)
         a, _, c, _, e, f = zat["spatial:transform"]
         ny, nx = zat["spatial:shape"]
         bounds = (c, f + e * ny, c + a * nx, f)
@@ -149,11 +149,11 @@ class _FsspecStacIO(pystac.StacIO):
         self.storage_options = storage_options or {}
 
     def read_text(self, source: Any, *args: Any, **kwargs: Any) -> str:
-        fs, path = _url_to_fs(str(source), self.storage_options)
+        fs, path = url_to_fs(str(source), self.storage_options)
         return bytes(fs.cat_file(path)).decode()
 
     def write_text(self, dest: Any, txt: str, *args: Any, **kwargs: Any) -> None:
-        fs, path = _url_to_fs(str(dest), self.storage_options)
+        fs, path = url_to_fs(str(dest), self.storage_options)
         if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
             fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         fs.pipe_file(path, txt.encode())

@@ -34,30 +34,44 @@ from typing import Any
 import numpy as np
 
 from embedder.config import StoreConfig, from_dict, to_dict
-from embedder.grid import EPOCH, PIXEL_M, Tile, WorkUnit
+from embedder.grid import EPOCH, PIXEL_M, Period, Tile, WorkUnit
 from embedder.sensors import EMBEDDING_DIM
 
 __all__ = [
     "FILL_CODE",
+    "MISSING_CHUNK",
     "STORE_FORMAT",
     "Flag",
+    "PixelSeries",
+    "SeriesReader",
+    "ShardIndex",
     "Store",
     "StoreConfig",
     "StoreError",
     "UnitWrite",
     "VerifyReport",
+    "ZoneExtent",
+    "as_store",
     "cli_verify",
     "code_fingerprint",
     "create_store",
+    "decode_chunk",
     "dequantise",
+    "encode_shard",
+    "get_json",
     "is_done",
     "list_done",
     "list_failures",
     "open_store",
+    "put_object",
     "quantise",
     "record_failure",
+    "units_of",
+    "url_to_fs",
     "verify",
     "write_unit",
+    "zarr_store",
+    "zone_attrs",
 ]
 
 STORE_FORMAT = "embedder-store/1"
@@ -140,15 +154,16 @@ class Store:
     @property
     def fs(self) -> Any:
         """The fsspec filesystem of the store."""
-        return _url_to_fs(self.url, self.storage_options)[0]
+        return url_to_fs(self.url, self.storage_options)[0]
 
     @property
     def root(self) -> str:
         """The store's root path inside :attr:`fs`."""
-        return _url_to_fs(self.url, self.storage_options)[1]
+        return url_to_fs(self.url, self.storage_options)[1]
 
 
-def _url_to_fs(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
+def url_to_fs(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
+    """The fsspec filesystem and root path (no trailing slash) of ``url``."""
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
@@ -160,34 +175,40 @@ def _is_local(fs: Any) -> bool:
     return "file" in protocols or "local" in protocols
 
 
-def _zarr_store(url: str, storage_options: dict[str, Any] | None, *, read_only: bool) -> Any:
+def zarr_store(url: str, storage_options: dict[str, Any] | None, *, read_only: bool) -> Any:
+    """A zarr store object for ``url``: ``LocalStore`` for local paths, ``FsspecStore`` otherwise."""
     import zarr.storage
 
-    fs, path = _url_to_fs(url, storage_options)
+    fs, path = url_to_fs(url, storage_options)
     if _is_local(fs):
         return zarr.storage.LocalStore(path, read_only=read_only)
     return zarr.storage.FsspecStore.from_url(url, storage_options=storage_options or {}, read_only=read_only)
 
 
-def _put(fs: Any, path: str, data: bytes) -> None:
+def put_object(fs: Any, path: str, data: bytes) -> None:
     """Put one whole object (the single place objects are written; tests patch it to interrupt)."""
     if _is_local(fs):
         fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     fs.pipe_file(path, data)
 
 
-def _get_json(fs: Any, path: str) -> dict[str, Any] | None:
+def get_json(fs: Any, path: str) -> dict[str, Any] | None:
+    """The JSON object at ``path``, or None when it does not exist."""
     try:
         return json.loads(fs.cat_file(path))
     except FileNotFoundError:
         return None
 
 
-def _as_store(store: Store | str, storage_options: dict[str, Any] | None = None) -> Store:
+def as_store(store: Store | str, storage_options: dict[str, Any] | None = None) -> Store:
+    """Open a store by URL (reads its root attributes once), or pass an opened :class:`Store` through.
+
+    Raises :class:`StoreError` when there is no store or it is of another format.
+    """
     if isinstance(store, Store):
         return store
-    fs, root = _url_to_fs(store, storage_options)
-    attrs_doc = _get_json(fs, f"{root}/zarr.json")
+    fs, root = url_to_fs(store, storage_options)
+    attrs_doc = get_json(fs, f"{root}/zarr.json")
     if attrs_doc is None:
         raise StoreError(f"no embedding store at {store!r} (no zarr.json); create it with create_store()")
     attrs = attrs_doc.get("attributes", {})
@@ -226,21 +247,34 @@ def _fingerprint(model_version: str, inputs: dict[str, Any], params: dict[str, A
 
 
 @dataclasses.dataclass(frozen=True)
-class _Zone:
+class ZoneExtent:
+    """The tiles and periods one UTM zone group of a store spans (its ``embedder:extent`` attribute)."""
+
     name: str
+    """Zone group name, e.g. ``utm32N``."""
     epsg: int
-    col0: int  # westmost tile column
-    row_top: int  # northmost tile row
+    """EPSG code of the zone's UTM CRS."""
+    col0: int
+    """Westmost tile column."""
+    row_top: int
+    """Northmost tile row."""
     n_cols: int
+    """Tile columns."""
     n_rows: int
+    """Tile rows."""
     n_periods: int
+    """Periods from the store epoch (the time axis is ``n_periods * period_days`` days long)."""
+    first_period: int = 0
+    """First period with planned units (no unit is read before it; 0 in stores made before it existed)."""
 
     @classmethod
-    def from_attrs(cls, name: str, a: dict[str, Any]) -> _Zone:
+    def from_attrs(cls, name: str, a: dict[str, Any]) -> ZoneExtent:
+        """The extent from a zone group's attributes."""
         e = a["embedder:extent"]
         return cls(
-            name, int(a["proj:epsg"]), e["col0"], e["row_top"], e["n_cols"], e["n_rows"], e["n_periods"]
-        )
+            name, int(a["proj:epsg"]), e["col0"], e["row_top"], e["n_cols"], e["n_rows"], e["n_periods"],
+            int(e.get("first_period", 0)),
+        )  # fmt: skip
 
     def tile_index(self, tile: Tile) -> tuple[int, int]:
         """(tile_y, tile_x) of a tile inside this zone's arrays, or StoreError."""
@@ -254,7 +288,7 @@ class _Zone:
         return ty, tx
 
 
-def _zone_extents(units: Sequence[WorkUnit]) -> dict[str, _Zone]:
+def _zone_extents(units: Sequence[WorkUnit]) -> dict[str, ZoneExtent]:
     by_zone: dict[str, list[WorkUnit]] = {}
     for u in units:
         by_zone.setdefault(u.tile.zone_name, []).append(u)
@@ -262,7 +296,7 @@ def _zone_extents(units: Sequence[WorkUnit]) -> dict[str, _Zone]:
     for name, us in sorted(by_zone.items()):
         cols = [u.tile.col for u in us]
         rows = [u.tile.row for u in us]
-        out[name] = _Zone(
+        out[name] = ZoneExtent(
             name=name,
             epsg=us[0].tile.epsg,
             col0=min(cols),
@@ -270,6 +304,7 @@ def _zone_extents(units: Sequence[WorkUnit]) -> dict[str, _Zone]:
             n_cols=max(cols) - min(cols) + 1,
             n_rows=max(rows) - min(rows) + 1,
             n_periods=max(u.period.index for u in us) + 1,
+            first_period=min(u.period.index for u in us),
         )
     return out
 
@@ -285,7 +320,7 @@ def _compressors(cfg: StoreConfig) -> Any:
     return [BloscCodec(cname="zstd", clevel=cfg.compression_level, shuffle="bitshuffle")]
 
 
-def _georef_attrs(zone: _Zone, cfg: StoreConfig) -> tuple[dict[str, Any], tuple[float, ...]]:
+def _georef_attrs(zone: ZoneExtent, cfg: StoreConfig) -> tuple[dict[str, Any], tuple[float, ...]]:
     from pyproj import CRS
 
     crs = CRS.from_epsg(zone.epsg)
@@ -334,10 +369,10 @@ def create_store(
             )
     fingerprint = _fingerprint(model_version, inputs, params, cfg)
     zones = _zone_extents(units)
-    fs, root = _url_to_fs(url, storage_options)
+    fs, root = url_to_fs(url, storage_options)
 
     if not overwrite and fs.exists(f"{root}/zarr.json"):
-        store = _as_store(url, storage_options)
+        store = as_store(url, storage_options)
         old = store.attrs.get("embedder:fingerprint")
         if old != fingerprint:
             raise StoreError(
@@ -348,22 +383,24 @@ def create_store(
         for name in zones:
             if name not in existing:
                 raise StoreError(f"store {url!r} has no zone group {name}; recreate it with all units")
-            zat = _zone_attrs(store, name)
-            have = _Zone.from_attrs(name, zat)
+            zat = zone_attrs(store, name)
+            have = ZoneExtent.from_attrs(name, zat)
             for u in units:
                 if u.tile.zone_name == name:
                     have.tile_index(u.tile)
-                    if u.period.index >= have.n_periods:
-                        raise StoreError(f"unit {u.id} is after the store's time extent; recreate the store")
-        plan = _get_json(fs, f"{root}/_plan.json") or {"units": []}
+                    if not have.first_period <= u.period.index < have.n_periods:
+                        raise StoreError(
+                            f"unit {u.id} is outside the store's time extent; recreate the store"
+                        )
+        plan = get_json(fs, f"{root}/_plan.json") or {"units": []}
         new = sorted(set(plan["units"]) | {u.id for u in units})
         if len(new) != len(plan["units"]):  # more units inside the extent: extend the plan
-            _put(fs, f"{root}/_plan.json", json.dumps(_plan(WorkUnit.from_id(u) for u in new)).encode())
+            put_object(fs, f"{root}/_plan.json", json.dumps(_plan(WorkUnit.from_id(u) for u in new)).encode())
         return store
 
     if overwrite and fs.exists(root):
         fs.rm(root, recursive=True)
-    zstore = _zarr_store(url, storage_options, read_only=False)
+    zstore = zarr_store(url, storage_options, read_only=False)
     root_attrs = _root_attrs(cfg, model_version, inputs, params, fingerprint, sorted(zones))
     group = zarr.open_group(zstore, mode="w", zarr_format=3, attributes=root_attrs)
     tp, cp, pd_, cd = cfg.tile_px, cfg.chunk_px, cfg.period_days, cfg.chunk_days
@@ -383,6 +420,7 @@ def create_store(
                 "n_cols": z.n_cols,
                 "n_rows": z.n_rows,
                 "n_periods": z.n_periods,
+                "first_period": z.first_period,
             },
         }
         g = group.create_group(name, attributes=zattrs)
@@ -446,8 +484,8 @@ def create_store(
         y[:] = gt[3] - PIXEL_M * (np.arange(ny) + 0.5)
         sref = g.create_array("spatial_ref", shape=(), dtype="int32", fill_value=0, attributes=georef)
         sref[...] = 0
-    _put(fs, f"{root}/_plan.json", json.dumps(_plan(units)).encode())
-    return _as_store(url, storage_options)
+    put_object(fs, f"{root}/_plan.json", json.dumps(_plan(units)).encode())
+    return as_store(url, storage_options)
 
 
 def _plan(units: Iterable[WorkUnit]) -> dict[str, list[Any]]:
@@ -500,8 +538,9 @@ def _root_attrs(
     }
 
 
-def _zone_attrs(store: Store, zone: str) -> dict[str, Any]:
-    doc = _get_json(store.fs, f"{store.root}/{zone}/zarr.json")
+def zone_attrs(store: Store, zone: str) -> dict[str, Any]:
+    """Attributes of a zone group (StoreError if the store has no such zone)."""
+    doc = get_json(store.fs, f"{store.root}/{zone}/zarr.json")
     if doc is None:
         raise StoreError(f"store {store.url!r} has no zone group {zone!r}")
     return doc.get("attributes", {})
@@ -563,6 +602,116 @@ def _encode_shard(
     return None if buf is None else buf.to_bytes()
 
 
+# ---------------------------------------------------------------------------------------------------
+# shards: encoded here, chunk by chunk, in the order that makes a pixel's year one byte range
+# ---------------------------------------------------------------------------------------------------
+
+MISSING_CHUNK = 2**64 - 1
+"""Offset and length of an absent (all-fill) inner chunk in a shard index (zarr v3 sharding)."""
+
+
+def _blosc(cfg: StoreConfig) -> Any:
+    from numcodecs import Blosc
+
+    # the bytes of zarr's BloscCodec(cname="zstd", shuffle="bitshuffle"), typesize from the dtype
+    return Blosc(cname="zstd", clevel=cfg.compression_level, shuffle=Blosc.BITSHUFFLE)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardIndex:
+    """Where each inner chunk of one shard object lies: ``offsets`` and ``nbytes`` over the chunk grid.
+
+    The grid is the shard's chunk grid (``(period_days / chunk_days, [1,] tile_px / chunk_px,
+    tile_px / chunk_px)``); absent chunks have :data:`MISSING_CHUNK` in both. It is the zarr v3 shard
+    index, also saved in the unit's done-marker, so a reader gets every byte range of a unit with one
+    small read (the marker) instead of one index read per array.
+    """
+
+    offsets: np.ndarray
+    """uint64 byte offset of each chunk in the shard object."""
+    nbytes: np.ndarray
+    """uint64 encoded length of each chunk."""
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able form for the done-marker: the grid and the zlib-compressed index, base64."""
+        import base64
+        import zlib
+
+        both = np.stack([self.offsets, self.nbytes], axis=-1).astype("<u8")
+        packed = base64.b64encode(zlib.compress(both.tobytes(), 9)).decode()
+        return {"grid": list(self.offsets.shape), "zlib_b64": packed}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> ShardIndex:
+        """Inverse of :meth:`to_json` (StoreError if it is damaged)."""
+        import base64
+        import zlib
+
+        try:
+            grid = tuple(int(g) for g in doc["grid"])
+            both = np.frombuffer(zlib.decompress(base64.b64decode(doc["zlib_b64"])), dtype="<u8")
+            both = both.reshape(*grid, 2)
+        except (KeyError, ValueError, TypeError, zlib.error) as e:
+            raise StoreError(f"damaged shard index in a done-marker ({e}); re-run the unit") from e
+        return cls(offsets=both[..., 0].astype(np.uint64), nbytes=both[..., 1].astype(np.uint64))
+
+    @classmethod
+    def from_shard_bytes(cls, data: bytes, grid: tuple[int, ...]) -> ShardIndex:
+        """Parse the index at the end of a shard object (checks its crc32c)."""
+        import google_crc32c
+
+        n = int(np.prod(grid)) * 16
+        body, crc = data[-n - 4 : -4], data[-4:]
+        if len(body) != n or google_crc32c.value(body) != int.from_bytes(crc, "little"):
+            raise StoreError("shard index checksum mismatch: the shard object is damaged; re-run the unit")
+        both = np.frombuffer(body, dtype="<u8").reshape(*grid, 2)
+        return cls(offsets=both[..., 0].astype(np.uint64), nbytes=both[..., 1].astype(np.uint64))
+
+    def present(self, coords: tuple[int, ...]) -> bool:
+        """Whether the chunk at ``coords`` is stored (False: all fill)."""
+        return int(self.offsets[coords]) != MISSING_CHUNK
+
+
+def encode_shard(
+    chunks: dict[tuple[int, ...], np.ndarray], grid: tuple[int, ...], *, cfg: StoreConfig, fill_value: int
+) -> tuple[bytes, ShardIndex] | None:
+    """Encode inner chunks into one zarr v3 shard object (index at the end, crc32c); None if all fill.
+
+    ``chunks`` maps chunk-grid coordinates (time first) to arrays of the inner chunk shape. Chunks equal
+    to ``fill_value`` everywhere are left out (as zarr's ``write_empty_chunks=False``). The chunks are
+    laid out **spatial-major, time-minor**: all time chunks of one spatial block are adjacent, so one
+    pixel's series over the whole period is a single byte range (``docs/store.md``). Zarr reads any
+    order through the index.
+    """
+    import google_crc32c
+
+    blosc = _blosc(cfg)
+    offsets = np.full(grid, MISSING_CHUNK, dtype=np.uint64)
+    nbytes = np.full(grid, MISSING_CHUNK, dtype=np.uint64)
+    parts: list[bytes] = []
+    pos = 0
+    for key in sorted(chunks, key=lambda k: (k[1:], k[0])):
+        block = chunks[key]
+        if (block == fill_value).all():
+            continue
+        enc = bytes(blosc.encode(np.ascontiguousarray(block)))
+        offsets[key], nbytes[key] = pos, len(enc)
+        parts.append(enc)
+        pos += len(enc)
+    if not parts:
+        return None
+    index = np.stack([offsets, nbytes], axis=-1).astype("<u8").tobytes()
+    parts += [index, google_crc32c.value(index).to_bytes(4, "little")]
+    return b"".join(parts), ShardIndex(offsets=offsets, nbytes=nbytes)
+
+
+def decode_chunk(data: bytes, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """Decode one inner chunk of the store's arrays (Blosc) into an array of ``shape``."""
+    from numcodecs import Blosc
+
+    return np.frombuffer(Blosc().decode(data), dtype=dtype).reshape(shape)
+
+
 def _to_days(dates: Sequence[Any] | np.ndarray) -> np.ndarray:
     arr = np.asarray(dates)
     if arr.size == 0:
@@ -594,12 +743,12 @@ def write_unit(
     a VALID pixel with a NaN embedding is an error. ``info`` is saved in the marker.
     A previous marker is removed first, so an interrupted rewrite is never taken as done.
     """
-    st = _as_store(store, storage_options)
+    st = as_store(store, storage_options)
     cfg = st.cfg
     tp, cp, pd_, cd = cfg.tile_px, cfg.chunk_px, cfg.period_days, cfg.chunk_days
     if unit.tile.size_px != tp or unit.period.period_days != pd_:
         raise StoreError(f"unit {unit.id} does not match the store layout (tile_px={tp}, period_days={pd_})")
-    zone = _Zone.from_attrs(unit.tile.zone_name, _zone_attrs(st, unit.tile.zone_name))
+    zone = ZoneExtent.from_attrs(unit.tile.zone_name, zone_attrs(st, unit.tile.zone_name))
     ty, tx = zone.tile_index(unit.tile)
     if unit.period.index >= zone.n_periods:
         raise StoreError(f"unit {unit.id} is after the store's time extent ({zone.n_periods} periods)")
@@ -645,57 +794,42 @@ def write_unit(
             )
         counts = counts.astype(np.uint32)
 
-    # 1. embedding shard: blocks of (chunk_days, 7, chunk_px, chunk_px), only where there are dates
+    # 1. quantised codes per time chunk, cut into (chunk_days, 7, chunk_px, chunk_px) blocks
+    n_ct, n_s = pd_ // cd, tp // cp
+    emb_chunks: dict[tuple[int, ...], np.ndarray] = {}
+    flag_chunks: dict[tuple[int, ...], np.ndarray] = {}
     clipped = 0
-
-    def emb_blocks() -> Iterable[tuple[tuple[slice, ...], np.ndarray]]:
-        nonlocal clipped
-        for c in np.unique(local // cd):
-            in_c = np.flatnonzero(local // cd == c)
-            for y0 in range(0, tp, cp):
-                for x0 in range(0, tp, cp):
-                    block = np.full((cd, EMBEDDING_DIM, cp, cp), FILL_CODE, dtype=np.uint16)
-                    for t in in_c:
-                        vals = np.where(
-                            valid[t, None, y0 : y0 + cp, x0 : x0 + cp],
-                            emb[t, :, y0 : y0 + cp, x0 : x0 + cp],
-                            np.nan,
-                        )
-                        codes, n_clip = quantise(vals, step=cfg.quant_step)  # [7, cp, cp]
-                        clipped += n_clip
-                        block[local[t] - c * cd] = codes
-                    yield (
-                        (slice(c * cd, (c + 1) * cd), slice(None), slice(y0, y0 + cp), slice(x0, x0 + cp)),
-                        block,
-                    )
-
-    def flag_blocks() -> Iterable[tuple[tuple[slice, ...], np.ndarray]]:
-        for c in np.unique(local // cd):
-            block = np.zeros((cd, tp, tp), dtype=np.uint8)
-            for t in np.flatnonzero(local // cd == c):
-                block[local[t] - c * cd] = flg[t]
-            yield (slice(c * cd, (c + 1) * cd), slice(None), slice(None)), block
-
+    for c in np.unique(local // cd):
+        codes = np.full((cd, EMBEDDING_DIM, tp, tp), FILL_CODE, dtype=np.uint16)
+        fl = np.zeros((cd, tp, tp), dtype=np.uint8)
+        for t in np.flatnonzero(local // cd == c):
+            q, n_clip = quantise(np.where(valid[t, None], emb[t], np.nan), step=cfg.quant_step)  # [7, tp, tp]
+            clipped += n_clip
+            codes[local[t] - c * cd] = q
+            fl[local[t] - c * cd] = flg[t]
+        for by in range(n_s):
+            for bx in range(n_s):
+                ys, xs = slice(by * cp, (by + 1) * cp), slice(bx * cp, (bx + 1) * cp)
+                emb_chunks[(int(c), 0, by, bx)] = codes[:, :, ys, xs]
+                flag_chunks[(int(c), by, bx)] = fl[:, ys, xs]
     counts_block = np.zeros((pd_, 1, 1), dtype=np.uint32)
     counts_block[local, 0, 0] = counts
+    emb_shard = encode_shard(emb_chunks, (n_ct, 1, n_s, n_s), cfg=cfg, fill_value=FILL_CODE)
+    flag_shard = encode_shard(flag_chunks, (n_ct, n_s, n_s), cfg=cfg, fill_value=0)
     encoded = {
-        "embedding": (
-            _encode_shard(shape=(pd_, EMBEDDING_DIM, tp, tp), chunks=(cd, EMBEDDING_DIM, cp, cp),
-                          shards=(pd_, EMBEDDING_DIM, tp, tp), dtype="uint16", fill_value=FILL_CODE, cfg=cfg,
-                          blocks=emb_blocks()),
-            (unit.period.index, 0, ty, tx),
-        ),
-        "flags": (
-            _encode_shard(shape=(pd_, tp, tp), chunks=(cd, cp, cp), shards=(pd_, tp, tp), dtype="uint8",
-                          fill_value=0, cfg=cfg, blocks=flag_blocks()),
-            (unit.period.index, ty, tx),
-        ),
+        "embedding": (None if emb_shard is None else emb_shard[0], (unit.period.index, 0, ty, tx)),
+        "flags": (None if flag_shard is None else flag_shard[0], (unit.period.index, ty, tx)),
         "valid_px": (
             _encode_shard(shape=(pd_, 1, 1), chunks=(pd_, 1, 1), shards=None, dtype="uint32", fill_value=0,
                           cfg=cfg, blocks=[((slice(None), slice(None), slice(None)), counts_block)]),
             (unit.period.index, ty, tx),
         ),
     }  # fmt: skip
+    shard_index = {
+        name: sh[1].to_json()
+        for name, sh in (("embedding", emb_shard), ("flags", flag_shard))
+        if sh is not None
+    }
 
     fs = st.fs
     marker = _marker_path(st, unit)
@@ -713,7 +847,7 @@ def write_unit(
                 fs.rm_file(path)
             objects[rel] = {"nbytes": 0, "sha256": None}
             continue
-        _put(fs, path, data)
+        put_object(fs, path, data)
         nbytes += len(data)
         objects[rel] = {"nbytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     doc = {
@@ -725,12 +859,13 @@ def write_unit(
         "valid_embedding_px": [int(v) for v in valid.sum(axis=(1, 2))],
         "clipped": clipped,
         "objects": objects,
+        "shard_index": shard_index,
         "code_fingerprint": code_fingerprint(),
         "fingerprint": st.attrs.get("embedder:fingerprint"),
         "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "info": info or {},
     }
-    _put(fs, marker, json.dumps(doc, indent=1).encode())
+    put_object(fs, marker, json.dumps(doc, indent=1).encode())
     keys.append(marker[len(st.root) + 1 :])
     failure = _failure_path(st, unit)
     if fs.exists(failure):
@@ -740,13 +875,13 @@ def write_unit(
 
 def is_done(store: Store | str, unit: WorkUnit, *, storage_options: dict[str, Any] | None = None) -> bool:
     """True when ``unit`` has its done-marker (written after all its data)."""
-    st = _as_store(store, storage_options)
+    st = as_store(store, storage_options)
     return bool(st.fs.exists(_marker_path(st, unit)))
 
 
 def list_done(store: Store | str, *, storage_options: dict[str, Any] | None = None) -> list[str]:
     """Ids of all done units, sorted."""
-    st = _as_store(store, storage_options)
+    st = as_store(store, storage_options)
     paths = st.fs.glob(f"{st.root}/_units/*/*.json")
     return sorted(p.rsplit("/", 1)[-1][: -len(".json")] for p in paths)
 
@@ -760,7 +895,7 @@ def record_failure(
     storage_options: dict[str, Any] | None = None,
 ) -> None:
     """Record that ``unit`` failed (or was skipped) with ``reason``; :func:`list_failures` shows it."""
-    st = _as_store(store, storage_options)
+    st = as_store(store, storage_options)
     doc = {
         "unit": unit.id,
         "reason": reason,
@@ -768,21 +903,203 @@ def record_failure(
         "traceback": None if exc is None else "".join(traceback.format_exception(exc)),
         "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    _put(st.fs, _failure_path(st, unit), json.dumps(doc, indent=1).encode())
+    put_object(st.fs, _failure_path(st, unit), json.dumps(doc, indent=1).encode())
 
 
 def list_failures(
     store: Store | str, *, storage_options: dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
     """All recorded failures (``unit``, ``reason``, ``exception``, ...), sorted by unit id."""
-    st = _as_store(store, storage_options)
+    st = as_store(store, storage_options)
     docs = [json.loads(st.fs.cat_file(p)) for p in st.fs.glob(f"{st.root}/_failures/*/*.json")]
     return sorted(docs, key=lambda d: d["unit"])
 
 
 # ---------------------------------------------------------------------------------------------------
-# read
+# read: point series by byte range (the shard index from the done-marker), everything else via zarr
 # ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelSeries:
+    """The stored values of one pixel over a day range: only days with :attr:`Flag.VALID`."""
+
+    days: np.ndarray
+    """``[T]`` int64 days since the store epoch, ascending."""
+    codes: np.ndarray
+    """``[T, 7]`` uint16 quantised features (value = code * quant_step)."""
+    flags: np.ndarray
+    """``[T]`` uint8 :class:`Flag` bits."""
+
+
+_EMPTY_SERIES_DAYS = np.zeros(0, np.int64)
+
+
+class SeriesReader:
+    """Reads pixel time series with one byte-range read per array and unit (``docs/store.md``).
+
+    A unit's done-marker holds the shard index of its ``embedding`` and ``flags`` objects, and the chunks
+    of one spatial block lie together in a shard (:func:`encode_shard`), so the series of any pixels of
+    one block over a period costs the marker (one small read, cached here) and one range of each array,
+    the ranges fetched concurrently. Units without a marker are not done and give no data (a partly
+    written unit is never read). Markers are cached (up to ``cache_units``); a unit rewritten after this
+    reader cached it needs :meth:`clear_cache`. Safe to share between threads.
+    """
+
+    def __init__(
+        self, store: Store | str, *, storage_options: dict[str, Any] | None = None, cache_units: int = 4096
+    ) -> None:
+        import threading
+        from collections import OrderedDict
+
+        self.store = as_store(store, storage_options)
+        self.fs = self.store.fs
+        self.root = self.store.root
+        self.cache_units = cache_units
+        self._markers: OrderedDict[tuple[str, str], dict[str, Any] | None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._zones: dict[str, ZoneExtent] = {}
+
+    def clear_cache(self) -> None:
+        """Forget the cached done-markers (after units of the store were rewritten)."""
+        with self._lock:
+            self._markers.clear()
+
+    def zone(self, name: str) -> ZoneExtent:
+        """The extent of zone group ``name`` (cached)."""
+        if name not in self._zones:
+            self._zones[name] = ZoneExtent.from_attrs(name, zone_attrs(self.store, name))
+        return self._zones[name]
+
+    def marker(self, zone: str, unit_id: str) -> dict[str, Any] | None:
+        """The done-marker of a unit (None: not done), cached."""
+        key = (zone, unit_id)
+        with self._lock:
+            if key in self._markers:
+                self._markers.move_to_end(key)
+                return self._markers[key]
+        doc = get_json(self.fs, f"{self.root}/_units/{zone}/{unit_id}.json")
+        with self._lock:
+            self._markers[key] = doc
+            while len(self._markers) > self.cache_units:
+                self._markers.popitem(last=False)
+        return doc
+
+    def prefetch(self, zone: str, unit_ids: Iterable[str]) -> None:
+        """Read the markers of ``unit_ids`` not cached yet, concurrently (one request each)."""
+        with self._lock:
+            todo = sorted({u for u in unit_ids if (zone, u) not in self._markers})
+        if len(todo) <= 1:
+            return  # marker() reads a single one
+        paths = {f"{self.root}/_units/{zone}/{u}.json": u for u in todo}
+        got = self.fs.cat(list(paths), on_error="omit")
+        with self._lock:
+            for path, uid in paths.items():
+                data = got.get(path) if isinstance(got, dict) else None
+                self._markers[(zone, uid)] = None if data is None else json.loads(data)
+                self._markers.move_to_end((zone, uid))
+            while len(self._markers) > self.cache_units:
+                self._markers.popitem(last=False)
+
+    def _cat_ranges(self, reqs: list[tuple[str, int, int]]) -> list[bytes]:
+        paths, starts, ends = (list(v) for v in zip(*reqs, strict=True))
+        return [bytes(b) for b in self.fs.cat_ranges(paths, starts, ends)]
+
+    def series(
+        self, zone: str, rows: np.ndarray, cols: np.ndarray, d0: int, d1: int
+    ) -> list[PixelSeries] | None:
+        """Series of the pixels ``(rows[i], cols[i])`` of zone group ``zone`` over days ``[d0, d1)``.
+
+        Returns None when a unit the query needs is done but its marker has no shard index (written by
+        an earlier version): read those through zarr instead.
+        """
+        cfg = self.store.cfg
+        tp, cp, pd_, cd = cfg.tile_px, cfg.chunk_px, cfg.period_days, cfg.chunk_days
+        z = self.zone(zone)
+        rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+        d0, d1 = max(d0, z.first_period * pd_), min(d1, z.n_periods * pd_)
+        # (unit id, period, tile y, tile x, block y, block x) -> indices of the points in it
+        groups: dict[tuple[str, int, int, int, int, int], list[int]] = {}
+        periods = range(d0 // pd_, (d1 - 1) // pd_ + 1) if d1 > d0 else range(0)
+        for i, (r, c) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
+            ty, tx = r // tp, c // tp
+            tile = Tile(
+                zone=int(zone[3:5]), south=zone.endswith("S"), col=z.col0 + tx, row=z.row_top - ty, size_px=tp
+            )
+            for p in periods:
+                uid = WorkUnit(tile=tile, period=Period(index=p, period_days=pd_)).id
+                groups.setdefault((uid, p, ty, tx, (r % tp) // cp, (c % tp) // cp), []).append(i)
+
+        # 1. markers (one small read per unit, cached) -> one byte range per array and block
+        self.prefetch(zone, (key[0] for key in groups))
+        reqs: list[tuple[str, int, int]] = []  # (object path, start, end)
+        parts: list[tuple[tuple[Any, ...], str, list[tuple[int, int, int]]]] = []  # (group, array, chunks)
+        for key in groups:
+            uid, p, ty, tx, by, bx = key
+            doc = self.marker(zone, uid)
+            if doc is None:
+                continue  # not done: no data
+            if "shard_index" not in doc:
+                return None
+            c0 = max(d0 - p * pd_, 0) // cd
+            c1 = (min(d1 - p * pd_, pd_) - 1) // cd + 1
+            for name, sel, coords in (
+                ("embedding", (slice(c0, c1), 0, by, bx), (p, 0, ty, tx)),
+                ("flags", (slice(c0, c1), by, bx), (p, ty, tx)),
+            ):
+                if name not in doc["shard_index"]:
+                    continue  # all fill
+                idx = ShardIndex.from_json(doc["shard_index"][name])
+                offs, nbs = idx.offsets[sel].astype(np.int64), idx.nbytes[sel].astype(np.int64)
+                have = np.flatnonzero(idx.offsets[sel] != np.uint64(MISSING_CHUNK))
+                if have.size == 0:
+                    continue
+                start, end = int(offs[have].min()), int((offs[have] + nbs[have]).max())
+                path = f"{self.root}/{zone}/{name}/c/" + "/".join(str(v) for v in coords)
+                reqs.append((path, start, end))
+                parts.append((key, name, [(int(c0 + k), int(offs[k]) - start, int(nbs[k])) for k in have]))
+
+        # 2. all ranges at once (concurrent requests on object storage)
+        blobs = self._cat_ranges(reqs) if reqs else []
+        chunks: dict[tuple[tuple[Any, ...], str], dict[int, bytes]] = {}
+        for (key, name, cs), blob in zip(parts, blobs, strict=True):
+            chunks[(key, name)] = {c: blob[o : o + n] for c, o, n in cs}
+
+        # 3. decode each chunk once, pick the points' pixels
+        found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(rows.size)]
+        for key, members in groups.items():
+            p = key[1]
+            embs, flags = chunks.get((key, "embedding"), {}), chunks.get((key, "flags"), {})
+            for c in sorted(flags):
+                fl = decode_chunk(flags[c], (cd, cp, cp), np.uint8)
+                em = decode_chunk(embs[c], (cd, EMBEDDING_DIM, cp, cp), np.uint16) if c in embs else None
+                days = p * pd_ + c * cd + np.arange(cd)
+                for i in members:
+                    r, cc = int(rows[i]) % cp, int(cols[i]) % cp
+                    f = fl[:, r, cc]
+                    keep = ((f & Flag.VALID) > 0) & (days >= d0) & (days < d1)
+                    if keep.any():
+                        codes = (
+                            em[keep, :, r, cc]
+                            if em is not None
+                            else np.full((int(keep.sum()), EMBEDDING_DIM), FILL_CODE, np.uint16)
+                        )
+                        found[i].append((days[keep], codes, f[keep]))
+        out = []
+        for got in found:
+            got.sort(key=lambda t: int(t[0][0]))
+            out.append(
+                PixelSeries(
+                    days=np.concatenate([g[0] for g in got]) if got else _EMPTY_SERIES_DAYS.copy(),
+                    codes=np.concatenate([g[1] for g in got])
+                    if got
+                    else np.zeros((0, EMBEDDING_DIM), np.uint16),
+                    flags=np.concatenate([g[2] for g in got]).astype(np.uint8)
+                    if got
+                    else np.zeros(0, np.uint8),
+                )
+            )
+        return out
 
 
 def open_store(
@@ -797,11 +1114,11 @@ def open_store(
     """
     import xarray as xr
 
-    st = _as_store(url, storage_options)
+    st = as_store(url, storage_options)
     out = {}
     for zone in st.attrs["embedder:zones"]:
         out[zone] = xr.open_zarr(
-            _zarr_store(url, storage_options, read_only=True),
+            zarr_store(url, storage_options, read_only=True),
             group=zone,
             zarr_format=3,
             consolidated=False,
@@ -862,12 +1179,12 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def _check_zone(st: Store, zone: str, problems: list[str]) -> _Zone | None:
+def _check_zone(st: Store, zone: str, problems: list[str]) -> ZoneExtent | None:
     import xarray as xr
 
     try:
-        zat = _zone_attrs(st, zone)
-        z = _Zone.from_attrs(zone, zat)
+        zat = zone_attrs(st, zone)
+        z = ZoneExtent.from_attrs(zone, zat)
     except (StoreError, KeyError) as exc:
         problems.append(f"{zone}: group metadata unreadable ({exc})")
         return None
@@ -877,7 +1194,7 @@ def _check_zone(st: Store, zone: str, problems: list[str]) -> _Zone | None:
         problems.append(f"{zone}: proj:epsg is {z.epsg}, expected {expected_epsg}")
     _, gt = _georef_attrs(dataclasses.replace(z, epsg=expected_epsg), cfg)
     try:
-        ds = xr.open_zarr(_zarr_store(st.url, st.storage_options, read_only=True), group=zone,
+        ds = xr.open_zarr(zarr_store(st.url, st.storage_options, read_only=True), group=zone,
                           zarr_format=3, consolidated=False, chunks=None)  # fmt: skip
     except Exception as exc:
         problems.append(f"{zone}: cannot be opened by xarray ({type(exc).__name__}: {exc})")
@@ -945,13 +1262,13 @@ def verify(
     report = VerifyReport(url=url)
     problems = report.problems
     try:
-        st = _as_store(url, storage_options)
+        st = as_store(url, storage_options)
     except Exception as exc:
         problems.append(f"not an embedding store: {exc}")
         return report
     cfg = st.cfg
     fs, root = st.fs, st.root
-    plan = _get_json(fs, f"{root}/_plan.json")
+    plan = get_json(fs, f"{root}/_plan.json")
     if plan is None:
         problems.append("_plan.json is missing: cannot tell whether the store is complete")
         plan = {"units": []}
@@ -964,13 +1281,13 @@ def verify(
     if extra:
         problems.append(f"done units not in the plan: {', '.join(extra[:5])}")
 
-    zones: dict[str, _Zone] = {}
+    zones: dict[str, ZoneExtent] = {}
     for zone in st.attrs.get("embedder:zones", []):
         z = _check_zone(st, zone, problems)
         if z is not None:
             zones[zone] = z
 
-    zstore = _zarr_store(url, storage_options, read_only=True)
+    zstore = zarr_store(url, storage_options, read_only=True)
     group = zarr.open_group(zstore, mode="r", zarr_format=3)
     sums = np.zeros(EMBEDDING_DIM)
     sq = np.zeros(EMBEDDING_DIM)
@@ -981,7 +1298,7 @@ def verify(
             break
         unit = WorkUnit.from_id(unit_id)
         zname = unit.tile.zone_name
-        marker = _get_json(fs, f"{root}/_units/{zname}/{unit_id}.json") or {}
+        marker = get_json(fs, f"{root}/_units/{zname}/{unit_id}.json") or {}
         if zname not in zones:
             problems.append(f"{unit_id}: its zone {zname} is not in the store")
             continue
@@ -1069,6 +1386,7 @@ def cli_verify(argv: list[str]) -> int:
     return 0 if report.ok else 1
 
 
-def _units_of(store: Store) -> list[WorkUnit]:  # used by embedder.stac_store
-    plan = _get_json(store.fs, f"{store.root}/_plan.json") or {"units": []}
+def units_of(store: Store) -> list[WorkUnit]:
+    """The store's planned work units (from ``_plan.json``)."""
+    plan = get_json(store.fs, f"{store.root}/_plan.json") or {"units": []}
     return [WorkUnit.from_id(u) for u in plan["units"]]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,7 +31,7 @@ from embedder.store import (
 )
 from embedder.testing.embeddings import fake_unit_data
 
-CFG = StoreConfig(tile_px=64, chunk_px=32)  # small tiles; the default time layout (366 d, 61 d chunks)
+CFG = StoreConfig(tile_px=64, chunk_px=32)  # small tiles; the default time layout (366 d, 6 d chunks)
 
 
 def _units(n_cols=2, periods=(6,)):
@@ -177,7 +175,7 @@ def test_interrupted_write_is_detected_and_rewritten(local_store, monkeypatch):
     st, units = local_store
     u = units[0]
     d = fake_unit_data(u, seed=1)
-    real_put = store_mod._put
+    real_put = store_mod.put_object
     calls = []
 
     def failing_put(fs, path, data):
@@ -186,10 +184,10 @@ def test_interrupted_write_is_detected_and_rewritten(local_store, monkeypatch):
             raise ConnectionError("simulated worker loss")
         real_put(fs, path, data)
 
-    monkeypatch.setattr(store_mod, "_put", failing_put)
+    monkeypatch.setattr(store_mod, "put_object", failing_put)
     with pytest.raises(ConnectionError):
         write_unit(st, u, d["embeddings"], d["flags"], d["dates"])
-    monkeypatch.setattr(store_mod, "_put", real_put)
+    monkeypatch.setattr(store_mod, "put_object", real_put)
     assert not is_done(st, u)  # data landed partly, but no marker: the unit is not done
     rep = verify(st.url)
     assert not rep.ok and u.id in rep.missing
@@ -200,7 +198,7 @@ def test_interrupted_write_is_detected_and_rewritten(local_store, monkeypatch):
     # an interrupted *rewrite* of a done unit un-does it before touching any data object
     d2 = fake_unit_data(u, seed=2)
     calls.clear()
-    monkeypatch.setattr(store_mod, "_put", failing_put)
+    monkeypatch.setattr(store_mod, "put_object", failing_put)
     with pytest.raises(ConnectionError):
         write_unit(st, u, d2["embeddings"], d2["flags"], d2["dates"])
     assert not is_done(st, u)
@@ -270,6 +268,12 @@ def test_reopen_resumes_and_rejects_other_model(local_store):
     far = WorkUnit(tile=Tile(zone=32, south=False, col=10, row=1016, size_px=64), period=Period(index=6))
     with pytest.raises(StoreError, match="outside"):
         create_store(st.url, units=[far], model_version="m1", inputs={"catalog": "sample"}, cfg=CFG)
+    for k in (5, 7):  # before the first or after the last planned period: the time axis is fixed
+        other_time = WorkUnit(tile=units[0].tile, period=Period(index=k))
+        with pytest.raises(StoreError, match="time extent"):
+            create_store(
+                st.url, units=[other_time], model_version="m1", inputs={"catalog": "sample"}, cfg=CFG
+            )
 
 
 def test_write_unit_rejects_bad_input(local_store):
@@ -299,26 +303,99 @@ def test_empty_unit_is_done_without_data(local_store):
     assert is_done(st, units[0]) and w.nbytes == 0
 
 
-def test_pixel_year_and_tile_date_need_few_reads(local_store):
-    """Reads per query with the default time layout: a pixel-year and a tile-date in a handful of GETs."""
-    from zarr.storage import LocalStore, LoggingStore
+class _CountingFS:
+    """Forwards to an fsspec filesystem, counting object reads (each range of cat_ranges is one)."""
 
-    st, units = local_store
+    def __init__(self, fs):
+        self._fs, self.reads = fs, 0
+
+    def cat_file(self, *a, **k):
+        self.reads += 1
+        return self._fs.cat_file(*a, **k)
+
+    def cat_ranges(self, paths, *a, **k):
+        self.reads += len(paths)
+        return self._fs.cat_ranges(paths, *a, **k)
+
+    def __getattr__(self, name):
+        return getattr(self._fs, name)
+
+
+def _written(st, units):
+    data = {}
     for i, u in enumerate(units):
-        d = fake_unit_data(u, seed=i)
-        write_unit(st, u, d["embeddings"], d["flags"], d["dates"])
-    logged = LoggingStore(LocalStore(st.root, read_only=True), log_handler=logging.NullHandler())
-    arr = zarr.open_array(logged, path="utm32N/embedding", mode="r", zarr_format=3)
-    t0 = 6 * 366
-    logged.counter.clear()
-    series = arr[t0 : t0 + 366, :, 5, 70]  # one pixel, one year: [366, 7]
-    pixel_year_reads = sum(v for k, v in logged.counter.items() if k.startswith("get"))
-    assert (series != FILL_CODE).any()
-    day = t0 + (dt.date.fromisoformat(json.loads(st.fs.cat_file(
-        f"{st.root}/_units/utm32N/{units[0].id}.json"))["dates"][0]) - units[0].period.start).days  # fmt: skip
-    logged.counter.clear()
-    tile = arr[day, :, 0:64, 0:64]  # one tile, one date: [7, 64, 64]
-    tile_date_reads = sum(v for k, v in logged.counter.items() if k.startswith("get"))
-    assert (tile != FILL_CODE).any()
-    assert pixel_year_reads <= 8  # 6 inner chunks + 1 shard index (+ metadata)
-    assert tile_date_reads <= 6  # 4 inner chunks + 1 shard index (+ metadata)
+        data[u.id] = fake_unit_data(u, seed=i)
+        write_unit(st, u, data[u.id]["embeddings"], data[u.id]["flags"], data[u.id]["dates"])
+    return data
+
+
+def test_a_pixel_year_is_one_byte_range_per_array(local_store):
+    """Shards lie spatial-major: a block's time chunks are adjacent, and the marker holds the index."""
+    st, units = local_store
+    _written(st, units[:1])
+    marker = json.loads(st.fs.cat_file(f"{st.root}/_units/utm32N/{units[0].id}.json"))
+    for name, coords in (("embedding", "6/0/0/0"), ("flags", "6/0/0")):
+        idx = store_mod.ShardIndex.from_json(marker["shard_index"][name])
+        shard = st.fs.cat_file(f"{st.root}/utm32N/{name}/c/{coords}")
+        on_disk = store_mod.ShardIndex.from_shard_bytes(shard, idx.offsets.shape)
+        np.testing.assert_array_equal(on_disk.offsets, idx.offsets)  # marker == the zarr shard index
+        np.testing.assert_array_equal(on_disk.nbytes, idx.nbytes)
+        block = (slice(None), 0, 1, 0) if name == "embedding" else (slice(None), 1, 0)
+        offs, nbs = idx.offsets[block], idx.nbytes[block]
+        have = offs != np.uint64(store_mod.MISSING_CHUNK)
+        assert have.sum() >= 5  # a year of dates spreads over many 6-day chunks
+        o, n = offs[have].astype(np.int64), nbs[have].astype(np.int64)
+        np.testing.assert_array_equal(o[1:], o[:-1] + n[:-1])  # contiguous, in time order
+        damaged = shard[:-3] + bytes([shard[-3] ^ 0xFF]) + shard[-2:]
+        with pytest.raises(StoreError, match="checksum"):
+            store_mod.ShardIndex.from_shard_bytes(damaged, idx.offsets.shape)
+
+
+def test_series_reader_equals_zarr_and_reads_three_objects(local_store, tmp_path):
+    st, units = local_store
+    _written(st, units)
+    arr = zarr.open_group(st.root, mode="r")["utm32N"]
+    emb, flags = arr["embedding"], arr["flags"]
+    reader = store_mod.SeriesReader(st)
+    counting = _CountingFS(reader.fs)
+    reader.fs = counting
+    rng = np.random.default_rng(3)
+    rows, cols = rng.integers(0, 64, 12), rng.integers(0, 128, 12)
+    d0, d1 = 6 * 366 + 17, 6 * 366 + 290  # not aligned to chunks
+    got = reader.series("utm32N", rows, cols, d0, d1)
+    assert got is not None
+    for r, c, s in zip(rows, cols, got, strict=True):
+        f = np.asarray(flags[d0:d1, r, c])
+        t = np.flatnonzero(f & Flag.VALID)
+        assert t.size > 0
+        np.testing.assert_array_equal(s.days, t + d0)
+        np.testing.assert_array_equal(s.codes, np.asarray(emb[d0:d1, :, r, c])[t])
+        np.testing.assert_array_equal(s.flags, f[t])
+    # one pixel, one year, a reader that has not seen the unit: marker + one range per array
+    reader.clear_cache()
+    counting.reads = 0
+    (one,) = reader.series("utm32N", np.array([5]), np.array([70]), 6 * 366, 7 * 366)
+    assert counting.reads == 3 and one.days.size > 10
+    counting.reads = 0
+    reader.series("utm32N", np.array([40]), np.array([100]), 6 * 366, 7 * 366)  # same unit, marker cached
+    assert counting.reads == 2
+    # the generic zarr path still reads a tile-date
+    day = int(one.days[0])
+    assert (np.asarray(emb[day, :, 0:64, 64:128]) != FILL_CODE).any()
+
+
+def test_series_reader_skips_units_not_done_and_defers_old_markers(local_store):
+    st, units = local_store
+    _written(st, units)
+    reader = store_mod.SeriesReader(st)
+    st.fs.rm_file(f"{st.root}/_units/utm32N/{units[1].id}.json")  # unit 1 no longer done
+    a, b = reader.series("utm32N", np.array([3, 3]), np.array([3, 67]), 6 * 366, 7 * 366)
+    assert a.days.size > 0 and b.days.size == 0  # a unit without its marker is never read
+    path = f"{st.root}/_units/utm32N/{units[0].id}.json"
+    doc = json.loads(st.fs.cat_file(path))
+    del doc["shard_index"]  # a unit written before markers held the index
+    st.fs.pipe_file(path, json.dumps(doc).encode())
+    reader.clear_cache()
+    assert reader.series("utm32N", np.array([3]), np.array([3]), 6 * 366, 7 * 366) is None
+    (early,) = reader.series("utm32N", np.array([3]), np.array([3]), 0, 10)  # a period never planned
+    assert early.days.size == 0 and early.codes.shape == (0, 7)

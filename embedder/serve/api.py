@@ -36,16 +36,17 @@ from embedder.sensors import EMBEDDING_DIM
 from embedder.store import (
     FILL_CODE,
     Flag,
+    SeriesReader,
     Store,
     StoreError,
-    _as_store,
-    _get_json,
-    _put,
-    _zarr_store,
-    _Zone,
-    _zone_attrs,
+    ZoneExtent,
+    as_store,
     dequantise,
+    get_json,
     list_done,
+    put_object,
+    zarr_store,
+    zone_attrs,
 )
 
 __all__ = [
@@ -238,7 +239,7 @@ def _to_utm(epsg: int) -> Any:
 @dataclasses.dataclass(frozen=True)
 class _ZoneInfo:
     name: str
-    zone: _Zone
+    zone: ZoneExtent
     x0: float  # left edge of the zone grid, metres
     y0: float  # top edge
     ny: int
@@ -271,21 +272,23 @@ class StoreReader:
     ) -> None:
         import zarr
 
-        self.store = _as_store(url, storage_options)
+        self.store = as_store(url, storage_options)
         self.cfg = cfg or ServeConfig()
         self.url = self.store.url
-        zstore = _zarr_store(self.store.url, self.store.storage_options, read_only=True)
+        zstore = zarr_store(self.store.url, self.store.storage_options, read_only=True)
         self._group = zarr.open_group(zstore, mode="r", zarr_format=3)
         self.zones: dict[str, _ZoneInfo] = {}
         for name in self.store.attrs["embedder:zones"]:
-            zat = _zone_attrs(self.store, name)
-            z = _Zone.from_attrs(name, zat)
+            zat = zone_attrs(self.store, name)
+            z = ZoneExtent.from_attrs(name, zat)
             _a, _, c, _, _, f = zat["spatial:transform"]
             ny, nx = zat["spatial:shape"]
             nt = z.n_periods * self.store.cfg.period_days
             self.zones[name] = _ZoneInfo(name, z, float(c), float(f), int(ny), int(nx), nt)
         self._arrays: dict[str, Any] = {}
         self._pca: dict[str, Any] | None = None
+        self.series_reader = SeriesReader(self.store, cache_units=self.cfg.marker_cache_units)
+        """Point series by byte range (done-markers cached): what probe and sample_points use."""
 
     @property
     def quant_step(self) -> float:
@@ -363,6 +366,17 @@ class StoreReader:
         }
 
     # -- raw reads ------------------------------------------------------------------------------
+
+    def read_series(
+        self, zone: str, rows: np.ndarray, cols: np.ndarray, d0: int, d1: int, *, method: str = "auto"
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per pixel ``(rows[i], cols[i])`` of ``zone``: (days [T], codes [T, 7], flags [T]) of its valid dates.
+
+        ``method="auto"`` reads by byte range through the done-markers' shard indexes (falling back to
+        zarr for units written without one); ``"zarr"`` always uses zarr's coordinate selection (the
+        baseline of bench/serve.py).
+        """
+        return _series_at(self, zone, np.asarray(rows), np.asarray(cols), d0, d1, method=method)
 
     def read_codes(self, zone: str, days: np.ndarray, ys: slice, xs: slice) -> np.ndarray:
         """uint16 codes ``[T, 7, h, w]`` at day indices ``days`` (orthogonal selection)."""
@@ -473,12 +487,14 @@ _POINT_BATCH = 512  # points per read batch: bounds memory at T x 7 x 512 codes
 
 
 def _series_at(
-    r: StoreReader, zone: str, rows: np.ndarray, cols: np.ndarray, d0: int, d1: int
+    r: StoreReader, zone: str, rows: np.ndarray, cols: np.ndarray, d0: int, d1: int, *, method: str = "auto"
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per point: (days [T], codes [T, 7], flags [T]) for pixels of one zone.
 
-    Points are batched per spatial chunk; ``flags`` and ``embedding`` of a batch are read concurrently
-    with point-wise (coordinate) selections, so each chunk is fetched and decoded once per array.
+    The store's :class:`~embedder.store.SeriesReader` reads each spatial block of a unit with one byte
+    range per array (done-marker cached). Units written without a shard index in their marker (earlier
+    versions) are read through zarr instead: points batched per spatial chunk, ``flags`` and
+    ``embedding`` read concurrently with point-wise selections.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -486,6 +502,11 @@ def _series_at(
         return [
             (np.zeros(0, np.int64), np.zeros((0, EMBEDDING_DIM), np.uint16), np.zeros(0, np.uint8))
         ] * rows.size
+    if method not in ("auto", "zarr"):
+        raise ServeError(f"method={method!r} must be 'auto' or 'zarr'")
+    fast = r.series_reader.series(zone, rows, cols, d0, d1) if method == "auto" else None
+    if fast is not None:
+        return [(s.days, s.codes, s.flags) for s in fast]
     cp = r.store.cfg.chunk_px
     out: list[Any] = [None] * rows.size
     order = np.lexsort((cols // cp, rows // cp))  # points of one spatial chunk together
@@ -947,7 +968,7 @@ def rgb_pca(store: StoreReader, *, write: bool = True, recompute: bool = False) 
         return store._pca
     st = store.store
     path = f"{st.root}/{PCA_SIDECAR}"
-    doc = None if recompute else _get_json(st.fs, path)
+    doc = None if recompute else get_json(st.fs, path)
     fp = st.attrs.get("embedder:fingerprint")
     if doc is None or doc.get("fingerprint") != fp:
         rng = np.random.default_rng(0)
@@ -961,7 +982,7 @@ def rgb_pca(store: StoreReader, *, write: bool = True, recompute: bool = False) 
         for i in chosen:
             unit = WorkUnit.from_id(done[i])
             zi = store.zones[unit.tile.zone_name]
-            marker = _get_json(st.fs, f"{st.root}/_units/{zi.name}/{unit.id}.json") or {}
+            marker = get_json(st.fs, f"{st.root}/_units/{zi.name}/{unit.id}.json") or {}
             dates = marker.get("dates", [])
             if not dates:
                 continue
@@ -980,7 +1001,7 @@ def rgb_pca(store: StoreReader, *, write: bool = True, recompute: bool = False) 
         doc = {**_fit_pca(np.concatenate(samples).astype(np.float64)), "fingerprint": fp, "version": 1}
         if write:
             try:
-                _put(st.fs, path, json.dumps(doc).encode())
+                put_object(st.fs, path, json.dumps(doc).encode())
             except (OSError, PermissionError) as exc:  # a read-only store: keep it in memory
                 log.warning("could not write %s (%s); the PCA is kept in memory only", path, exc)
     store._pca = doc

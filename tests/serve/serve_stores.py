@@ -12,7 +12,7 @@ from embedder.store import create_store, write_unit
 from embedder.testing.embeddings import fake_unit_data
 
 CFG = StoreConfig(tile_px=64, chunk_px=32)
-"""Small tiles (64 px, 32 px chunks) on the default time layout (366-day periods, 61-day chunks)."""
+"""Small tiles (64 px, 32 px chunks) on the default time layout (366-day periods, 6-day chunks)."""
 UNITS = [
     WorkUnit(tile=Tile(zone=32, south=False, col=889 + c, row=8000, size_px=64), period=Period(index=6))
     for c in range(2)

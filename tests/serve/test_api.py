@@ -91,6 +91,40 @@ def test_probe_equals_stored_values(gcs_store, unit_i, row, col):
     assert s.embedding.shape == (len(dates), 7) and len(dates) > 5
 
 
+def test_probe_reads_a_year_in_three_requests_and_equals_zarr(gcs_store, monkeypatch):
+    """A point-year is the unit's marker + one byte range per array; cached markers leave two."""
+    import gcsfs.core
+
+    _, url, so, _ = gcs_store
+    fresh = StoreReader(url, storage_options=so)
+    calls = []
+    orig = gcsfs.core.GCSFileSystem._request
+
+    async def counted(fs, *args, **kwargs):
+        calls.append(args[:2])
+        return await orig(fs, *args, **kwargs)
+
+    monkeypatch.setattr(gcsfs.core.GCSFileSystem, "_request", counted)
+    lonlat = pixel_lonlat(UNITS[1], 40, 9)
+    fresh.series_reader.zone("utm32N")  # zone metadata, read once per reader
+    calls.clear()
+    first = probe(fresh, *lonlat)
+    assert len(calls) == 3, calls
+    calls.clear()
+    again = probe(fresh, *pixel_lonlat(UNITS[1], 2, 60))
+    assert len(calls) == 2 and again.status == "ok"
+    where = fresh.locate(*lonlat)
+    assert where is not None
+    d0, d1 = fresh.day_range(None, None)
+    ((days, codes, flags),) = fresh.read_series(where[0], np.array([where[1]]), np.array([where[2]]), d0, d1,
+                                               method="zarr")  # fmt: skip
+    assert len(days) == len(first.dates)
+    np.testing.assert_array_equal(codes * CFG.quant_step, first.embedding)
+    np.testing.assert_array_equal(flags, first.flags)
+    with pytest.raises(ServeError, match="method="):
+        fresh.read_series("utm32N", np.array([0]), np.array([0]), d0, d1, method="fast")
+
+
 def test_probe_period_and_csv(gcs_store):
     reader, _, _, written = gcs_store
     unit = UNITS[0]
