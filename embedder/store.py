@@ -611,7 +611,12 @@ MISSING_CHUNK = 2**64 - 1
 
 
 def _blosc(cfg: StoreConfig) -> Any:
+    import numcodecs.blosc
     from numcodecs import Blosc
+
+    # Blosc's own threads write compressed blocks in the order they finish (same size, other bytes);
+    # off, as zarr sets it on import, so shards are bitwise reproducible. encode_shard uses a pool instead.
+    numcodecs.blosc.use_threads = False
 
     # the bytes of zarr's BloscCodec(cname="zstd", shuffle="bitshuffle"), typesize from the dtype
     return Blosc(cname="zstd", clevel=cfg.compression_level, shuffle=Blosc.BITSHUFFLE)
@@ -683,18 +688,20 @@ def encode_shard(
     pixel's series over the whole period is a single byte range (``docs/store.md``). Zarr reads any
     order through the index.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     import google_crc32c
 
     blosc = _blosc(cfg)
+    keys = [k for k in sorted(chunks, key=lambda k: (k[1:], k[0])) if not (chunks[k] == fill_value).all()]
+    # chunks in parallel, each single-threaded in Blosc (_blosc): bitwise reproducible objects
+    with ThreadPoolExecutor(max_workers=min(4, len(keys) or 1)) as pool:
+        encoded = list(pool.map(lambda k: bytes(blosc.encode(np.ascontiguousarray(chunks[k]))), keys))
     offsets = np.full(grid, MISSING_CHUNK, dtype=np.uint64)
     nbytes = np.full(grid, MISSING_CHUNK, dtype=np.uint64)
     parts: list[bytes] = []
     pos = 0
-    for key in sorted(chunks, key=lambda k: (k[1:], k[0])):
-        block = chunks[key]
-        if (block == fill_value).all():
-            continue
-        enc = bytes(blosc.encode(np.ascontiguousarray(block)))
+    for key, enc in zip(keys, encoded, strict=True):
         offsets[key], nbytes[key] = pos, len(enc)
         parts.append(enc)
         pos += len(enc)

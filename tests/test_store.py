@@ -399,3 +399,23 @@ def test_series_reader_skips_units_not_done_and_defers_old_markers(local_store):
     assert reader.series("utm32N", np.array([3]), np.array([3]), 6 * 366, 7 * 366) is None
     (early,) = reader.series("utm32N", np.array([3]), np.array([3]), 0, 10)  # a period never planned
     assert early.days.size == 0 and early.codes.shape == (0, 7)
+
+
+def test_encode_shard_is_bitwise_reproducible(monkeypatch):
+    """Blosc's own threads emit blocks in finishing order; shards must not depend on that (resumed jobs)."""
+    import numcodecs.blosc
+
+    # zarr's import turns them off for the whole process, but a writer that has not imported zarr yet
+    # (the first unit a fresh Ray worker writes) has numcodecs' default: on in the main thread
+    monkeypatch.setattr(numcodecs.blosc, "use_threads", None)
+    rng = np.random.default_rng(0)
+    chunks = {(c, 0, 0, 0): (rng.normal(size=(61, 7, 64, 64)) * 100).astype(np.uint16) for c in range(4)}
+    outs = {store_mod.encode_shard(chunks, (6, 1, 1, 1), cfg=CFG, fill_value=FILL_CODE)[0] for _ in range(30)}
+    assert len(outs) == 1
+    shard = outs.pop()
+    idx = store_mod.ShardIndex.from_shard_bytes(shard, (6, 1, 1, 1))
+    for c in range(4):  # each chunk decodes back, where the index says
+        o, n = int(idx.offsets[c, 0, 0, 0]), int(idx.nbytes[c, 0, 0, 0])
+        got = store_mod.decode_chunk(shard[o : o + n], (61, 7, 64, 64), np.uint16)
+        np.testing.assert_array_equal(got, chunks[(c, 0, 0, 0)])
+    assert not idx.present((5, 0, 0, 0))
