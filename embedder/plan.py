@@ -16,7 +16,7 @@ The estimate multiplies four measured or stated numbers:
   ``TFLOP/s x utilisation / FLOPs per pixel-date``.
 * **Both encoders side by side**: the plan also prices 1,000 km2 of land for one year with each frame
   encoder (:class:`EncoderCost`), so the choice of ``model.encoder`` can be made on its cost.
-* **Bytes stored** from the store benchmark (``bench/results/store.json``: 148.6 bytes per pixel-year at
+* **Bytes stored** from the store benchmark (``bench/results/store.json``: 146.5 bytes per pixel-year at
   30.9 dates a year -> :data:`BYTES_PER_PIXEL_DATE`).
 """
 
@@ -48,9 +48,9 @@ __all__ = [
 
 S2_DATES_PER_YEAR = 73.0
 """Sentinel-2 acquisitions per pixel and year with both satellites (5-day revisit)."""
-BYTES_PER_PIXEL_DATE = 148.64 / 30.9
+BYTES_PER_PIXEL_DATE = 146.52 / 30.9
 """Stored bytes per embedded pixel-date (embedding + flags, compressed): bench/results/store.json measured
-148.64 bytes per pixel-year at 30.9 dates per year."""
+146.52 bytes per pixel-year at 30.9 dates per year (64 px x 6-day chunks, zstd 5)."""
 _HALO_DATES = WINDOW_DATES // 2
 _PX_PER_KM2 = 1e4  # 10 m pixels
 
@@ -197,6 +197,13 @@ def _with_context(flops: FlopCount, usable_per_block: float) -> float:
     return flops.fast_per_pixel_date + 2 * _HALO_DATES * frame / usable_per_block
 
 
+def _sig3(value: float) -> str:
+    """``value`` with three significant digits (at least), thousands separated: 14.4, 0.402, 1,234."""
+    if value <= 0 or not math.isfinite(value):
+        return f"{value:g}"
+    return f"{value:,.{max(0, 2 - math.floor(math.log10(value)))}f}"
+
+
 @dataclasses.dataclass(frozen=True)
 class EncoderCost:
     """What 1,000 km2 of land for one year costs with one frame encoder (same preset, GPU and price)."""
@@ -228,6 +235,8 @@ class Plan:
     """Last day (inclusive)."""
     preset: str
     """Model preset."""
+    encoder: str
+    """Frame encoder the run uses (``paper`` or ``dense``)."""
     tiles: int
     """Tiles of the grid that meet the region."""
     units: int
@@ -256,6 +265,52 @@ class Plan:
     """``gpu_hours x price_per_gpu_hour`` (compute only)."""
     price_per_gpu_hour: float
     """Price used."""
+    usable_dates_per_year: float
+    """Embedded S2 dates per pixel and year (``dates_per_year x usable_share``)."""
+    by_encoder: tuple[EncoderCost, ...]
+    """Price of 1,000 km2 of land for one year with each frame encoder, the chosen one first."""
+
+    @property
+    def chosen(self) -> EncoderCost:
+        """The :class:`EncoderCost` of :attr:`encoder`."""
+        return next(c for c in self.by_encoder if c.encoder == self.encoder)
+
+    def encoder_table(self) -> str:
+        """The side-by-side price of 1,000 km2 of land for one year with each frame encoder."""
+        pd_unit = _REF_KM2_YEARS * _PX_PER_KM2 * self.usable_dates_per_year
+        priced = self.price_per_gpu_hour > 0
+        head = ["encoder", "GFLOP/pixel-date", "pixel-dates/s/GPU", "GPU-hours"] + (
+            ["cost"] if priced else []
+        )
+        rows = [head]
+        for c in self.by_encoder:
+            mark = " (chosen)" if c.encoder == self.encoder else ""
+            row = [
+                f"{c.encoder}{mark}",
+                f"{c.flop_per_pixel_date / 1e9:.4f}",
+                f"{c.px_dates_per_s:,.0f}" + ("" if c.rate_source != "scaled by FLOPs" else " *"),
+                _sig3(c.gpu_hours_per_1000km2_year),
+            ]
+            if priced:
+                row.append(_sig3(c.cost_per_1000km2_year))
+            rows.append(row)
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = [
+            f"per 1,000 km2 of land and year ({pd_unit:.3e} pixel-dates), {self.preset} preset:",
+            *(
+                "  "
+                + "  ".join(
+                    v.ljust(w) if i == 0 else v.rjust(w)
+                    for i, (v, w) in enumerate(zip(r, widths, strict=True))
+                )
+                for r in rows
+            ),
+        ]
+        if any(c.rate_source == "scaled by FLOPs" for c in self.by_encoder):
+            lines.append(
+                "  * measured rate of the chosen encoder scaled by the FLOP ratio (same FLOP/s assumed)"
+            )
+        return "\n".join(lines)
 
     def summary(self) -> str:
         """Human-readable multi-line table."""
@@ -265,7 +320,7 @@ class Plan:
             ("area / land", f"{self.area_km2:,.0f} km2 / {self.land_km2:,.0f} km2"),
             ("pixel-dates", f"{self.pixel_dates:.3e}"),
             (
-                f"GFLOP / pixel-date ({self.preset})",
+                f"GFLOP / pixel-date ({self.preset}, {self.encoder})",
                 f"{self.flop_per_pixel_date / 1e9:.3f} with frame cache "
                 f"({self.naive_flop_per_pixel_date / 1e9:.2f} naive, "
                 f"{self.naive_flop_per_pixel_date / self.flop_per_pixel_date:.1f}x)",
@@ -275,9 +330,16 @@ class Plan:
             ("GPU-hours", f"{self.gpu_hours:,.1f}"),
             ("stored", f"{self.bytes_stored / 1e12:,.3f} TB"),
             ("cost", f"{self.cost:,.2f} at {self.price_per_gpu_hour:g} per GPU-hour"),
+            (
+                "per 1,000 km2 and year",
+                f"{_sig3(self.chosen.gpu_hours_per_1000km2_year)} GPU-hours"
+                + (f", {_sig3(self.chosen.cost_per_1000km2_year)}" if self.price_per_gpu_hour > 0 else "")
+                + f" ({self.encoder} encoder)",
+            ),
         ]
         width = max(len(k) for k, _ in rows)
-        return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+        table = "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+        return f"{table}\n\n{self.encoder_table()}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -336,6 +398,7 @@ def plan_run(
     start: dt.date | str,
     end: dt.date | str,
     preset: Preset = "paper",
+    encoder: Encoder = "paper",
     land_share: float = 1.0,
     dates_per_year: float = S2_DATES_PER_YEAR,
     usable_share: float = 0.45,
@@ -350,8 +413,11 @@ def plan_run(
     """Estimate tiles, pixel-dates, GPU-hours, bytes and cost of embedding ``region`` over [start, end].
 
     Give the GPU rate as a measured ``px_dates_per_s`` or as ``gpu_tflops`` (peak, the precision the
-    actors run in) with ``utilisation``; exactly one of the two. Raises :class:`PlanError` for bad inputs
-    and :class:`embedder.grid.GridError` for a bad region or dates.
+    actors run in) with ``utilisation``; exactly one of the two. ``encoder`` is the frame encoder of the
+    model (``ModelConfig.encoder``: ``paper`` or ``dense``); a measured ``px_dates_per_s`` is that
+    encoder's. :attr:`Plan.by_encoder` prices 1,000 km2 of land for one year with both encoders (the
+    other encoder's rate from the same TFLOP/s, or the measured rate scaled by the FLOP ratio).
+    Raises :class:`PlanError` for bad inputs and :class:`embedder.grid.GridError` for a bad region or dates.
     """
     from embedder.config import StoreConfig
     from embedder.grid import _as_date, periods, region_geometry
@@ -368,6 +434,8 @@ def plan_run(
     _positive("gpu_tflops", gpu_tflops)
     if price_per_gpu_hour < 0 or not math.isfinite(price_per_gpu_hour):
         raise PlanError(f"price_per_gpu_hour = {price_per_gpu_hour!r} must be >= 0")
+    if encoder not in ENCODERS:
+        raise PlanError(f"encoder {encoder!r} is unknown; use one of {list(ENCODERS)} (ModelConfig.encoder)")
     if (px_dates_per_s is None) == (gpu_tflops is None):
         raise PlanError(
             "give exactly one of px_dates_per_s (a measured throughput) and gpu_tflops (with utilisation); "
@@ -382,20 +450,43 @@ def plan_run(
     years = ((d1 - d0).days + 1) / 365.25
     usable_per_year = dates_per_year * usable_share
     pixel_dates = land * _PX_PER_KM2 * years * usable_per_year
-    flops = measure_flops(preset)
     # each period block also encodes 2 x 5 context dates (usable dates just outside the block)
     usable_per_block = usable_per_year * period_days / 365.25
-    context = 1.0 + 2 * _HALO_DATES * sum(flops.encode_frames.values()) / (
-        usable_per_block * flops.fast_per_pixel_date
-    )
-    flop_pd = flops.fast_per_pixel_date * context
-    rate = px_dates_per_s if px_dates_per_s is not None else gpu_tflops * 1e12 * utilisation / flop_pd  # type: ignore[operator]
+    counts = {e: measure_flops(preset, e, tile_px=tile_px) for e in ENCODERS}
+    flop_by = {e: _with_context(f, usable_per_block) for e, f in counts.items()}
+    flops, flop_pd = counts[encoder], flop_by[encoder]
+
+    def rate_of(e: Encoder) -> tuple[float, str]:
+        if gpu_tflops is not None:
+            return gpu_tflops * 1e12 * utilisation / flop_by[e], "TFLOP/s"
+        assert px_dates_per_s is not None
+        if e == encoder:
+            return px_dates_per_s, "measured"
+        return px_dates_per_s * flop_pd / flop_by[e], "scaled by FLOPs"
+
+    unit_pixel_dates = _REF_KM2_YEARS * _PX_PER_KM2 * usable_per_year
+    by_encoder = []
+    for e in sorted(ENCODERS, key=lambda e: e != encoder):  # the chosen encoder first
+        r, source = rate_of(e)
+        hours = unit_pixel_dates / r / 3600.0
+        by_encoder.append(
+            EncoderCost(
+                encoder=e,
+                flop_per_pixel_date=flop_by[e],
+                px_dates_per_s=float(r),
+                rate_source=source,
+                gpu_hours_per_1000km2_year=hours,
+                cost_per_1000km2_year=hours * price_per_gpu_hour,
+            )
+        )
+    rate = rate_of(encoder)[0]
     gpu_hours = pixel_dates / rate / 3600.0
     return Plan(
         region=str(region),
         start=d0,
         end=d1,
         preset=preset,
+        encoder=encoder,
         tiles=n_tiles,
         units=n_tiles * len(blocks),
         area_km2=area,
@@ -410,6 +501,8 @@ def plan_run(
         bytes_stored=pixel_dates * bytes_per_pixel_date,
         cost=gpu_hours * price_per_gpu_hour,
         price_per_gpu_hour=price_per_gpu_hour,
+        usable_dates_per_year=usable_per_year,
+        by_encoder=tuple(by_encoder),
     )
 
 
@@ -422,6 +515,12 @@ def cli_main(argv: list[str] | None = None) -> int:
     p.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
     p.add_argument("--end", required=True, help="last day (inclusive), YYYY-MM-DD")
     p.add_argument("--preset", choices=("paper", "small"), default="paper", help="model size (default paper)")
+    p.add_argument(
+        "--encoder",
+        choices=ENCODERS,
+        default="paper",
+        help="frame encoder of the model (model.encoder); the plan prices both (docs/dense.md)",
+    )
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--px-dates-per-s", type=float, help="measured throughput of one GPU actor")
     rate.add_argument("--gpu-tflops", type=float, help="peak TFLOP/s of one GPU (default 30: L4, fp32)")
@@ -435,7 +534,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     gpu_tflops = a.gpu_tflops if (a.gpu_tflops is not None or a.px_dates_per_s is not None) else 30.0
     try:
         plan = plan_run(
-            region_from_text(a.region), start=a.start, end=a.end, preset=a.preset, land_share=a.land_share,
+            region_from_text(a.region), start=a.start, end=a.end, preset=a.preset, encoder=a.encoder,
+            land_share=a.land_share,
             dates_per_year=a.dates_per_year, usable_share=a.usable_share, px_dates_per_s=a.px_dates_per_s,
             gpu_tflops=gpu_tflops, utilisation=a.utilisation, price_per_gpu_hour=a.price_per_gpu_hour,
         )  # fmt: skip

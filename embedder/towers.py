@@ -28,7 +28,7 @@ import dataclasses
 import datetime as dt
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,6 +67,8 @@ __all__ = [
     "load_scene_cube",
     "quick_train_fusion",
     "run_gpp_towers",
+    "tower_gpp_config",
+    "tower_scene_features",
     "tower_scene_specs",
     "write_tower_scenes",
 ]
@@ -239,6 +241,55 @@ def _inside(ds: xr.Dataset, lon: float, lat: float) -> tuple[float, float]:
     return float(back[0]), float(back[1])
 
 
+def tower_scene_features(
+    cubes: Mapping[str, xr.Dataset],
+    predictor: Any | None = None,
+    *,
+    start: dt.date,
+    end: dt.date,
+    radius_m: float = 50.0,
+    gpp_dir: str | Path = DEFAULT_GPP_DIR,
+) -> pd.DataFrame:
+    """Per-date features within ``radius_m`` of each tower: ``site, date, <features>`` for all scenes.
+
+    ``cubes`` maps a site id to its scene cube (:func:`load_scene_cube` of a :func:`write_tower_scenes`
+    region). With a ``predictor`` (:class:`embedder.inference.Predictor`) the features are the embedding
+    ``F01..F07`` of the targets in [start, end] (:func:`embed_scene`); without one, the raw S2 bands
+    ``B02..B12`` of the same interior pixels on every date in [start, end] (the baseline). A tower that
+    the scene grid put in the halo is taken at the nearest embedded pixel (both feature sets alike).
+    """
+    from embedder.gpp import tower_features
+
+    info = _site_info(Path(gpp_dir))
+    parts = []
+    for name, cube in cubes.items():
+        lon, lat = float(info.loc[name, "lon"]), float(info.loc[name, "lat"])
+        if predictor is not None:
+            ds = embed_scene(cube, predictor, start=start, end=end)
+        else:
+            ds = band_dataset(cube).sel(
+                time=slice(np.datetime64(start), np.datetime64(end) + np.timedelta64(1, "D"))
+            )
+        lon, lat = _inside(ds, lon, lat)
+        parts.append(tower_features(ds, lon, lat, radius_m, site=name))
+    return pd.concat(parts, ignore_index=True)
+
+
+def tower_gpp_config(
+    base: GppConfig, *, split: Literal["temporal", "loso"], years: tuple[int, int]
+) -> GppConfig:
+    """``base`` set up for tower scenes over ``years`` (first, last) and ``split``.
+
+    The temporal split trains on all years but the last and evaluates the last; leave-one-site-out
+    uses every year.
+    """
+    y0, y1 = years
+    return dataclasses.replace(
+        base, split=split, train_years=tuple(range(y0, y1)), val_years=(y1,),
+        loso_years=tuple(range(y0, y1 + 1)),
+    )  # fmt: skip
+
+
 def quick_train_fusion(
     cubes: Sequence[xr.Dataset],
     *,
@@ -323,7 +374,7 @@ def run_gpp_towers(
     (the ``ALL`` rows of every run) and ``timings.json``. The temporal split trains on all years but
     the last and evaluates the last; ``gpp_cfg`` defaults to :meth:`GppConfig.small`.
     """
-    from embedder.gpp import _markdown, read_flux, read_forcing, run_evaluation, tower_features, write_report
+    from embedder.gpp import _markdown, read_flux, read_forcing, run_evaluation, write_report
     from embedder.inference import Predictor
     from embedder.training import load_fusion
 
@@ -367,22 +418,13 @@ def run_gpp_towers(
     timings["train_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     predictor = Predictor(load_fusion(checkpoint), pixel_batch=1024)
-    info = _site_info(gpp_dir)
-    emb_parts, band_parts = [], []
-    for name, cube in cubes.items():
-        lon, lat = float(info.loc[name, "lon"]), float(info.loc[name, "lat"])
-        emb = embed_scene(cube, predictor, start=start, end=end)
-        lon, lat = _inside(emb, lon, lat)
-        emb_parts.append(tower_features(emb, lon, lat, radius_m, site=name))
-        bands = band_dataset(cube).sel(
-            time=slice(np.datetime64(start), np.datetime64(end) + np.timedelta64(1, "D"))
-        )
-        band_parts.append(tower_features(bands, lon, lat, radius_m, site=name))
-    timings["embed_s"] = time.perf_counter() - t0
     features = {
-        "embedding": pd.concat(emb_parts, ignore_index=True),
-        "bands": pd.concat(band_parts, ignore_index=True),
+        "embedding": tower_scene_features(
+            cubes, predictor, start=start, end=end, radius_m=radius_m, gpp_dir=gpp_dir
+        ),
+        "bands": tower_scene_features(cubes, start=start, end=end, radius_m=radius_m, gpp_dir=gpp_dir),
     }
+    timings["embed_s"] = time.perf_counter() - t0
     for kind, table in features.items():
         table.to_csv(out / f"features_{kind}.csv", index=False)
 
@@ -393,10 +435,7 @@ def run_gpp_towers(
     rows = []
     t0 = time.perf_counter()
     for split in splits:
-        cfg = dataclasses.replace(
-            base, split=split, train_years=tuple(range(y0, y1)), val_years=(y1,),
-            loso_years=tuple(range(y0, y1 + 1)),
-        )  # fmt: skip
+        cfg = tower_gpp_config(base, split=split, years=(y0, y1))
         for kind, table in features.items():
             models = base.models if kind == "embedding" else tuple(m for m in base.models if m != "lue")
             result = run_evaluation(table, gpp, cfg=dataclasses.replace(cfg, models=models), forcing=forcing)

@@ -1,0 +1,819 @@
+"""Fidelity of the dense-consistent encoder: paper-exact vs dense, same data and budget (issue 9).
+
+:func:`compare_encoders` trains both frame encoders (``ModelConfig.encoder`` ``paper`` and ``dense``,
+docs/dense.md) on identical shards with identical seeds, epochs, steps and batch sizes, and scores them
+on the same held-out data and downstream checks. In order:
+
+1. **Sample region** (:func:`embedder.sample.write_sample_region`): ``cubes / cubes-per-scene`` scenes
+   of ``scene_px`` (:func:`embedder.sample.default_scenes`); reused when ``region.json`` holds the
+   same config.
+2. **Training shards**: the per-cube functions the Ray job ``ray_jobs/build_shards.py`` runs
+   (:func:`embedder.data.shards.plan_cubes`, :func:`~embedder.data.shards.build_cube_task`), here
+   in process; complete cubes are reused. Splits are dealt by cube as always (375/83/42).
+3. **Training**, per encoder, the small preset (``ModelConfig.small``, ``FusionConfig.small``,
+   ``TrainConfig.small`` with ``batch_size``): stage 1 S1 on S1-only windows, stage 1 S2 on fused
+   windows, then the fusion over the two best stage-1 checkpoints, each with
+   :func:`embedder.training.fit` (the function the Ray Train jobs run on every worker), ``epochs`` x
+   at most ``steps_per_epoch`` steps, the best epoch chosen on the validation split.
+4. **Centre MAE** (SPEC 4) of each best checkpoint on the held-out split
+   (:func:`embedder.training.evaluate`): the test split, or the validation split when no cube was
+   dealt to test (then it also chose the checkpoint: :attr:`FidelityResult.eval_split` says which).
+5. **Land-cover probe** (:func:`embedder.report.land_cover_probe`): each model embeds every region
+   scene (:class:`embedder.inference.Predictor`; the dense model takes its dense path) and a logistic
+   regression on the embedding is scored against the scenes' ground-truth land cover on held-out
+   spatial blocks (accuracy pooled over scenes by test pixel-dates).
+6. **GPP skill**: tower scenes driven by real fAPAR (:func:`embedder.towers.write_tower_scenes`), each
+   model's embedding at the towers (:func:`embedder.towers.tower_scene_features`) and
+   :func:`embedder.gpp.run_evaluation` against the towers' observed GPP (temporal split: train on all
+   years but the last, evaluate the last). Needs the FluxDataKit files (``gpp_dir``); skipped with a
+   reason otherwise.
+
+The imagery is synthetic (see :mod:`embedder.sample` and :mod:`embedder.towers`), the models are the
+small preset, trained briefly on CPU: the numbers compare the two encoders under one budget, they are
+not the paper-scale fidelity. ``bench/fidelity.py`` is the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from embedder.config import (
+    BuildShardsConfig,
+    ConfigError,
+    FusionConfig,
+    GppConfig,
+    ModelConfig,
+    PatchConfig,
+    SampleRegionConfig,
+    TrainConfig,
+    to_dict,
+)
+from embedder.models.fusion import FusionModel
+from embedder.models.modality import ModalityAutoencoder
+from embedder.sample import SampleRegion
+from embedder.sensors import S1, S2
+from embedder.towers import DEFAULT_GPP_DIR, TOWER_SITES
+
+__all__ = [
+    "ENCODERS",
+    "FidelityConfig",
+    "FidelityError",
+    "FidelityResult",
+    "ProbeScore",
+    "VariantResult",
+    "compare_encoders",
+    "prepare_region",
+    "prepare_shards",
+    "train_variant",
+]
+
+ENCODERS: tuple[str, ...] = ("paper", "dense")
+"""The frame encoders compared (``ModelConfig.encoder``), the reference first."""
+RESULT_FILE = "fidelity.json"
+"""Flat JSON of the last comparison, written in the work folder."""
+_HALO_PX = 7  # spatial halo of a 15 px window: the scene's outer 7 px get no embedding
+
+
+class FidelityError(ValueError):
+    """A comparison setting cannot work (too few cubes for a validation split, missing files, ...)."""
+
+
+def _smoke_patches() -> PatchConfig:
+    # ray_jobs/configs/smoke/build_shards.yaml: small cubes give hundreds of samples, not a handful
+    return PatchConfig(
+        window_dates=11, temporal_stride=1, spatial_stride_px=3,
+        s1only_window_acquisitions=11, s1only_temporal_stride=5, s1only_spatial_stride_px=5,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FidelityConfig:
+    """Data, budget and downstream checks of one comparison (identical for both encoders)."""
+
+    scene_px: int = 64
+    """Side of each sample-region scene, px (even). The land-cover probe embeds every scene."""
+    cube_px: int = 32
+    """Training cubes are ``cube_px`` squares cut from the scenes (``BuildShardsConfig.cube_size_px``)."""
+    cubes: int = 8
+    """Training cubes; the region gets as many scenes as they need. At least 3, so the split deal
+    (375/83/42) gives a validation cube; 8 or more also give a test cube."""
+    start: dt.date = dt.date(2021, 7, 1)
+    """First day of the sample region (and of the shards and the probe's embeddings)."""
+    end: dt.date = dt.date(2022, 6, 30)
+    """Last day of the sample region."""
+    s2_cadence_days: int = 5
+    """S2 revisit of the sample region."""
+    region_seed: int = 42
+    """Seed of the sample region (the demo's)."""
+    patches: PatchConfig = field(default_factory=_smoke_patches)
+    """How samples are cut (the smoke/demo sampling: dense strides, 11-date windows)."""
+    epochs: int = 3
+    """Epochs of every training stage."""
+    steps_per_epoch: int = 30
+    """Optimiser steps per epoch of each stage-1 autoencoder (batches of the chunk-shuffled training split)."""
+    fusion_steps_per_epoch: int | None = None
+    """Optimiser steps per epoch of the fusion (a step costs about 3x a stage-1 step); None: ``steps_per_epoch``."""
+    batch_size: int = 16
+    """Samples per step (SPEC: 16)."""
+    eval_samples: int | None = 512
+    """Validation and held-out samples scored per split (evenly spread); None: all of them."""
+    seed: int = 42
+    """Seed of weights, batch order and the GPP regressors (``TrainConfig.seed``)."""
+    probe_block_px: int = 8
+    """Side of the probe's spatial blocks (test blocks are held out whole)."""
+    pixel_batch: int = 4096
+    """Pixels per forward pass when embedding."""
+    gpp: bool = True
+    """Run the GPP check (needs the FluxDataKit files in :attr:`gpp_dir`)."""
+    gpp_sites: tuple[str, ...] = TOWER_SITES
+    """Tower sites (FluxDataKit ids) of the GPP check."""
+    gpp_years: tuple[int, int] = (2019, 2020)
+    """First and last year of the GPP check: train on all but the last, evaluate the last."""
+    gpp_scene_px: int = 24
+    """Side of each tower scene, px (10 x 10 embedded pixels at 24)."""
+    gpp_cadence_days: int = 10
+    """S2 revisit of the tower scenes."""
+    gpp_s1_cadence_days: int = 24
+    """S1 revisit per orbit direction of the tower scenes."""
+    gpp_radius_m: float = 50.0
+    """Tower footprint radius over which features are averaged."""
+    gpp_epochs: int = 8
+    """Epochs of the GPP regressors (``GppConfig.small``)."""
+    gpp_dir: str = str(DEFAULT_GPP_DIR)
+    """Folder with the FluxDataKit ``fdk_rsofun_11sites_*`` files."""
+
+    def __post_init__(self) -> None:
+        if self.cube_px < 15 or self.scene_px < self.cube_px or self.scene_px % 2:
+            raise ConfigError(
+                f"FidelityConfig: scene_px = {self.scene_px} must be even and >= cube_px = {self.cube_px} "
+                ">= 15 (one window)"
+            )
+        if self.cubes < 3:
+            raise ConfigError(
+                f"FidelityConfig.cubes = {self.cubes}: at least 3 cubes are needed for a validation split "
+                "(cubes are dealt 375/83/42); use 8+ for a test split too"
+            )
+        for name in (
+            "epochs",
+            "steps_per_epoch",
+            "batch_size",
+            "probe_block_px",
+            "pixel_batch",
+            "gpp_epochs",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"FidelityConfig.{name} = {getattr(self, name)} must be at least 1")
+        if self.fusion_steps_per_epoch is not None and self.fusion_steps_per_epoch < 1:
+            raise ConfigError(
+                f"FidelityConfig.fusion_steps_per_epoch = {self.fusion_steps_per_epoch} must be >= 1"
+            )
+        if self.eval_samples is not None and self.eval_samples < 1:
+            raise ConfigError(f"FidelityConfig.eval_samples = {self.eval_samples} must be >= 1 or None")
+        if self.end <= self.start or self.gpp_years[1] <= self.gpp_years[0]:
+            raise ConfigError(
+                f"FidelityConfig: period {self.start}..{self.end} and gpp_years {self.gpp_years} must "
+                "each run forward (GPP needs two years: train and evaluate)"
+            )
+
+    @property
+    def cubes_per_scene(self) -> int:
+        """Cubes :func:`embedder.data.shards.plan_cubes` cuts from one scene (edge remainders dropped)."""
+        return (self.scene_px // self.cube_px) ** 2
+
+    @property
+    def n_scenes(self) -> int:
+        """Scenes of the sample region: as many as :attr:`cubes` need."""
+        return math.ceil(self.cubes / self.cubes_per_scene)
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> FidelityConfig:
+        """Tests: one 32 px scene over four months, three 16 px cubes, 2 steps, one GPP tower."""
+        base: dict[str, Any] = {
+            "scene_px": 32, "cube_px": 16, "cubes": 3, "start": dt.date(2021, 12, 16),
+            "end": dt.date(2022, 4, 15), "patches": dataclasses.replace(_smoke_patches(), spatial_stride_px=1),
+            "epochs": 1, "steps_per_epoch": 2, "batch_size": 4, "eval_samples": 16, "probe_block_px": 4,
+            "gpp_sites": ("CH-Aws",), "gpp_scene_px": 16, "gpp_cadence_days": 20,
+            "gpp_s1_cadence_days": 60, "gpp_epochs": 1,
+        }  # fmt: skip
+        base.update(overrides)
+        return cls(**base)
+
+
+@dataclass(frozen=True)
+class ProbeScore:
+    """The land-cover probe of one model, pooled over the region's scenes."""
+
+    accuracy: float
+    """Test accuracy of the logistic regression on the 7-d embedding (weighted by test pixel-dates)."""
+    accuracy_bands: float
+    """The same on the raw 10 S2 bands of the same pixel-dates (the baseline)."""
+    accuracy_majority: float
+    """Always predicting the most frequent training class."""
+    n_test: int
+    """Test pixel-dates over all scenes."""
+    scenes: int
+    """Scenes that could be probed."""
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """Everything measured for one encoder."""
+
+    encoder: str
+    """``ModelConfig.encoder`` of the trained models (read back from the fusion model)."""
+    frame_encoder: str
+    """Class of the S2 frame encoder (``_FrameEncoder`` or ``DenseFrameEncoder``)."""
+    parameters: int
+    """Parameters of the fusion model (both autoencoders included)."""
+    centre_mae: dict[str, float]
+    """Held-out centre MAE: ``s1``, ``s2`` (stage 1), ``fusion`` (mean of its parts), ``fusion_s1``, ``fusion_s2``."""
+    val_centre_mae: dict[str, float]
+    """Best validation centre MAE of each stage (``s1``, ``s2``, ``fusion``)."""
+    best_epoch: dict[str, int]
+    """Epoch of each stage's best checkpoint."""
+    probe: ProbeScore | None
+    """Land-cover probe (None when no scene had enough pixel-dates)."""
+    gpp_r2: dict[str, float]
+    """GPP R2 on the evaluation year per regressor (``transformer``, ``linear``); empty without GPP."""
+    gpp_rmse: dict[str, float]
+    """GPP RMSE (gC m-2 d-1) per regressor."""
+    seconds: dict[str, float]
+    """Wall time of ``train``, ``probe`` and ``gpp``."""
+
+
+@dataclass(frozen=True)
+class FidelityResult:
+    """Both variants, the baselines and the settings of one comparison."""
+
+    cfg: FidelityConfig
+    """The settings."""
+    variants: dict[str, VariantResult]
+    """``paper`` and ``dense``."""
+    eval_split: str
+    """Split the centre MAE was scored on (``test``, or ``val`` when no cube was dealt to test)."""
+    shard_counts: dict[str, int]
+    """Cubes per split and training samples per kind."""
+    baseline_centre_mae: dict[str, float]
+    """Centre MAE (``s1``, ``s2``) on the same held-out samples of a trivial reconstruction: every pixel
+    of a frame set to that frame's mean over its valid pixels. A model below it has learned the pixel."""
+    gpp_r2_bands: dict[str, float]
+    """GPP R2 of the regressors on the raw S2 bands at the towers (baseline; empty without GPP)."""
+    gpp_note: str
+    """Why GPP was skipped (empty when it ran)."""
+    seconds: dict[str, float]
+    """Wall time of ``region``, ``shards``, ``towers`` and ``total``."""
+    environment: dict[str, float]
+    """``threads`` (torch intra-op) and ``load_average_1min`` at the end (the machine may be shared)."""
+
+    def flat(self) -> dict[str, Any]:
+        """Flat JSON-ready dict: ``paper_centre_mae_s2``, ``dense_landcover_acc``, ratios, settings, ..."""
+        out: dict[str, Any] = {"preset": "small"}
+        for enc, v in self.variants.items():
+            out[f"{enc}_encoder"] = v.encoder
+            out[f"{enc}_frame_encoder"] = v.frame_encoder
+            out[f"{enc}_parameters"] = v.parameters
+            for k, val in v.centre_mae.items():
+                out[f"{enc}_centre_mae_{k}"] = val
+            for k, val in v.val_centre_mae.items():
+                out[f"{enc}_val_centre_mae_{k}"] = val
+            for k, ep in v.best_epoch.items():
+                out[f"{enc}_best_epoch_{k}"] = ep
+            out[f"{enc}_landcover_acc"] = v.probe.accuracy if v.probe else None
+            out[f"{enc}_gpp_r2"] = v.gpp_r2.get("transformer")
+            out[f"{enc}_gpp_r2_linear"] = v.gpp_r2.get("linear")
+            out[f"{enc}_gpp_rmse"] = v.gpp_rmse.get("transformer")
+            for k, s in v.seconds.items():
+                out[f"seconds_{enc}_{k}"] = round(s, 1)
+        paper, dense = self.variants["paper"], self.variants["dense"]
+        for k in ("s1", "s2", "fusion"):
+            out[f"dense_vs_paper_mae_{k}"] = dense.centre_mae[k] / paper.centre_mae[k]
+        if paper.probe and dense.probe:
+            out["dense_minus_paper_landcover_acc"] = dense.probe.accuracy - paper.probe.accuracy
+        if "transformer" in paper.gpp_r2 and "transformer" in dense.gpp_r2:
+            out["dense_minus_paper_gpp_r2"] = dense.gpp_r2["transformer"] - paper.gpp_r2["transformer"]
+        for k, val in self.baseline_centre_mae.items():
+            out[f"baseline_centre_mae_{k}"] = val
+        probe = paper.probe or dense.probe
+        out["landcover_acc_bands"] = probe.accuracy_bands if probe else None
+        out["landcover_acc_majority"] = probe.accuracy_majority if probe else None
+        out["landcover_test_pixel_dates"] = probe.n_test if probe else None
+        out["bands_gpp_r2"] = self.gpp_r2_bands.get("transformer")
+        out["bands_gpp_r2_linear"] = self.gpp_r2_bands.get("linear")
+        out["gpp_note"] = self.gpp_note
+        c = self.cfg
+        out.update(
+            eval_split=self.eval_split, epochs=c.epochs, steps_per_epoch=c.steps_per_epoch,
+            fusion_steps_per_epoch=c.fusion_steps_per_epoch or c.steps_per_epoch,
+            batch_size=c.batch_size, eval_samples=c.eval_samples, seed=c.seed, cubes=c.cubes,
+            cube_px=c.cube_px, scene_px=c.scene_px, scenes=c.n_scenes, period=f"{c.start}..{c.end}",
+            gpp_sites=",".join(c.gpp_sites) if c.gpp else "", gpp_years=f"{c.gpp_years[0]}-{c.gpp_years[1]}",
+            gpp_scene_px=c.gpp_scene_px,
+        )  # fmt: skip
+        out.update({f"shards_{k}": v for k, v in self.shard_counts.items()})
+        out.update({f"seconds_{k}": round(v, 1) for k, v in self.seconds.items()})
+        out.update(self.environment)
+        return out
+
+    def table(self) -> str:
+        """The comparison as a Markdown table (metric, paper, dense, dense vs paper)."""
+        p, d = self.variants["paper"], self.variants["dense"]
+
+        def num(v: float | None, fmt: str = ".4g") -> str:
+            return "n/a" if v is None or not math.isfinite(v) else format(v, fmt)
+
+        rows = [("metric", "paper", "dense", "dense vs paper")]
+        for k, label in (("s1", "S1"), ("s2", "S2"), ("fusion", "fusion (S1+S2 mean)")):
+            a, b = p.centre_mae[k], d.centre_mae[k]
+            rows.append((f"centre MAE {label}, {self.eval_split}", num(a), num(b), f"x{b / a:.3f}"))
+        for k in ("s1", "s2"):
+            base = num(self.baseline_centre_mae.get(k))
+            rows.append(
+                (f"centre MAE {k.upper()}, frame-mean reconstruction", base, base, "trivial baseline")
+            )
+        if p.probe and d.probe:
+            rows.append(
+                (
+                    "land-cover probe accuracy",
+                    num(p.probe.accuracy, ".3f"),
+                    num(d.probe.accuracy, ".3f"),
+                    f"{d.probe.accuracy - p.probe.accuracy:+.3f} (bands {p.probe.accuracy_bands:.3f}, "
+                    f"majority {p.probe.accuracy_majority:.3f})",
+                )
+            )
+        for model in ("transformer", "linear"):
+            if model in p.gpp_r2 and model in d.gpp_r2:
+                bands = self.gpp_r2_bands.get(model)
+                rows.append(
+                    (
+                        f"GPP R2 ({model}, {self.cfg.gpp_years[1]})",
+                        num(p.gpp_r2[model], ".3f"),
+                        num(d.gpp_r2[model], ".3f"),
+                        f"{d.gpp_r2[model] - p.gpp_r2[model]:+.3f} (bands {num(bands, '.3f')})",
+                    )
+                )
+        rows.append(("training time (s)", f"{p.seconds['train']:.0f}", f"{d.seconds['train']:.0f}", ""))
+        rows.append(
+            (
+                "embedding + probe time, region scenes (s)",
+                f"{p.seconds['probe']:.0f}",
+                f"{d.seconds['probe']:.0f}",
+                f"x{p.seconds['probe'] / max(d.seconds['probe'], 1e-9):.1f} faster",
+            )
+        )
+        rows.append(("parameters", f"{p.parameters:,}", f"{d.parameters:,}", ""))
+        lines = ["| " + " | ".join(r) + " |" for r in rows]
+        lines.insert(1, "|---|---:|---:|---|")
+        return "\n".join(lines)
+
+
+# --- 1. the sample region ---------------------------------------------------------------------------------
+
+
+def _region_config(cfg: FidelityConfig) -> SampleRegionConfig:
+    from embedder.sample import default_scenes
+
+    return dataclasses.replace(
+        SampleRegionConfig(), scenes=default_scenes(cfg.n_scenes), size_px=cfg.scene_px, start=cfg.start,
+        end=cfg.end, s2_cadence_days=cfg.s2_cadence_days, seed=cfg.region_seed,
+    )  # fmt: skip
+
+
+def prepare_region(out_dir: str | Path, cfg: FidelityConfig) -> SampleRegion:
+    """The comparison's sample region in ``out_dir``: reused when its ``region.json`` has the same config."""
+    from embedder.sample import MANIFEST_NAME, read_region_manifest, write_sample_region
+
+    root = Path(out_dir)
+    want = _region_config(cfg)
+    if (root / MANIFEST_NAME).is_file():
+        region = read_region_manifest(root)
+        if to_dict(region.cfg) == to_dict(want):
+            return region
+    if root.exists():
+        shutil.rmtree(root)
+    return write_sample_region(root, cfg=want)
+
+
+# --- 2. training shards -----------------------------------------------------------------------------------
+
+
+def _shards_config(region: SampleRegion, shard_root: Path, cfg: FidelityConfig) -> BuildShardsConfig:
+    return BuildShardsConfig(
+        catalog=str(region.catalog_path), shard_root=str(shard_root), start=region.start, end=region.end,
+        region_manifest=str(region.manifest_path), cube_size_px=cfg.cube_px, seed=cfg.seed,
+        patches=cfg.patches, chunk_samples=64, max_cubes=cfg.cubes,
+    )  # fmt: skip
+
+
+def prepare_shards(region: SampleRegion, shard_root: str | Path, cfg: FidelityConfig) -> dict[str, int]:
+    """Build the training shards of the region's first ``cfg.cubes`` cubes (complete ones are reused).
+
+    Runs :func:`embedder.data.shards.build_cube_task` for each planned cube, as ``ray_jobs/build_shards.py``
+    does on Ray. A root built with other settings (recorded in ``fidelity-shards.json``) is rebuilt.
+    Returns cubes per split and training samples per kind.
+    """
+    from embedder.data.shards import ShardDataset, build_cube_task, cube_is_built, plan_cubes
+
+    root = Path(shard_root)
+    scfg = _shards_config(region, root, cfg)
+    stamp = root / "fidelity-shards.json"
+    settings = json.dumps(to_dict(scfg), sort_keys=True, default=str)
+    if root.exists() and (not stamp.is_file() or stamp.read_text() != settings):
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(settings)
+    tasks = plan_cubes(scfg)
+    if len(tasks) < cfg.cubes:
+        raise FidelityError(f"the region has {len(tasks)} cubes of {cfg.cube_px} px, not {cfg.cubes}")
+    for task in tasks:
+        if not cube_is_built(task, scfg):
+            build_cube_task(task, scfg)
+    counts: dict[str, int] = {}
+    for split in ("train", "val", "test"):
+        fused = ShardDataset(str(root), split=split, kind="fused")
+        counts[f"cubes_{split}"] = len(fused.urls)
+        counts[f"samples_{split}_fused"] = len(fused)
+        counts[f"samples_{split}_s1only"] = len(ShardDataset(str(root), split=split, kind="s1only"))
+    return counts
+
+
+# --- 3 and 4. training and held-out centre MAE -------------------------------------------------------------
+
+
+def _spread(n: int, limit: int | None) -> list[int]:
+    """At most ``limit`` indices evenly spread over ``range(n)`` (all when ``limit`` is None)."""
+    if limit is None or n <= limit:
+        return list(range(n))
+    return sorted({int(i) for i in np.linspace(0, n - 1, limit).round()})
+
+
+def _batches(ds: Any, *, batch_size: int, seed: int, shuffle: bool) -> Callable[[int], Iterable[Any]]:
+    """``epoch -> DataLoader``: chunk-shuffled (seeded by ``seed`` and the epoch) or in order."""
+    from torch.utils.data import DataLoader
+
+    from embedder.data.shards import ChunkShuffleSampler
+
+    if shuffle:
+        sampler = ChunkShuffleSampler(ds, shuffle=True, seed=seed)
+        loader = DataLoader(ds, batch_size=batch_size, sampler=sampler)
+
+        def per_epoch(epoch: int) -> Iterable[Any]:
+            sampler.set_epoch(epoch)
+            return loader
+
+        return per_epoch
+    fixed = DataLoader(ds, batch_size=batch_size, shuffle=False)
+    return lambda epoch: fixed
+
+
+@dataclass(frozen=True)
+class _Stage:
+    best_epoch: int
+    val_centre_mae: float
+    heldout: dict[str, float]
+    checkpoint: Path
+
+
+def _train_stage(
+    model: torch.nn.Module,
+    objective: Any,
+    data: Mapping[str, Any],
+    run_dir: Path,
+    *,
+    cfg: FidelityConfig,
+    train_cfg: TrainConfig,
+    eval_split: str,
+    steps_per_epoch: int,
+) -> _Stage:
+    """``fit`` on ``data['train']`` (best epoch on ``val``), then the best checkpoint on ``eval_split``."""
+    from torch.utils.data import Subset
+
+    from embedder.training import evaluate, fit, load_checkpoint
+
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    val = Subset(data["val"], _spread(len(data["val"]), cfg.eval_samples))
+    held = Subset(data[eval_split], _spread(len(data[eval_split]), cfg.eval_samples))
+    result = fit(
+        model,
+        _batches(data["train"], batch_size=cfg.batch_size, seed=cfg.seed, shuffle=True),
+        _batches(val, batch_size=cfg.batch_size, seed=cfg.seed, shuffle=False),
+        objective=objective,
+        cfg=train_cfg,
+        run_dir=run_dir,
+        max_steps_per_epoch=steps_per_epoch,
+    )
+    best = run_dir / "best.pt"
+    ckpt = load_checkpoint(best, sensors=objective.sensors, kind=objective.kind)
+    model.load_state_dict(ckpt["model_state"])
+    heldout = evaluate(
+        model, _batches(held, batch_size=cfg.batch_size, seed=cfg.seed, shuffle=False)(0),
+        objective=objective, cfg=train_cfg,
+    )  # fmt: skip
+    return _Stage(result.best_epoch, result.best_metric, heldout, best)
+
+
+def train_variant(
+    encoder: str,
+    shard_root: str | Path,
+    run_dir: str | Path,
+    cfg: FidelityConfig,
+    *,
+    eval_split: str = "test",
+) -> tuple[FusionModel, dict[str, Any]]:
+    """Train stage 1 (S1, S2) and the fusion with the ``encoder`` frame encoder; the best fusion model.
+
+    Every stage starts from :func:`embedder.training.seed_everything` with ``cfg.seed`` and sees the
+    same batches for either encoder. The second value holds per stage the best epoch, the best
+    validation centre MAE and the metrics of the best checkpoint on ``eval_split``.
+    """
+    from embedder.data.shards import ShardDataset
+    from embedder.training import FusionObjective, ModalityObjective, load_autoencoder, seed_everything
+
+    if encoder not in ENCODERS:
+        raise FidelityError(f"encoder {encoder!r} is unknown; use one of {list(ENCODERS)}")
+    root, runs = str(shard_root), Path(run_dir)
+    data = {
+        kind: {s: ShardDataset(root, split=s, kind=kind) for s in ("train", "val", eval_split)}
+        for kind in ("fused", "s1only")
+    }
+    for kind, splits in data.items():
+        empty = [s for s, ds in splits.items() if len(ds) == 0]
+        if empty:
+            raise FidelityError(
+                f"the {empty} split(s) of the {kind!r} shards under {root!r} have no samples; use more cubes"
+            )
+    mcfg = dataclasses.replace(ModelConfig.small(), encoder=encoder)  # type: ignore[arg-type]
+    # patience >= epochs: no early stopping, so both encoders always get the whole budget
+    train_cfg = dataclasses.replace(
+        TrainConfig.small(), max_epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
+        early_stopping_patience=max(cfg.epochs, 4),
+    )  # fmt: skip
+    stages: dict[str, _Stage] = {}
+    for sensor, kind in ((S1, "s1only"), (S2, "fused")):
+        seed_everything(cfg.seed)
+        ae = ModalityAutoencoder(sensor, cfg=mcfg)
+        stages[sensor.name] = _train_stage(
+            ae, ModalityObjective(sensor, stage=1), data[kind], runs / f"stage1-{sensor.name}",
+            cfg=cfg, train_cfg=train_cfg, eval_split=eval_split, steps_per_epoch=cfg.steps_per_epoch,
+        )  # fmt: skip
+    seed_everything(cfg.seed)
+    aes = {s.name: load_autoencoder(stages[s.name].checkpoint, s) for s in (S1, S2)}
+    model = FusionModel(aes, cfg=FusionConfig.small())
+    fusion_cfg = dataclasses.replace(
+        train_cfg, plateau_factor=0.3
+    )  # as ray_jobs/configs/smoke/train_fusion.yaml
+    stages["fusion"] = _train_stage(
+        model, FusionObjective([S1, S2]), data["fused"], runs / "stage2-fusion",
+        cfg=cfg, train_cfg=fusion_cfg, eval_split=eval_split,
+        steps_per_epoch=cfg.fusion_steps_per_epoch or cfg.steps_per_epoch,
+    )  # fmt: skip
+    summary = {
+        name: {"best_epoch": st.best_epoch, "val_centre_mae": st.val_centre_mae, "heldout": st.heldout}
+        for name, st in stages.items()
+    }
+    return model.eval(), summary
+
+
+def _frame_mean_baseline(ds: Any, sensor: str, *, batch_size: int) -> float:
+    """Centre MAE of reconstructing each frame by its mean over valid pixels (per band), over ``ds``."""
+    from torch.utils.data import DataLoader
+
+    from embedder.losses import centre_mae
+
+    total, n = 0.0, 0
+    for batch in DataLoader(ds, batch_size=batch_size, shuffle=False):
+        x, mask = batch[sensor], batch[f"{sensor}_mask"]  # [B, T, C, 15, 15]
+        m = mask.to(x.dtype)
+        mean = (x * m).sum((-2, -1), keepdim=True) / m.sum((-2, -1), keepdim=True).clamp_min(
+            1.0
+        )  # [B, T, C, 1, 1]
+        total += float(centre_mae(mean.expand_as(x), x, mask)) * len(x)  # weighted as evaluate() does
+        n += len(x)
+    return total / max(n, 1)
+
+
+# --- 5. the land-cover probe -------------------------------------------------------------------------------
+
+
+def _probe(
+    predictor: Any, region: SampleRegion, cubes: Mapping[str, xr.Dataset], *, block_px: int, seed: int
+) -> ProbeScore | None:
+    """Embed every scene and pool :func:`embedder.report.land_cover_probe` over them."""
+    import rasterio
+
+    from embedder.report import ReportError, land_cover_probe
+    from embedder.towers import band_dataset, embed_scene
+
+    results = []
+    for scene in region.scenes:
+        cube = cubes[scene.name]
+        emb = embed_scene(cube, predictor, start=region.start, end=region.end)  # (time, y, x, feature)
+        bands = band_dataset(cube, halo_px=_HALO_PX)["bands"]  # (time, y, x, feature), all cube dates
+        cube_days = bands["time"].values.astype("datetime64[D]")
+        pick = [int(np.flatnonzero(cube_days == d)[0]) for d in emb["time"].values.astype("datetime64[D]")]
+        e = emb["embedding"].transpose("time", "feature", "y", "x").values  # [T, 7, h, w]
+        b = (
+            bands.isel(time=pick).transpose("time", "feature", "y", "x").values.astype(np.float32)
+        )  # [T, 10, h, w]
+        with rasterio.open(scene.landcover_path) as src:
+            labels = src.read(1)[_HALO_PX:-_HALO_PX, _HALO_PX:-_HALO_PX]  # [h, w] class codes
+        try:
+            results.append(land_cover_probe(e, b, labels, block_px=block_px, seed=seed))
+        except ReportError:
+            continue  # too few pixel-dates in this scene; the others still count
+    if not results:
+        return None
+    n = sum(r.n_test for r in results)
+
+    def pooled(attr: str) -> float:
+        return float(sum(getattr(r, attr) * r.n_test for r in results) / max(n, 1))
+
+    return ProbeScore(
+        accuracy=pooled("accuracy_embedding"),
+        accuracy_bands=pooled("accuracy_bands"),
+        accuracy_majority=pooled("accuracy_majority"),
+        n_test=int(n),
+        scenes=len(results),
+    )
+
+
+# --- 6. GPP at the towers ------------------------------------------------------------------------------------
+
+
+def _tower_cubes(out_dir: Path, cfg: FidelityConfig) -> dict[str, xr.Dataset]:
+    """Tower scenes (written once, reused when the settings match) and their cubes."""
+    from embedder.sample import MANIFEST_NAME, read_region_manifest
+    from embedder.towers import CONTEXT_DAYS, load_scene_cube, write_tower_scenes
+
+    y0, y1 = cfg.gpp_years
+    start, end = dt.date(y0, 1, 1) - dt.timedelta(days=CONTEXT_DAYS), dt.date(y1, 12, 31)
+    want = ([*cfg.gpp_sites], start, end, cfg.gpp_scene_px, cfg.gpp_cadence_days, cfg.gpp_s1_cadence_days)
+    region = None
+    if (out_dir / MANIFEST_NAME).is_file():
+        region = read_region_manifest(out_dir)
+        have = ([s.name for s in region.scenes], region.start, region.end, region.cfg.size_px,
+                region.cfg.s2_cadence_days, region.cfg.s1_cadence_days)  # fmt: skip
+        region = region if have == want else None
+    if region is None:
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        region = write_tower_scenes(
+            out_dir, sites=cfg.gpp_sites, start=start, end=end, size_px=cfg.gpp_scene_px,
+            cadence_days=cfg.gpp_cadence_days, s1_cadence_days=cfg.gpp_s1_cadence_days, seed=cfg.seed,
+            gpp_dir=cfg.gpp_dir,
+        )  # fmt: skip
+    return {s.name: load_scene_cube(region, s) for s in region.scenes}
+
+
+def _gpp_scores(features: Any, gpp: Any, gcfg: GppConfig) -> tuple[dict[str, float], dict[str, float]]:
+    """``(r2, rmse)`` per regressor of :func:`embedder.gpp.run_evaluation` over all sites (``ALL`` rows)."""
+    from embedder.gpp import run_evaluation
+
+    metrics = run_evaluation(features, gpp, cfg=gcfg).metrics
+    overall = metrics[metrics["site"] == "ALL"].set_index("model")
+    return (
+        {str(m): float(v) for m, v in overall["r2"].items()},
+        {str(m): float(v) for m, v in overall["rmse"].items()},
+    )
+
+
+# --- the whole comparison ---------------------------------------------------------------------------------
+
+
+def compare_encoders(
+    out_dir: str | Path,
+    cfg: FidelityConfig | None = None,
+    *,
+    log: Callable[[str], None] | None = None,
+) -> FidelityResult:
+    """Run the comparison (module docstring) in the work folder ``out_dir``; writes ``fidelity.json`` there.
+
+    ``out_dir`` keeps the sample region, shards and tower scenes for the next run with the same
+    settings (models are always retrained). ``log`` receives progress lines.
+    """
+    cfg = cfg or FidelityConfig()
+    say = log or (lambda msg: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    t0 = time.perf_counter()
+    region = prepare_region(out / "region", cfg)
+    seconds["region"] = time.perf_counter() - t0
+    say(f"region: {len(region.scenes)} scene(s) of {cfg.scene_px} px ({seconds['region']:.0f} s)")
+    t0 = time.perf_counter()
+    counts = prepare_shards(region, out / "shards", cfg)
+    seconds["shards"] = time.perf_counter() - t0
+    say(f"shards: {counts} ({seconds['shards']:.0f} s)")
+    eval_split = "test" if counts["samples_test_fused"] and counts["samples_test_s1only"] else "val"
+    from torch.utils.data import Subset
+
+    from embedder.data.shards import ShardDataset
+
+    baseline = {}
+    for sensor, kind in (("s1", "s1only"), ("s2", "fused")):
+        held = ShardDataset(str(out / "shards"), split=eval_split, kind=kind)
+        subset = Subset(held, _spread(len(held), cfg.eval_samples))
+        baseline[sensor] = _frame_mean_baseline(subset, sensor, batch_size=cfg.batch_size)
+
+    from embedder.towers import load_scene_cube
+
+    scene_cubes = {s.name: load_scene_cube(region, s) for s in region.scenes}
+    gpp_note = ""
+    tower_cubes: dict[str, xr.Dataset] = {}
+    gpp_table: Any = None
+    gcfg: GppConfig | None = None
+    gpp_dir = Path(cfg.gpp_dir)
+    if not cfg.gpp:
+        gpp_note = "GPP disabled (gpp=False)"
+    elif not (gpp_dir / "fdk_rsofun_11sites_daily_forcing.csv.gz").is_file():
+        gpp_note = f"no FluxDataKit files in {str(gpp_dir)!r}"
+    else:
+        from embedder.gpp import read_flux
+        from embedder.towers import FLUX, tower_gpp_config
+
+        t0 = time.perf_counter()
+        tower_cubes = _tower_cubes(out / "towers", cfg)
+        seconds["towers"] = time.perf_counter() - t0
+        say(f"tower scenes: {len(tower_cubes)} ({seconds['towers']:.0f} s)")
+        gpp_table = read_flux(gpp_dir / FLUX)
+        gpp_table = gpp_table[gpp_table["site"].isin(list(cfg.gpp_sites))]
+        base = GppConfig.small(epochs=cfg.gpp_epochs, models=("transformer", "linear"), seed=cfg.seed)
+        gcfg = tower_gpp_config(base, split="temporal", years=cfg.gpp_years)
+
+    from embedder.inference import Predictor
+    from embedder.towers import tower_scene_features
+
+    tower_kw: dict[str, Any] = {
+        "start": dt.date(cfg.gpp_years[0], 1, 1), "end": dt.date(cfg.gpp_years[1], 12, 31),
+        "radius_m": cfg.gpp_radius_m, "gpp_dir": gpp_dir,
+    }  # fmt: skip
+    gpp_bands: dict[str, float] = {}
+    if gcfg is not None:
+        gpp_bands, _ = _gpp_scores(tower_scene_features(tower_cubes, **tower_kw), gpp_table, gcfg)
+
+    variants: dict[str, VariantResult] = {}
+    for enc in ENCODERS:
+        t0 = time.perf_counter()
+        model, stages = train_variant(enc, out / "shards", out / "runs" / enc, cfg, eval_split=eval_split)
+        t_train = time.perf_counter() - t0
+        say(
+            f"{enc}: trained in {t_train:.0f} s: "
+            + json.dumps({k: v["heldout"]["centre_mae"] for k, v in stages.items()})
+        )
+        predictor = Predictor(model, pixel_batch=cfg.pixel_batch)
+        t0 = time.perf_counter()
+        probe = _probe(predictor, region, scene_cubes, block_px=cfg.probe_block_px, seed=cfg.seed)
+        t_probe = time.perf_counter() - t0
+        say(f"{enc}: land-cover probe {probe.accuracy if probe else None} ({t_probe:.0f} s)")
+        r2: dict[str, float] = {}
+        rmse: dict[str, float] = {}
+        t0 = time.perf_counter()
+        if gcfg is not None:
+            r2, rmse = _gpp_scores(tower_scene_features(tower_cubes, predictor, **tower_kw), gpp_table, gcfg)
+        t_gpp = time.perf_counter() - t0
+        say(f"{enc}: GPP R2 {r2} ({t_gpp:.0f} s)")
+        fusion = stages["fusion"]["heldout"]
+        ae = model.autoencoder("s2")
+        variants[enc] = VariantResult(
+            encoder=ae.cfg.encoder,
+            frame_encoder=type(ae.frame_encoder).__name__,
+            parameters=sum(p.numel() for p in model.parameters()),
+            centre_mae={
+                "s1": stages["s1"]["heldout"]["centre_mae"],
+                "s2": stages["s2"]["heldout"]["centre_mae"],
+                "fusion": fusion["centre_mae"],
+                "fusion_s1": fusion["s1/centre_mae"],
+                "fusion_s2": fusion["s2/centre_mae"],
+            },
+            val_centre_mae={k: float(v["val_centre_mae"]) for k, v in stages.items()},
+            best_epoch={k: int(v["best_epoch"]) for k, v in stages.items()},
+            probe=probe,
+            gpp_r2=r2,
+            gpp_rmse=rmse,
+            seconds={"train": t_train, "probe": t_probe, "gpp": t_gpp},
+        )
+    seconds["total"] = time.perf_counter() - t_all
+    result = FidelityResult(
+        cfg=cfg, variants=variants, eval_split=eval_split, shard_counts=counts, baseline_centre_mae=baseline,
+        gpp_r2_bands=gpp_bands,
+        gpp_note=gpp_note, seconds=seconds,
+        environment={"threads": torch.get_num_threads(), "load_average_1min": round(os.getloadavg()[0], 2)},
+    )  # fmt: skip
+    (out / RESULT_FILE).write_text(json.dumps(result.flat(), indent=1) + "\n")
+    return result
