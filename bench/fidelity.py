@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         "--eval-samples", type=int, help=f"samples scored per eval split ({d.eval_samples}; 0 = all)"
     )
     ap.add_argument("--seed", type=int, help=f"seed of weights, batch order and GPP regressors ({d.seed})")
+    ap.add_argument("--lr", type=float, help="peak learning rate of every stage, both encoders (1e-3)")
     ap.add_argument(
         "--gpp-sites", nargs="+", help="FluxDataKit tower sites (default: the six Sentinel-era ones)"
     )
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "batch_size": args.batch_size,
         "fusion_steps_per_epoch": args.fusion_steps_per_epoch,
         "cubes": args.cubes, "scene_px": args.scene_px, "cube_px": args.cube_px, "seed": args.seed,
+        "lr": args.lr,
         "gpp_sites": tuple(args.gpp_sites) if args.gpp_sites else None,
         "gpp_years": tuple(args.gpp_years) if args.gpp_years else None,
     }  # fmt: skip

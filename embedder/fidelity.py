@@ -133,6 +133,8 @@ class FidelityConfig:
     """Validation and held-out samples scored per split (evenly spread); None: all of them."""
     seed: int = 42
     """Seed of weights, batch order and the GPP regressors (``TrainConfig.seed``)."""
+    lr: float | None = None
+    """Peak learning rate of every stage, both encoders; None: ``TrainConfig.small().lr`` (1e-3)."""
     probe_block_px: int = 8
     """Side of the probe's spatial blocks (test blocks are held out whole)."""
     pixel_batch: int = 4096
@@ -181,6 +183,8 @@ class FidelityConfig:
             raise ConfigError(
                 f"FidelityConfig.fusion_steps_per_epoch = {self.fusion_steps_per_epoch} must be >= 1"
             )
+        if self.lr is not None and not (0 < self.lr < 1):
+            raise ConfigError(f"FidelityConfig.lr = {self.lr} must be in (0, 1)")
         if self.eval_samples is not None and self.eval_samples < 1:
             raise ConfigError(f"FidelityConfig.eval_samples = {self.eval_samples} must be >= 1 or None")
         if self.end <= self.start or self.gpp_years[1] <= self.gpp_years[0]:
@@ -319,6 +323,7 @@ class FidelityResult:
             eval_split=self.eval_split, epochs=c.epochs, steps_per_epoch=c.steps_per_epoch,
             fusion_steps_per_epoch=c.fusion_steps_per_epoch or c.steps_per_epoch,
             batch_size=c.batch_size, eval_samples=c.eval_samples, seed=c.seed, cubes=c.cubes,
+            lr=c.lr or TrainConfig.small().lr,
             cube_px=c.cube_px, scene_px=c.scene_px, scenes=c.n_scenes, period=f"{c.start}..{c.end}",
             gpp_sites=",".join(c.gpp_sites) if c.gpp else "", gpp_years=f"{c.gpp_years[0]}-{c.gpp_years[1]}",
             gpp_scene_px=c.gpp_scene_px,
@@ -560,7 +565,7 @@ def train_variant(
     # patience >= epochs: no early stopping, so both encoders always get the whole budget
     train_cfg = dataclasses.replace(
         TrainConfig.small(), max_epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
-        early_stopping_patience=max(cfg.epochs, 4),
+        early_stopping_patience=max(cfg.epochs, 4), lr=cfg.lr or TrainConfig.small().lr,
     )  # fmt: skip
     stages: dict[str, _Stage] = {}
     for sensor, kind in ((S1, "s1only"), (S2, "fused")):

@@ -70,6 +70,7 @@ def test_tiny_comparison_trains_and_scores_both_encoders(tmp_path: Path) -> None
         )
     # the same budget and data for both, recorded with the result
     assert (flat["epochs"], flat["steps_per_epoch"], flat["batch_size"], flat["cubes"]) == (1, 2, 4, 3)
+    assert flat["lr"] == 1e-3  # TrainConfig.small's, for both
     assert flat["eval_split"] == "val" and flat["shards_cubes_train"] == 2 and flat["shards_cubes_val"] == 1
     assert flat["seconds_total"] > 0 and flat["seconds_paper_train"] > 0
     assert "| centre MAE S2, val |" in result.table()
@@ -91,4 +92,6 @@ def test_config_refuses_budgets_without_a_validation_split() -> None:
         FidelityConfig(cubes=2)
     with pytest.raises(ConfigError, match="steps_per_epoch = 0"):
         FidelityConfig(steps_per_epoch=0)
+    with pytest.raises(ConfigError, match="lr = 5"):
+        FidelityConfig(lr=5.0)
     assert FidelityConfig().n_scenes == 2 and FidelityConfig(cubes=9).n_scenes == 3
