@@ -19,7 +19,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -27,28 +26,11 @@ from embedder.config import StoreConfig
 from embedder.grid import Period, Tile, WorkUnit
 from embedder.store import FILL_CODE, create_store, open_store, verify, write_unit
 from embedder.testing.embeddings import fake_unit_data
+from embedder.testing.objstore import CountingFS
 
 
 def _count_gets(counter: dict[str, int]) -> int:
     return sum(v for k, v in counter.items() if k.startswith("get"))
-
-
-class _CountingFS:
-    """Forwards to an fsspec filesystem, counting object reads (each range of ``cat_ranges`` is one)."""
-
-    def __init__(self, fs: Any) -> None:
-        self._fs, self.reads = fs, 0
-
-    def cat_file(self, *args: Any, **kwargs: Any) -> Any:
-        self.reads += 1
-        return self._fs.cat_file(*args, **kwargs)
-
-    def cat_ranges(self, paths: list[str], *args: Any, **kwargs: Any) -> Any:
-        self.reads += len(paths)
-        return self._fs.cat_ranges(paths, *args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._fs, name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         from embedder.store import SeriesReader
 
         reader = SeriesReader(st)
-        counted = _CountingFS(reader.fs)
+        counted = CountingFS(reader.fs)
         reader.fs = counted
         got_px = reader.series("utm32N", np.array([100]), np.array([100]), t_start, t_start + 365)
         assert got_px is not None and np.array_equal(got_px[0].codes, series[got_px[0].days - t_start])

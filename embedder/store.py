@@ -963,7 +963,9 @@ class SeriesReader:
         self.fs = self.store.fs
         self.root = self.store.root
         self.cache_units = cache_units
-        self._markers: OrderedDict[tuple[str, str], dict[str, Any] | None] = OrderedDict()
+        # (zone, unit id) -> (done-marker or None, its shard indexes parsed once)
+        self._markers: OrderedDict[tuple[str, str], tuple[dict[str, Any] | None, dict[str, ShardIndex]]]
+        self._markers = OrderedDict()
         self._lock = threading.Lock()
         self._zones: dict[str, ZoneExtent] = {}
 
@@ -980,17 +982,34 @@ class SeriesReader:
 
     def marker(self, zone: str, unit_id: str) -> dict[str, Any] | None:
         """The done-marker of a unit (None: not done), cached."""
+        return self._entry(zone, unit_id)[0]
+
+    def _entry(self, zone: str, unit_id: str) -> tuple[dict[str, Any] | None, dict[str, ShardIndex]]:
         key = (zone, unit_id)
         with self._lock:
             if key in self._markers:
                 self._markers.move_to_end(key)
                 return self._markers[key]
-        doc = get_json(self.fs, f"{self.root}/_units/{zone}/{unit_id}.json")
+        return self._remember({key: get_json(self.fs, f"{self.root}/_units/{zone}/{unit_id}.json")})[key]
+
+    def _remember(
+        self, docs: dict[tuple[str, str], dict[str, Any] | None]
+    ) -> dict[tuple[str, str], tuple[dict[str, Any] | None, dict[str, ShardIndex]]]:
+        """Cache markers with their shard indexes parsed (evicting the least recently used)."""
+        entries = {
+            key: (
+                doc,
+                {name: ShardIndex.from_json(d) for name, d in (doc or {}).get("shard_index", {}).items()},
+            )
+            for key, doc in docs.items()
+        }
         with self._lock:
-            self._markers[key] = doc
+            for key, entry in entries.items():
+                self._markers[key] = entry
+                self._markers.move_to_end(key)
             while len(self._markers) > self.cache_units:
                 self._markers.popitem(last=False)
-        return doc
+        return entries
 
     def prefetch(self, zone: str, unit_ids: Iterable[str]) -> None:
         """Read the markers of ``unit_ids`` not cached yet, concurrently (one request each)."""
@@ -1000,13 +1019,10 @@ class SeriesReader:
             return  # marker() reads a single one
         paths = {f"{self.root}/_units/{zone}/{u}.json": u for u in todo}
         got = self.fs.cat(list(paths), on_error="omit")
-        with self._lock:
-            for path, uid in paths.items():
-                data = got.get(path) if isinstance(got, dict) else None
-                self._markers[(zone, uid)] = None if data is None else json.loads(data)
-                self._markers.move_to_end((zone, uid))
-            while len(self._markers) > self.cache_units:
-                self._markers.popitem(last=False)
+        got = got if isinstance(got, dict) else {}
+        self._remember(
+            {(zone, uid): json.loads(got[path]) if path in got else None for path, uid in paths.items()}
+        )
 
     def _cat_ranges(self, reqs: list[tuple[str, int, int]]) -> list[bytes]:
         paths, starts, ends = (list(v) for v in zip(*reqs, strict=True))
@@ -1043,7 +1059,7 @@ class SeriesReader:
         parts: list[tuple[tuple[Any, ...], str, list[tuple[int, int, int]]]] = []  # (group, array, chunks)
         for key in groups:
             uid, p, ty, tx, by, bx = key
-            doc = self.marker(zone, uid)
+            doc, indexes = self._entry(zone, uid)
             if doc is None:
                 continue  # not done: no data
             if "shard_index" not in doc:
@@ -1054,9 +1070,9 @@ class SeriesReader:
                 ("embedding", (slice(c0, c1), 0, by, bx), (p, 0, ty, tx)),
                 ("flags", (slice(c0, c1), by, bx), (p, ty, tx)),
             ):
-                if name not in doc["shard_index"]:
+                idx = indexes.get(name)
+                if idx is None:
                     continue  # all fill
-                idx = ShardIndex.from_json(doc["shard_index"][name])
                 offs, nbs = idx.offsets[sel].astype(np.int64), idx.nbytes[sel].astype(np.int64)
                 have = np.flatnonzero(idx.offsets[sel] != np.uint64(MISSING_CHUNK))
                 if have.size == 0:

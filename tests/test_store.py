@@ -30,6 +30,7 @@ from embedder.store import (
     write_unit,
 )
 from embedder.testing.embeddings import fake_unit_data
+from embedder.testing.objstore import CountingFS
 
 CFG = StoreConfig(tile_px=64, chunk_px=32)  # small tiles; the default time layout (366 d, 6 d chunks)
 
@@ -303,24 +304,6 @@ def test_empty_unit_is_done_without_data(local_store):
     assert is_done(st, units[0]) and w.nbytes == 0
 
 
-class _CountingFS:
-    """Forwards to an fsspec filesystem, counting object reads (each range of cat_ranges is one)."""
-
-    def __init__(self, fs):
-        self._fs, self.reads = fs, 0
-
-    def cat_file(self, *a, **k):
-        self.reads += 1
-        return self._fs.cat_file(*a, **k)
-
-    def cat_ranges(self, paths, *a, **k):
-        self.reads += len(paths)
-        return self._fs.cat_ranges(paths, *a, **k)
-
-    def __getattr__(self, name):
-        return getattr(self._fs, name)
-
-
 def _written(st, units):
     data = {}
     for i, u in enumerate(units):
@@ -357,7 +340,7 @@ def test_series_reader_equals_zarr_and_reads_three_objects(local_store, tmp_path
     arr = zarr.open_group(st.root, mode="r")["utm32N"]
     emb, flags = arr["embedding"], arr["flags"]
     reader = store_mod.SeriesReader(st)
-    counting = _CountingFS(reader.fs)
+    counting = CountingFS(reader.fs)
     reader.fs = counting
     rng = np.random.default_rng(3)
     rows, cols = rng.integers(0, 64, 12), rng.integers(0, 128, 12)

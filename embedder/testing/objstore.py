@@ -31,12 +31,35 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["EmulatorError", "ObjectStoreEmulator", "fake_gcs", "moto_s3"]
+__all__ = ["CountingFS", "EmulatorError", "ObjectStoreEmulator", "fake_gcs", "moto_s3"]
 
 # Must be in the environment before gcsfs is first imported (STACK.md "gcsfs trap").
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 _GCSFS_ENV = {"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+
+
+class CountingFS:
+    """Wraps an fsspec filesystem and counts object reads (``cat_file``: one; ``cat_ranges``: one per range).
+
+    Set it as a reader's ``fs`` (e.g. :class:`embedder.store.SeriesReader`) to count what a query reads.
+    """
+
+    def __init__(self, fs: Any) -> None:
+        self._fs, self.reads = fs, 0
+
+    def cat_file(self, *args: Any, **kwargs: Any) -> Any:
+        """Read one object (or one range of it): one read."""
+        self.reads += 1
+        return self._fs.cat_file(*args, **kwargs)
+
+    def cat_ranges(self, paths: list[str], *args: Any, **kwargs: Any) -> Any:
+        """Read one range per path: one read each."""
+        self.reads += len(paths)
+        return self._fs.cat_ranges(paths, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fs, name)
 
 
 class EmulatorError(RuntimeError):
