@@ -33,6 +33,21 @@ sys.path.insert(0, str(REPO))
 from embedder.fidelity import RESULT_FILE, FidelityConfig, compare_encoders  # noqa: E402
 
 
+def _sweep_lrs(path: Path) -> dict[str, float]:
+    """``{"paper.s1": lr, ...}``: each encoder's best stage-1 learning rate in a sweep's flat JSON."""
+    from embedder.fidelity import ENCODERS
+
+    flat = json.loads(path.read_text())
+    out = {}
+    for enc in ENCODERS:
+        for sensor in ("s1", "s2"):
+            lr = flat.get(f"{enc}_best_lr_{sensor}")
+            if lr is None:
+                raise SystemExit(f"{path}: no {enc}_best_lr_{sensor} (did that part of the sweep fail?)")
+            out[f"{enc}.{sensor}"] = float(lr)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison, print the table and write the JSON."""
     d = FidelityConfig()
@@ -51,6 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--seed", type=int, help=f"seed of weights, batch order and GPP regressors ({d.seed})")
     ap.add_argument("--lr", type=float, help="peak learning rate of every stage, both encoders (1e-3)")
+    ap.add_argument(
+        "--stage-lr", action="append", default=[], metavar="ENCODER.STAGE=LR",
+        help="peak learning rate of one stage (s1, s2, fusion) of one encoder, e.g. dense.s1=3e-4; repeatable",
+    )  # fmt: skip
+    ap.add_argument(
+        "--lrs-from-sweep", type=Path, metavar="JSON",
+        help="take each encoder's stage-1 learning rates (best on validation) from bench/fidelity_sweep.py's "
+        "JSON; --stage-lr entries still win",
+    )  # fmt: skip
     ap.add_argument(
         "--gpp-sites", nargs="+", help="FluxDataKit tower sites (default: the six Sentinel-era ones)"
     )
@@ -79,6 +103,17 @@ def main(argv: list[str] | None = None) -> int:
         changes["eval_samples"] = args.eval_samples or None
     if args.no_gpp:
         changes["gpp"] = False
+    stage_lrs = _sweep_lrs(args.lrs_from_sweep) if args.lrs_from_sweep else {}
+    for item in args.stage_lr:
+        key, sep, value = item.partition("=")
+        try:
+            stage_lrs[key] = float(value)
+        except ValueError:
+            ap.error(f"--stage-lr {item!r}: use ENCODER.STAGE=LR, e.g. dense.s1=3e-4")
+        if not sep:
+            ap.error(f"--stage-lr {item!r}: use ENCODER.STAGE=LR, e.g. dense.s1=3e-4")
+    if stage_lrs:
+        changes["stage_lrs"] = tuple(sorted(stage_lrs.items()))
     cfg = dataclasses.replace(FidelityConfig.tiny() if args.tiny else d, **changes)
     t0 = time.perf_counter()
 

@@ -70,19 +70,25 @@ from embedder.towers import DEFAULT_GPP_DIR, TOWER_SITES
 
 __all__ = [
     "ENCODERS",
+    "STAGES",
     "FidelityConfig",
     "FidelityError",
     "FidelityResult",
     "ProbeScore",
     "VariantResult",
     "compare_encoders",
+    "frame_mean_baselines",
+    "heldout_split",
     "prepare_region",
     "prepare_shards",
+    "train_stage1",
     "train_variant",
 ]
 
 ENCODERS: tuple[str, ...] = ("paper", "dense")
 """The frame encoders compared (``ModelConfig.encoder``), the reference first."""
+STAGES: tuple[str, ...] = ("s1", "s2", "fusion")
+"""Training stages of each encoder: the two stage-1 autoencoders, then the fusion."""
 RESULT_FILE = "fidelity.json"
 """Flat JSON of the last comparison, written in the work folder."""
 _HALO_PX = 7  # spatial halo of a 15 px window: the scene's outer 7 px get no embedding
@@ -135,6 +141,10 @@ class FidelityConfig:
     """Seed of weights, batch order and the GPP regressors (``TrainConfig.seed``)."""
     lr: float | None = None
     """Peak learning rate of every stage, both encoders; None: ``TrainConfig.small().lr`` (1e-3)."""
+    stage_lrs: tuple[tuple[str, float], ...] = ()
+    """Per-stage peak learning rates that override :attr:`lr`, as ``(encoder.stage, lr)`` pairs with
+    stage ``s1``, ``s2`` or ``fusion``: e.g. ``(("dense.s1", 3e-4),)``, or each encoder's best learning
+    rate on validation from ``bench/fidelity_sweep.py`` (``bench/fidelity.py --lrs-from-sweep``)."""
     probe_block_px: int = 8
     """Side of the probe's spatial blocks (test blocks are held out whole)."""
     pixel_batch: int = 4096
@@ -185,6 +195,13 @@ class FidelityConfig:
             )
         if self.lr is not None and not (0 < self.lr < 1):
             raise ConfigError(f"FidelityConfig.lr = {self.lr} must be in (0, 1)")
+        for key, value in self.stage_lrs:
+            enc, _, stage = key.partition(".")
+            if enc not in ENCODERS or stage not in STAGES or not (0 < value < 1):
+                raise ConfigError(
+                    f"FidelityConfig.stage_lrs: ({key!r}, {value}) must be 'encoder.stage' with encoder in "
+                    f"{list(ENCODERS)}, stage in {list(STAGES)} and a learning rate in (0, 1)"
+                )
         if self.eval_samples is not None and self.eval_samples < 1:
             raise ConfigError(f"FidelityConfig.eval_samples = {self.eval_samples} must be >= 1 or None")
         if self.end <= self.start or self.gpp_years[1] <= self.gpp_years[0]:
@@ -192,6 +209,13 @@ class FidelityConfig:
                 f"FidelityConfig: period {self.start}..{self.end} and gpp_years {self.gpp_years} must "
                 "each run forward (GPP needs two years: train and evaluate)"
             )
+
+    def lr_for(self, encoder: str, stage: str) -> float:
+        """Peak learning rate of one encoder's stage (``s1``, ``s2``, ``fusion``).
+
+        :attr:`stage_lrs` first, else :attr:`lr`, else ``TrainConfig.small().lr``.
+        """
+        return dict(self.stage_lrs).get(f"{encoder}.{stage}") or self.lr or TrainConfig.small().lr
 
     @property
     def cubes_per_scene(self) -> int:
@@ -302,6 +326,8 @@ class FidelityResult:
             out[f"{enc}_gpp_rmse"] = v.gpp_rmse.get("transformer")
             for k, s in v.seconds.items():
                 out[f"seconds_{enc}_{k}"] = round(s, 1)
+            for stage in STAGES:
+                out[f"{enc}_lr_{stage}"] = self.cfg.lr_for(enc, stage)
         paper, dense = self.variants["paper"], self.variants["dense"]
         for k in ("s1", "s2", "fusion"):
             out[f"dense_vs_paper_mae_{k}"] = dense.centre_mae[k] / paper.centre_mae[k]
@@ -506,7 +532,7 @@ def _train_stage(
     """``fit`` on ``data['train']`` (best epoch on ``val``), then the best checkpoint on ``eval_split``."""
     from torch.utils.data import Subset
 
-    from embedder.training import evaluate, fit, load_checkpoint
+    from embedder.training import MONITOR, evaluate, fit, load_checkpoint
 
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -522,6 +548,12 @@ def _train_stage(
         max_steps_per_epoch=steps_per_epoch,
     )
     best = run_dir / "best.pt"
+    if not best.is_file():  # no finite validation metric in any epoch
+        last = result.history[-1]["val"].get(MONITOR) if result.history else None
+        raise FidelityError(
+            f"training diverged: no epoch of {result.epochs_run} reached a finite validation centre MAE "
+            f"(last {last}) at lr {train_cfg.lr:g}; use a lower learning rate"
+        )
     ckpt = load_checkpoint(best, sensors=objective.sensors, kind=objective.kind)
     model.load_state_dict(ckpt["model_state"])
     heldout = evaluate(
@@ -529,6 +561,73 @@ def _train_stage(
         objective=objective, cfg=train_cfg,
     )  # fmt: skip
     return _Stage(result.best_epoch, result.best_metric, heldout, best)
+
+
+def _small_train_config(cfg: FidelityConfig, *, seed: int, lr: float | None) -> TrainConfig:
+    """``TrainConfig.small`` with the comparison's budget (patience >= epochs: no early stopping)."""
+    return dataclasses.replace(
+        TrainConfig.small(), max_epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed,
+        early_stopping_patience=max(cfg.epochs, 4), lr=lr or TrainConfig.small().lr,
+    )  # fmt: skip
+
+
+def _check_splits(data: Mapping[str, Mapping[str, Any]], root: str) -> None:
+    for kind, splits in data.items():
+        empty = [s for s, ds in splits.items() if len(ds) == 0]
+        if empty:
+            raise FidelityError(
+                f"the {empty} split(s) of the {kind!r} shards under {root!r} have no samples; use more cubes"
+            )
+
+
+_STAGE1_KIND = {"s1": "s1only", "s2": "fused"}
+"""Training windows of each sensor's stage-1 autoencoder: S1 on its own time axis, S2 on fused windows."""
+
+
+def train_stage1(
+    encoder: str,
+    sensor: str,
+    shard_root: str | Path,
+    run_dir: str | Path,
+    cfg: FidelityConfig,
+    *,
+    seed: int | None = None,
+    lr: float | None = None,
+    eval_split: str = "test",
+) -> dict[str, Any]:
+    """Train one stage-1 autoencoder (``sensor`` ``s1`` or ``s2``) with the ``encoder`` frame encoder.
+
+    The small preset with ``cfg``'s budget, from :func:`embedder.training.seed_everything` with ``seed``
+    (default ``cfg.seed``: weights and batch order) at peak learning rate ``lr`` (default
+    ``cfg.lr_for(encoder, sensor)``).
+    Returns the best epoch, its validation centre MAE, the best checkpoint's metrics on ``eval_split``
+    (``heldout``) and the checkpoint path.
+    """
+    from embedder.data.shards import ShardDataset
+    from embedder.training import ModalityObjective, seed_everything
+
+    if encoder not in ENCODERS:
+        raise FidelityError(f"encoder {encoder!r} is unknown; use one of {list(ENCODERS)}")
+    if sensor not in _STAGE1_KIND:
+        raise FidelityError(f"sensor {sensor!r} is unknown; use one of {list(_STAGE1_KIND)}")
+    spec, kind, root = (S1 if sensor == "s1" else S2), _STAGE1_KIND[sensor], str(shard_root)
+    data = {kind: {s: ShardDataset(root, split=s, kind=kind) for s in ("train", "val", eval_split)}}
+    _check_splits(data, root)
+    seed = cfg.seed if seed is None else seed
+    mcfg = dataclasses.replace(ModelConfig.small(), encoder=encoder)  # type: ignore[arg-type]
+    seed_everything(seed)
+    ae = ModalityAutoencoder(spec, cfg=mcfg)
+    st = _train_stage(
+        ae, ModalityObjective(spec, stage=1), data[kind], Path(run_dir),
+        cfg=dataclasses.replace(cfg, seed=seed), train_cfg=_small_train_config(cfg, seed=seed, lr=lr or cfg.lr_for(encoder, sensor)),
+        eval_split=eval_split, steps_per_epoch=cfg.steps_per_epoch,
+    )  # fmt: skip
+    return {
+        "best_epoch": st.best_epoch,
+        "val_centre_mae": st.val_centre_mae,
+        "heldout": st.heldout,
+        "checkpoint": st.checkpoint,
+    }
 
 
 def train_variant(
@@ -546,49 +645,36 @@ def train_variant(
     validation centre MAE and the metrics of the best checkpoint on ``eval_split``.
     """
     from embedder.data.shards import ShardDataset
-    from embedder.training import FusionObjective, ModalityObjective, load_autoencoder, seed_everything
+    from embedder.training import FusionObjective, load_autoencoder, seed_everything
 
     if encoder not in ENCODERS:
         raise FidelityError(f"encoder {encoder!r} is unknown; use one of {list(ENCODERS)}")
     root, runs = str(shard_root), Path(run_dir)
-    data = {
-        kind: {s: ShardDataset(root, split=s, kind=kind) for s in ("train", "val", eval_split)}
-        for kind in ("fused", "s1only")
+    fused = {"fused": {s: ShardDataset(root, split=s, kind="fused") for s in ("train", "val", eval_split)}}
+    _check_splits(fused, root)
+    stages: dict[str, dict[str, Any]] = {
+        sensor: train_stage1(encoder, sensor, root, runs / f"stage1-{sensor}", cfg, eval_split=eval_split)
+        for sensor in ("s1", "s2")
     }
-    for kind, splits in data.items():
-        empty = [s for s, ds in splits.items() if len(ds) == 0]
-        if empty:
-            raise FidelityError(
-                f"the {empty} split(s) of the {kind!r} shards under {root!r} have no samples; use more cubes"
-            )
-    mcfg = dataclasses.replace(ModelConfig.small(), encoder=encoder)  # type: ignore[arg-type]
-    # patience >= epochs: no early stopping, so both encoders always get the whole budget
-    train_cfg = dataclasses.replace(
-        TrainConfig.small(), max_epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
-        early_stopping_patience=max(cfg.epochs, 4), lr=cfg.lr or TrainConfig.small().lr,
-    )  # fmt: skip
-    stages: dict[str, _Stage] = {}
-    for sensor, kind in ((S1, "s1only"), (S2, "fused")):
-        seed_everything(cfg.seed)
-        ae = ModalityAutoencoder(sensor, cfg=mcfg)
-        stages[sensor.name] = _train_stage(
-            ae, ModalityObjective(sensor, stage=1), data[kind], runs / f"stage1-{sensor.name}",
-            cfg=cfg, train_cfg=train_cfg, eval_split=eval_split, steps_per_epoch=cfg.steps_per_epoch,
-        )  # fmt: skip
     seed_everything(cfg.seed)
-    aes = {s.name: load_autoencoder(stages[s.name].checkpoint, s) for s in (S1, S2)}
+    aes = {s.name: load_autoencoder(stages[s.name]["checkpoint"], s) for s in (S1, S2)}
     model = FusionModel(aes, cfg=FusionConfig.small())
     fusion_cfg = dataclasses.replace(
-        train_cfg, plateau_factor=0.3
+        _small_train_config(cfg, seed=cfg.seed, lr=cfg.lr_for(encoder, "fusion")), plateau_factor=0.3
     )  # as ray_jobs/configs/smoke/train_fusion.yaml
-    stages["fusion"] = _train_stage(
-        model, FusionObjective([S1, S2]), data["fused"], runs / "stage2-fusion",
+    st = _train_stage(
+        model, FusionObjective([S1, S2]), fused["fused"], runs / "stage2-fusion",
         cfg=cfg, train_cfg=fusion_cfg, eval_split=eval_split,
         steps_per_epoch=cfg.fusion_steps_per_epoch or cfg.steps_per_epoch,
     )  # fmt: skip
+    stages["fusion"] = {
+        "best_epoch": st.best_epoch,
+        "val_centre_mae": st.val_centre_mae,
+        "heldout": st.heldout,
+    }
     summary = {
-        name: {"best_epoch": st.best_epoch, "val_centre_mae": st.val_centre_mae, "heldout": st.heldout}
-        for name, st in stages.items()
+        name: {k: v for k, v in st_.items() if k in ("best_epoch", "val_centre_mae", "heldout")}
+        for name, st_ in stages.items()
     }
     return model.eval(), summary
 
@@ -609,6 +695,32 @@ def _frame_mean_baseline(ds: Any, sensor: str, *, batch_size: int) -> float:
         total += float(centre_mae(mean.expand_as(x), x, mask)) * len(x)  # weighted as evaluate() does
         n += len(x)
     return total / max(n, 1)
+
+
+def heldout_split(counts: Mapping[str, int]) -> str:
+    """The split models are scored on: ``test``, or ``val`` when no cube was dealt to test.
+
+    ``counts`` is what :func:`prepare_shards` returns.
+    """
+    return "test" if counts["samples_test_fused"] and counts["samples_test_s1only"] else "val"
+
+
+def frame_mean_baselines(shard_root: str | Path, split: str, cfg: FidelityConfig) -> dict[str, float]:
+    """Centre MAE (``s1``, ``s2``) of the trivial frame-mean reconstruction on the scored samples of ``split``.
+
+    The same (at most ``cfg.eval_samples``, evenly spread) samples :func:`train_stage1` scores; a model
+    below this has learned something about the pixel.
+    """
+    from torch.utils.data import Subset
+
+    from embedder.data.shards import ShardDataset
+
+    out = {}
+    for sensor, kind in _STAGE1_KIND.items():
+        held = ShardDataset(str(shard_root), split=split, kind=kind)
+        subset = Subset(held, _spread(len(held), cfg.eval_samples))
+        out[sensor] = _frame_mean_baseline(subset, sensor, batch_size=cfg.batch_size)
+    return out
 
 
 # --- 5. the land-cover probe -------------------------------------------------------------------------------
@@ -725,16 +837,8 @@ def compare_encoders(
     counts = prepare_shards(region, out / "shards", cfg)
     seconds["shards"] = time.perf_counter() - t0
     say(f"shards: {counts} ({seconds['shards']:.0f} s)")
-    eval_split = "test" if counts["samples_test_fused"] and counts["samples_test_s1only"] else "val"
-    from torch.utils.data import Subset
-
-    from embedder.data.shards import ShardDataset
-
-    baseline = {}
-    for sensor, kind in (("s1", "s1only"), ("s2", "fused")):
-        held = ShardDataset(str(out / "shards"), split=eval_split, kind=kind)
-        subset = Subset(held, _spread(len(held), cfg.eval_samples))
-        baseline[sensor] = _frame_mean_baseline(subset, sensor, batch_size=cfg.batch_size)
+    eval_split = heldout_split(counts)
+    baseline = frame_mean_baselines(out / "shards", eval_split, cfg)
 
     from embedder.towers import load_scene_cube
 

@@ -7,6 +7,7 @@ budget; the test checks the comparison really trains and scores two different en
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -35,7 +36,8 @@ def _finite(value: object) -> bool:
 
 
 def test_tiny_comparison_trains_and_scores_both_encoders(tmp_path: Path) -> None:
-    cfg = FidelityConfig.tiny(gpp=HAS_GPP)
+    # one stage of each encoder at its own learning rate (as --lrs-from-sweep sets them)
+    cfg = FidelityConfig.tiny(gpp=HAS_GPP, stage_lrs=(("dense.s1", 3e-3), ("paper.fusion", 2e-3)))
     result = compare_encoders(tmp_path, cfg)
     flat = json.loads((tmp_path / RESULT_FILE).read_text())
     assert flat == json.loads(json.dumps(result.flat()))
@@ -51,8 +53,11 @@ def test_tiny_comparison_trains_and_scores_both_encoders(tmp_path: Path) -> None
         for stage, sensor in (("stage1-s1", "s1"), ("stage1-s2", "s2")):
             ckpt = load_checkpoint(tmp_path / "runs" / enc / stage / "best.pt")
             assert ckpt["config"]["model"]["encoder"] == enc and list(ckpt["sensors"]) == [sensor]
+            assert ckpt["config"]["train"]["lr"] == (3e-3 if (enc, sensor) == ("dense", "s1") else 1e-3)
         fusion = load_checkpoint(tmp_path / "runs" / enc / "stage2-fusion" / "best.pt", kind="fusion")
         assert {m["encoder"] for m in fusion["config"]["models"].values()} == {enc}
+        assert fusion["config"]["train"]["lr"] == (2e-3 if enc == "paper" else 1e-3)
+    assert (flat["dense_lr_s1"], flat["paper_lr_s1"], flat["paper_lr_fusion"]) == (3e-3, 1e-3, 2e-3)
 
     # every score exists and is a finite number; ratios are dense over paper
     keys = [f"{enc}_centre_mae_{k}" for enc in ("paper", "dense") for k in ("s1", "s2", "fusion")]
@@ -95,3 +100,12 @@ def test_config_refuses_budgets_without_a_validation_split() -> None:
     with pytest.raises(ConfigError, match="lr = 5"):
         FidelityConfig(lr=5.0)
     assert FidelityConfig().n_scenes == 2 and FidelityConfig(cubes=9).n_scenes == 3
+    with pytest.raises(ConfigError, match=r"stage_lrs: \('dense.s3', 0.001\)"):
+        FidelityConfig(stage_lrs=(("dense.s3", 1e-3),))
+    with pytest.raises(ConfigError, match=r"stage_lrs: \('paper.s1', 2.0\)"):
+        FidelityConfig(stage_lrs=(("paper.s1", 2.0),))
+    own = FidelityConfig(stage_lrs=(("dense.s1", 3e-4),))
+    assert (own.lr_for("dense", "s1"), own.lr_for("paper", "s1"), own.lr_for("dense", "fusion")) == (
+        3e-4, 1e-3, 1e-3,
+    )  # fmt: skip
+    assert dataclasses.replace(own, lr=2e-3).lr_for("paper", "s2") == 2e-3
