@@ -31,21 +31,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from embedder.fidelity import RESULT_FILE, FidelityConfig, compare_encoders  # noqa: E402
+from embedder.fidelity_sweep import RESULT_FILE as SWEEP_RESULT  # noqa: E402
+from embedder.fidelity_sweep import best_checkpoints, best_lrs  # noqa: E402
 
-
-def _sweep_lrs(path: Path) -> dict[str, float]:
-    """``{"paper.s1": lr, ...}``: each encoder's best stage-1 learning rate in a sweep's flat JSON."""
-    from embedder.fidelity import ENCODERS
-
-    flat = json.loads(path.read_text())
-    out = {}
-    for enc in ENCODERS:
-        for sensor in ("s1", "s2"):
-            lr = flat.get(f"{enc}_best_lr_{sensor}")
-            if lr is None:
-                raise SystemExit(f"{path}: no {enc}_best_lr_{sensor} (did that part of the sweep fail?)")
-            out[f"{enc}.{sensor}"] = float(lr)
-    return out
+WORK_DEFAULT = Path(tempfile.gettempdir()) / "embedder-fidelity"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         "JSON; --stage-lr entries still win",
     )  # fmt: skip
     ap.add_argument(
+        "--stage1-from-sweep", type=Path, metavar="WORK",
+        help="build the fusion over a bench/fidelity_sweep.py work folder's stage-1 autoencoders (each "
+        "encoder's best lr, --seed) instead of training them; implies --lrs-from-sweep and --work WORK",
+    )  # fmt: skip
+    ap.add_argument(
         "--gpp-sites", nargs="+", help="FluxDataKit tower sites (default: the six Sentinel-era ones)"
     )
     ap.add_argument(
@@ -84,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-gpp", action="store_true", help="skip the GPP check")
     ap.add_argument("--tiny", action="store_true", help="start from the test budget (FidelityConfig.tiny)")
     ap.add_argument(
-        "--work", type=Path, default=Path(tempfile.gettempdir()) / "embedder-fidelity",
+        "--work", type=Path, default=WORK_DEFAULT,
         help="work folder (region, shards, tower scenes, runs; reused when the settings match)",
     )  # fmt: skip
     ap.add_argument("--out", type=Path, default=REPO / "bench/results" / RESULT_FILE, help="result JSON")
@@ -103,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         changes["eval_samples"] = args.eval_samples or None
     if args.no_gpp:
         changes["gpp"] = False
-    stage_lrs = _sweep_lrs(args.lrs_from_sweep) if args.lrs_from_sweep else {}
+    if args.stage1_from_sweep:
+        args.lrs_from_sweep = args.lrs_from_sweep or args.stage1_from_sweep / SWEEP_RESULT
+        args.work = args.stage1_from_sweep if args.work == WORK_DEFAULT else args.work
+    stage_lrs = best_lrs(args.lrs_from_sweep) if args.lrs_from_sweep else {}
     for item in args.stage_lr:
         key, sep, value = item.partition("=")
         try:
@@ -120,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[fidelity {time.perf_counter() - t0:5.0f} s] {msg}", flush=True)
 
-    result = compare_encoders(args.work, cfg, log=log)
+    stage1 = best_checkpoints(args.stage1_from_sweep, seed=cfg.seed) if args.stage1_from_sweep else None
+    result = compare_encoders(args.work, cfg, log=log, stage1_checkpoints=stage1)
     flat = result.flat()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(flat, indent=1) + "\n")

@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-samples", type=int, help=f"samples scored per split ({d.eval_samples}; 0 = all)")
     ap.add_argument("--tiny", action="store_true", help="start from the test budget (FidelityConfig.tiny)")
     ap.add_argument(
+        "--report-only", action="store_true", help="train nothing: report the runs already done in --work"
+    )
+    ap.add_argument(
         "--work", type=Path, default=Path(tempfile.gettempdir()) / "embedder-fidelity-sweep",
         help="work folder (region, shards, runs; reused when the settings match)",
     )  # fmt: skip
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[sweep {time.perf_counter() - t0:5.0f} s] {msg}", flush=True)
 
-    result = sweep_encoders(args.work, cfg, log=log)
+    result = sweep_encoders(args.work, cfg, log=log, train=not args.report_only)
     flat = result.flat()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(flat, indent=1) + "\n")

@@ -81,6 +81,7 @@ __all__ = [
     "heldout_split",
     "prepare_region",
     "prepare_shards",
+    "score_stage1",
     "train_stage1",
     "train_variant",
 ]
@@ -281,6 +282,8 @@ class VariantResult:
     """GPP RMSE (gC m-2 d-1) per regressor."""
     seconds: dict[str, float]
     """Wall time of ``train``, ``probe`` and ``gpp``."""
+    stage1_checkpoints: dict[str, str] = field(default_factory=dict)
+    """Stage-1 checkpoints taken as given (sensor -> path) instead of trained here; empty: all trained."""
 
 
 @dataclass(frozen=True)
@@ -328,6 +331,8 @@ class FidelityResult:
                 out[f"seconds_{enc}_{k}"] = round(s, 1)
             for stage in STAGES:
                 out[f"{enc}_lr_{stage}"] = self.cfg.lr_for(enc, stage)
+            for sensor, path in v.stage1_checkpoints.items():
+                out[f"{enc}_stage1_checkpoint_{sensor}"] = path
         paper, dense = self.variants["paper"], self.variants["dense"]
         for k in ("s1", "s2", "fusion"):
             out[f"dense_vs_paper_mae_{k}"] = dense.centre_mae[k] / paper.centre_mae[k]
@@ -630,6 +635,57 @@ def train_stage1(
     }
 
 
+def score_stage1(
+    encoder: str,
+    sensor: str,
+    checkpoint: str | Path,
+    shard_root: str | Path,
+    cfg: FidelityConfig,
+    *,
+    eval_split: str = "test",
+) -> dict[str, Any]:
+    """An already trained stage-1 checkpoint, scored as :func:`train_stage1` scores the ones it trains.
+
+    The checkpoint must hold the ``encoder`` frame encoder and the ``sensor``; it keeps its recorded
+    best epoch and validation centre MAE. Use it to build the fusion over longer-trained autoencoders
+    (e.g. a ``bench/fidelity_sweep.py`` run) without training them again.
+    """
+    from torch.utils.data import Subset
+
+    from embedder.data.shards import ShardDataset
+    from embedder.training import ModalityObjective, evaluate, load_autoencoder, load_checkpoint
+
+    if sensor not in _STAGE1_KIND:
+        raise FidelityError(f"sensor {sensor!r} is unknown; use one of {list(_STAGE1_KIND)}")
+    spec = S1 if sensor == "s1" else S2
+    ckpt = load_checkpoint(checkpoint, sensors=[spec], kind="modality")
+    have = ckpt["config"]["model"].get("encoder", "paper")
+    if have != encoder:
+        raise FidelityError(
+            f"stage-1 checkpoint {str(checkpoint)!r} holds the {have!r} encoder, not {encoder!r}; "
+            "pass each encoder its own checkpoints"
+        )
+    held = ShardDataset(str(shard_root), split=eval_split, kind=_STAGE1_KIND[sensor])
+    _check_splits({_STAGE1_KIND[sensor]: {eval_split: held}}, str(shard_root))
+    batches = _batches(
+        Subset(held, _spread(len(held), cfg.eval_samples)),
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        shuffle=False,
+    )(0)
+    objective: Any = ModalityObjective(spec, stage=1)
+    heldout = evaluate(
+        load_autoencoder(checkpoint, spec), batches, objective=objective,
+        cfg=_small_train_config(cfg, seed=cfg.seed, lr=None),
+    )  # fmt: skip
+    return {
+        "best_epoch": int(ckpt["best_epoch"]),
+        "val_centre_mae": float(ckpt["best_metric"]),
+        "heldout": heldout,
+        "checkpoint": Path(checkpoint),
+    }
+
+
 def train_variant(
     encoder: str,
     shard_root: str | Path,
@@ -637,12 +693,14 @@ def train_variant(
     cfg: FidelityConfig,
     *,
     eval_split: str = "test",
+    stage1: Mapping[str, str | Path] | None = None,
 ) -> tuple[FusionModel, dict[str, Any]]:
     """Train stage 1 (S1, S2) and the fusion with the ``encoder`` frame encoder; the best fusion model.
 
     Every stage starts from :func:`embedder.training.seed_everything` with ``cfg.seed`` and sees the
-    same batches for either encoder. The second value holds per stage the best epoch, the best
-    validation centre MAE and the metrics of the best checkpoint on ``eval_split``.
+    same batches for either encoder. ``stage1`` (sensor -> checkpoint) takes already trained stage-1
+    autoencoders instead of training them (:func:`score_stage1`). The second value holds per stage the
+    best epoch, the best validation centre MAE and the metrics of the best checkpoint on ``eval_split``.
     """
     from embedder.data.shards import ShardDataset
     from embedder.training import FusionObjective, load_autoencoder, seed_everything
@@ -652,8 +710,11 @@ def train_variant(
     root, runs = str(shard_root), Path(run_dir)
     fused = {"fused": {s: ShardDataset(root, split=s, kind="fused") for s in ("train", "val", eval_split)}}
     _check_splits(fused, root)
+    given = dict(stage1 or {})
     stages: dict[str, dict[str, Any]] = {
-        sensor: train_stage1(encoder, sensor, root, runs / f"stage1-{sensor}", cfg, eval_split=eval_split)
+        sensor: score_stage1(encoder, sensor, given[sensor], root, cfg, eval_split=eval_split)
+        if sensor in given
+        else train_stage1(encoder, sensor, root, runs / f"stage1-{sensor}", cfg, eval_split=eval_split)
         for sensor in ("s1", "s2")
     }
     seed_everything(cfg.seed)
@@ -816,11 +877,15 @@ def compare_encoders(
     cfg: FidelityConfig | None = None,
     *,
     log: Callable[[str], None] | None = None,
+    stage1_checkpoints: Mapping[str, Mapping[str, str | Path]] | None = None,
 ) -> FidelityResult:
     """Run the comparison (module docstring) in the work folder ``out_dir``; writes ``fidelity.json`` there.
 
     ``out_dir`` keeps the sample region, shards and tower scenes for the next run with the same
-    settings (models are always retrained). ``log`` receives progress lines.
+    settings (models are always retrained). ``log`` receives progress lines. ``stage1_checkpoints``
+    (encoder -> sensor -> checkpoint, e.g. :func:`embedder.fidelity_sweep.best_checkpoints`) builds the
+    fusion over those stage-1 autoencoders instead of training new ones; they must have been trained
+    on this comparison's shards.
     """
     cfg = cfg or FidelityConfig()
     say = log or (lambda msg: None)
@@ -879,7 +944,10 @@ def compare_encoders(
     variants: dict[str, VariantResult] = {}
     for enc in ENCODERS:
         t0 = time.perf_counter()
-        model, stages = train_variant(enc, out / "shards", out / "runs" / enc, cfg, eval_split=eval_split)
+        given = dict((stage1_checkpoints or {}).get(enc, {}))
+        model, stages = train_variant(
+            enc, out / "shards", out / "runs" / enc, cfg, eval_split=eval_split, stage1=given
+        )
         t_train = time.perf_counter() - t0
         say(
             f"{enc}: trained in {t_train:.0f} s: "
@@ -916,6 +984,7 @@ def compare_encoders(
             gpp_r2=r2,
             gpp_rmse=rmse,
             seconds={"train": t_train, "probe": t_probe, "gpp": t_gpp},
+            stage1_checkpoints={k: str(v) for k, v in given.items()},
         )
     seconds["total"] = time.perf_counter() - t_all
     result = FidelityResult(

@@ -42,6 +42,7 @@ from embedder.config import ConfigError, to_dict
 from embedder.fidelity import (
     ENCODERS,
     FidelityConfig,
+    FidelityError,
     frame_mean_baselines,
     heldout_split,
     prepare_region,
@@ -57,9 +58,12 @@ __all__ = [
     "RunRecord",
     "SweepConfig",
     "SweepResult",
+    "best_checkpoints",
+    "best_lrs",
     "plot_sweep",
     "summarise",
     "sweep_encoders",
+    "val_curve",
 ]
 
 SENSORS: tuple[str, ...] = ("s1", "s2")
@@ -238,6 +242,8 @@ class SweepResult:
     """Runs whose earlier result was reused (the rest were trained now)."""
     seconds: dict[str, float]
     """Wall time of ``region``, ``shards``, ``runs`` and ``total``."""
+    work_dir: str = ""
+    """The work folder (its ``runs/`` hold every run's ``metrics.jsonl``, for the learning curves)."""
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -335,12 +341,35 @@ def _run_dir(root: Path, encoder: str, sensor: str, lr: float, seed: int) -> Pat
     return root / encoder / sensor / f"lr{lr:g}-seed{seed}"
 
 
-def _settings(base: FidelityConfig, encoder: str, sensor: str, lr: float, seed: int) -> str:
-    """What makes a run's result reusable: the budget and data settings and the run's own four values."""
-    return json.dumps(
-        {"base": to_dict(base), "encoder": encoder, "sensor": sensor, "lr": lr, "seed": seed},
-        sort_keys=True,
-        default=str,
+_RUN_FIELDS = (
+    "scene_px", "cube_px", "cubes", "start", "end", "s2_cadence_days", "region_seed", "patches", "seed",
+    "epochs", "steps_per_epoch", "batch_size", "eval_samples",
+)  # fmt: skip
+"""The :class:`~embedder.fidelity.FidelityConfig` fields a stage-1 run depends on (data, shards, budget,
+scoring); the others (the comparison's own learning rates, fusion, probe and GPP settings) do not."""
+
+
+def _settings(base: FidelityConfig, encoder: str, sensor: str, lr: float, seed: int) -> dict[str, Any]:
+    """What makes a run's result reusable: the data and budget settings and the run's own four values."""
+    full = json.loads(json.dumps(to_dict(base), default=str))
+    return {
+        "base": {k: full[k] for k in _RUN_FIELDS},
+        "encoder": encoder,
+        "sensor": sensor,
+        "lr": lr,
+        "seed": seed,
+    }
+
+
+def _same_settings(stored: Any, want: dict[str, Any]) -> bool:
+    """``stored`` (a run's saved settings, a dict or its JSON text) describes the run ``want`` describes."""
+    if isinstance(stored, str):
+        stored = json.loads(stored)
+    if not isinstance(stored, dict) or not isinstance(stored.get("base"), dict):
+        return False
+    base = stored["base"]
+    return (
+        all(k in base for k in _RUN_FIELDS) and {**stored, "base": {k: base[k] for k in _RUN_FIELDS}} == want
     )
 
 
@@ -378,7 +407,7 @@ def _train_one(
     return record
 
 
-def _reusable(run_dir: Path, settings: str) -> RunRecord | None:
+def _reusable(run_dir: Path, settings: dict[str, Any]) -> RunRecord | None:
     """The stored successful record of a run with the same settings, if any."""
     path = run_dir / RUN_RESULT
     if not path.is_file():
@@ -386,9 +415,10 @@ def _reusable(run_dir: Path, settings: str) -> RunRecord | None:
     try:
         stored = json.loads(path.read_text())
         record = RunRecord(**stored["record"])
+        same = _same_settings(stored.get("settings"), settings)
     except (ValueError, KeyError, TypeError):
         return None  # unreadable: train again
-    return record if stored.get("settings") == settings and record.ok else None
+    return record if same and record.ok else None
 
 
 def sweep_encoders(
@@ -396,11 +426,14 @@ def sweep_encoders(
     cfg: SweepConfig | None = None,
     *,
     log: Callable[[str], None] | None = None,
+    train: bool = True,
 ) -> SweepResult:
     """Run the sweep (module docstring) in the work folder ``out_dir``; writes ``fidelity_sweep.json``.
 
     ``out_dir`` keeps the region, the shards and every run; runs already done with the same settings
-    are reused, failed ones are trained again. ``log`` receives a line per finished run.
+    are reused, failed ones are trained again. ``log`` receives a line per finished run. With
+    ``train=False`` nothing is trained: the result holds the runs already done, the others are
+    recorded as not trained (e.g. to look at a sweep that is still running).
     """
     cfg = cfg or SweepConfig()
     say = log or (lambda msg: None)
@@ -440,6 +473,10 @@ def sweep_encoders(
     reused = len(records)
     say(f"runs: {len(plan)} ({reused} reused, {len(todo)} to train on {cfg.workers} worker(s))")
     t0 = time.perf_counter()
+    if not train:
+        for key in todo:
+            records[key] = RunRecord(*key, error="not trained yet (train=False)")
+        todo = []
     if todo:
         ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
         with ProcessPoolExecutor(
@@ -472,17 +509,62 @@ def sweep_encoders(
     seconds["total"] = time.perf_counter() - t_all
     result = SweepResult(
         cfg=cfg, records=tuple(records[k] for k in plan), eval_split=eval_split, shard_counts=counts,
-        baseline_centre_mae=baseline, reused=reused, seconds=seconds,
+        baseline_centre_mae=baseline, reused=reused, seconds=seconds, work_dir=str(out),
     )  # fmt: skip
     (out / RESULT_FILE).write_text(json.dumps(result.flat(), indent=1) + "\n")
     return result
 
 
-def plot_sweep(result: SweepResult, path: str | Path) -> Path:
-    """PNG: held-out centre MAE against learning rate, one panel per sensor, mean +- sd over seeds.
+def best_lrs(path: str | Path) -> dict[str, float]:
+    """``{"paper.s1": lr, ...}``: each encoder's best stage-1 learning rate in a sweep's flat JSON.
 
-    Each encoder is a line with error bars, its best learning rate (on validation) ringed; the
-    frame-mean reconstruction is the dashed floor.
+    The keys are those of :attr:`embedder.fidelity.FidelityConfig.stage_lrs`.
+    """
+    flat = json.loads(Path(path).read_text())
+    out = {}
+    for enc in ENCODERS:
+        for sensor in SENSORS:
+            lr = flat.get(f"{enc}_best_lr_{sensor}")
+            if lr is None:
+                raise FidelityError(
+                    f"{str(path)!r} has no {enc}_best_lr_{sensor}: that part of the sweep failed or was not run"
+                )
+            out[f"{enc}.{sensor}"] = float(lr)
+    return out
+
+
+def best_checkpoints(work_dir: str | Path, *, seed: int) -> dict[str, dict[str, Path]]:
+    """Encoder -> sensor -> ``best.pt`` of a sweep's run at that encoder's best learning rate and ``seed``.
+
+    Read from the work folder's ``fidelity_sweep.json``; for
+    :func:`embedder.fidelity.compare_encoders` ``(stage1_checkpoints=...)``.
+    """
+    root = Path(work_dir)
+    lrs = best_lrs(root / RESULT_FILE)
+    out: dict[str, dict[str, Path]] = {}
+    for key, lr in lrs.items():
+        enc, _, sensor = key.partition(".")
+        path = _run_dir(root / "runs", enc, sensor, lr, seed) / "best.pt"
+        if not path.is_file():
+            raise FidelityError(f"no checkpoint {str(path)!r}: seed {seed} was not swept at lr {lr:g}")
+        out.setdefault(enc, {})[sensor] = path
+    return out
+
+
+def val_curve(result: SweepResult, encoder: str, sensor: str, lr: float, seed: int) -> list[float]:
+    """Validation centre MAE after every epoch of one run (from its ``metrics.jsonl``; empty if none)."""
+    path = _run_dir(Path(result.work_dir) / "runs", encoder, sensor, lr, seed) / "metrics.jsonl"
+    if not result.work_dir or not path.is_file():
+        return []
+    return [float(json.loads(line)["val"]["centre_mae"]) for line in path.read_text().splitlines() if line]
+
+
+def plot_sweep(result: SweepResult, path: str | Path) -> Path:
+    """PNG: per sensor, held-out centre MAE against learning rate and the validation learning curves.
+
+    Top row: each encoder a line with error bars (mean +- sd over seeds), its best learning rate (on
+    validation) ringed, the frame-mean reconstruction dashed. Bottom row: the validation centre MAE
+    after every epoch at each encoder's best learning rate, per seed (thin) and their mean (thick).
     """
     import matplotlib
 
@@ -491,32 +573,47 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
 
     s = result.summary
     sensors = result.cfg.sensors
-    fig, axes = plt.subplots(1, len(sensors), figsize=(5.2 * len(sensors), 4.2), squeeze=False)
-    for ax, sensor in zip(axes[0], sensors, strict=True):
-        for enc, colour in zip(ENCODERS, ("tab:blue", "tab:orange"), strict=True):
+    colours = dict(zip(ENCODERS, ("tab:blue", "tab:orange"), strict=True))
+    fig, axes = plt.subplots(2, len(sensors), figsize=(5.4 * len(sensors), 8.0), squeeze=False)
+    steps = result.cfg.base.steps_per_epoch
+    for col, sensor in enumerate(sensors):
+        ax, cur = axes[0][col], axes[1][col]
+        for enc in ENCODERS:
+            colour = colours[enc]
             lrs = [lr for lr in result.cfg.lrs if s["cells"][(enc, sensor, lr)].n_ok]
             means = [s["cells"][(enc, sensor, lr)].heldout_mean for lr in lrs]
             sds = [s["cells"][(enc, sensor, lr)].heldout_sd for lr in lrs]
             ax.errorbar(lrs, means, yerr=sds, marker="o", capsize=3, color=colour, label=enc)
             best = s["best_lr"][(enc, sensor)]
-            if best is not None:
-                ax.plot(
-                    [best],
-                    [s["cells"][(enc, sensor, best)].heldout_mean],
-                    "o",
-                    ms=14,
-                    mfc="none",
-                    color=colour,
+            if best is None:
+                continue
+            ax.plot(
+                [best], [s["cells"][(enc, sensor, best)].heldout_mean], "o", ms=14, mfc="none", color=colour
+            )
+            curves = [c for seed in result.cfg.seeds if (c := val_curve(result, enc, sensor, best, seed))]
+            for c in curves:
+                cur.plot([steps * (i + 1) for i in range(len(c))], c, color=colour, alpha=0.3, lw=0.8)
+            n = min((len(c) for c in curves), default=0)
+            if n:
+                mean = [statistics.fmean(c[i] for c in curves) for i in range(n)]
+                cur.plot(
+                    [steps * (i + 1) for i in range(n)], mean, color=colour, lw=2, label=f"{enc}, lr {best:g}"
                 )
         base = result.baseline_centre_mae.get(sensor)
-        if base is not None:
-            ax.axhline(base, ls="--", color="grey", label="frame-mean reconstruction")
+        for a in (ax, cur):
+            if base is not None:
+                a.axhline(base, ls="--", color="grey", label="frame-mean reconstruction")
+            a.legend(fontsize=8)
         ax.set_xscale("log")
-        ratio = s["ratio"][sensor]
-        ax.set_title(f"{sensor.upper()} stage 1: dense / paper best vs best {_fmt(ratio, 'x{:.3f}')}")
+        ax.set_xlim(min(result.cfg.lrs) / 1.5, max(result.cfg.lrs) * 1.5)
+        ax.set_title(
+            f"{sensor.upper()} stage 1: dense / paper best vs best {_fmt(s['ratio'][sensor], 'x{:.3f}')}"
+        )
         ax.set_xlabel("peak learning rate")
         ax.set_ylabel(f"centre MAE, {result.eval_split} (normalised)")
-        ax.legend(fontsize=8)
+        cur.set_title(f"{sensor.upper()}: validation centre MAE at each encoder's best lr")
+        cur.set_xlabel("optimiser steps")
+        cur.set_ylabel("centre MAE, val (normalised)")
     b = result.cfg.base
     fig.suptitle(
         f"small preset, {b.epochs} x {b.steps_per_epoch} steps, batch {b.batch_size}, "

@@ -344,6 +344,7 @@ def create_store(
     cfg: StoreConfig | None = None,
     storage_options: dict[str, Any] | None = None,
     overwrite: bool = False,
+    encoders: dict[str, str] | None = None,
 ) -> Store:
     """Create the store template for ``units`` (metadata and coordinates only), or reopen it.
 
@@ -353,7 +354,10 @@ def create_store(
     otherwise :class:`StoreError` names the difference.
 
     ``inputs`` describes the data (catalog, collections, region); ``params`` the inference parameters;
-    both go into the fingerprint and the root attributes together with ``model_version``.
+    both go into the fingerprint and the root attributes together with ``model_version``. ``encoders``
+    (sensor -> ``ModelConfig.encoder``, :func:`embedder.training.checkpoint_encoders`) says which frame
+    encoder made the embeddings (``embedder:encoders``, ``geoemb:model.encoders``); it follows from the
+    model version, so it is recorded but not fingerprinted.
     """
     import zarr
 
@@ -401,7 +405,7 @@ def create_store(
     if overwrite and fs.exists(root):
         fs.rm(root, recursive=True)
     zstore = zarr_store(url, storage_options, read_only=False)
-    root_attrs = _root_attrs(cfg, model_version, inputs, params, fingerprint, sorted(zones))
+    root_attrs = _root_attrs(cfg, model_version, inputs, params, fingerprint, sorted(zones), encoders or {})
     group = zarr.open_group(zstore, mode="w", zarr_format=3, attributes=root_attrs)
     tp, cp, pd_, cd = cfg.tile_px, cfg.chunk_px, cfg.period_days, cfg.chunk_days
     for name, z in zones.items():
@@ -504,6 +508,7 @@ def _root_attrs(
     params: dict[str, Any],
     fingerprint: str,
     zones: list[str],
+    encoders: dict[str, str],
 ) -> dict[str, Any]:
     quant = {"dtype": "uint16", "scale": cfg.quant_step, "offset": 0.0, "nodata": FILL_CODE}
     return {
@@ -513,6 +518,7 @@ def _root_attrs(
         "embedder:code_fingerprint": code_fingerprint(),
         "embedder:inputs": inputs,
         "embedder:params": params,
+        "embedder:encoders": encoders,
         "embedder:store_config": to_dict(cfg),
         "embedder:zones": zones,
         "embedder:epoch": EPOCH.isoformat(),
@@ -532,7 +538,11 @@ def _root_attrs(
         "geoemb:dimensions": EMBEDDING_DIM,
         "geoemb:quality_variable": "flags",
         "geoemb:quantization": quant,
-        "geoemb:model": {"name": "embedder fusion (Peters et al. 2025)", "version": model_version},
+        "geoemb:model": {
+            "name": "embedder fusion (Peters et al. 2025)",
+            "version": model_version,
+            "encoders": encoders,
+        },
         "geoemb:groups": zones,
         "geoemb:crs_per_group": True,
     }

@@ -50,6 +50,7 @@ __all__ = [
     "Objective",
     "build_optimizer",
     "build_schedulers",
+    "checkpoint_encoders",
     "evaluate",
     "fit",
     "load_autoencoder",
@@ -590,6 +591,12 @@ def load_autoencoder(
     ae = ModalityAutoencoder(spec, cfg=from_dict(ModelConfig, ckpt["config"]["model"], where=f"{path}:model"))
     _load_model_state(ae, ckpt, path)
     return ae
+
+
+def checkpoint_encoders(path: str | Path) -> dict[str, str]:
+    """Frame encoder (``ModelConfig.encoder``: ``paper`` or ``dense``) of each sensor of a fusion checkpoint."""
+    ckpt = load_checkpoint(path, kind="fusion")
+    return {str(n): str(c.get("encoder", "paper")) for n, c in ckpt["config"]["models"].items()}
 
 
 def load_fusion(path: str | Path, *, map_location: str | torch.device = "cpu") -> FusionModel:

@@ -309,8 +309,12 @@ def run(cfg: EmbedJobConfig, *, serial: bool = False) -> dict[str, Any]:
         _region(cfg), cfg.start, cfg.end, tile_px=layout.tile_px, period_days=layout.period_days
     )
     opts = dict(cfg.storage_options) or None
-    version = model_version(local_checkpoint(cfg.checkpoint, storage_options=opts))
+    from embedder.training import checkpoint_encoders
+
+    local = local_checkpoint(cfg.checkpoint, storage_options=opts)
+    version = model_version(local)
     check_model_version(cfg, version)
+    encoders = checkpoint_encoders(local)
     create_store(
         cfg.store,
         units=units,
@@ -319,6 +323,7 @@ def run(cfg: EmbedJobConfig, *, serial: bool = False) -> dict[str, Any]:
         params={"halo_px": cfg.halo_px, "bf16": cfg.bf16},
         cfg=layout,
         storage_options=opts,
+        encoders=encoders,
     )
     done = set(list_done(cfg.store, storage_options=opts))
     todo = [u.id for u in units if u.id not in done]
@@ -363,6 +368,7 @@ def run(cfg: EmbedJobConfig, *, serial: bool = False) -> dict[str, Any]:
         "seconds": round(elapsed, 2),
         "pixel_dates_per_s": round(px_dates / elapsed, 1) if elapsed > 0 else 0.0,
         "model_version": version,
+        "encoders": encoders,
         "store": cfg.store,
         "stac": stac_url,
     }

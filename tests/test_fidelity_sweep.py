@@ -18,14 +18,16 @@ import pytest
 import torch
 
 from embedder.config import ConfigError
-from embedder.fidelity import FidelityConfig, FidelityError, train_stage1
+from embedder.fidelity import FidelityConfig, FidelityError, compare_encoders, score_stage1, train_stage1
 from embedder.fidelity_sweep import (
     RESULT_FILE,
     RunRecord,
     SweepConfig,
+    best_checkpoints,
     plot_sweep,
     summarise,
     sweep_encoders,
+    val_curve,
 )
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -120,6 +122,9 @@ def test_tiny_sweep_trains_every_run_picks_on_validation_and_resumes(tmp_path: P
     )
     assert ckpt["config"]["train"]["lr"] == 3e-3 and ckpt["config"]["train"]["seed"] == 2
     assert ckpt["config"]["model"]["encoder"] == "dense"
+    rec = next(r for r in result.records if (r.encoder, r.sensor, r.lr, r.seed) == ("dense", "s1", 3e-3, 2))
+    curve = val_curve(result, "dense", "s1", 3e-3, 2)
+    assert len(curve) == cfg.base.epochs and min(curve) == pytest.approx(rec.val_centre_mae)
 
     flat = json.loads((tmp_path / RESULT_FILE).read_text())
     for enc in ("paper", "dense"):
@@ -147,8 +152,34 @@ def test_tiny_sweep_trains_every_run_picks_on_validation_and_resumes(tmp_path: P
     png = plot_sweep(result, tmp_path / "sweep.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # the comparison builds its fusion over the sweep's best stage-1 autoencoders, without retraining them
+    best = best_checkpoints(tmp_path, seed=1)
+    assert (
+        best["dense"]["s1"]
+        == tmp_path / "runs" / "dense" / "s1" / f"lr{flat['dense_best_lr_s1']:g}-seed1" / "best.pt"
+    )
+    compared = compare_encoders(tmp_path, cfg.base, stage1_checkpoints=best).flat()
+    for enc in ("paper", "dense"):
+        assert not (tmp_path / "runs" / enc / "stage1-s1").exists()
+        assert (tmp_path / "runs" / enc / "stage2-fusion" / "best.pt").is_file()
+        for sensor in ("s1", "s2"):
+            lr = flat[f"{enc}_best_lr_{sensor}"]
+            rec = next(
+                r for r in result.records if (r.encoder, r.sensor, r.lr, r.seed) == (enc, sensor, lr, 1)
+            )
+            assert compared[f"{enc}_centre_mae_{sensor}"] == pytest.approx(rec.heldout_centre_mae, rel=1e-6)
+            assert compared[f"{enc}_stage1_checkpoint_{sensor}"] == str(best[enc][sensor])
+    with pytest.raises(FidelityError, match="holds the 'paper' encoder, not 'dense'"):
+        score_stage1("dense", "s1", best["paper"]["s1"], tmp_path / "shards", cfg.base, eval_split="val")
+
     again = sweep_encoders(tmp_path, cfg)
     assert again.reused == 16 and again.records == result.records
+    # report only: runs not done yet are recorded as such, nothing is trained
+    more = dataclasses.replace(cfg, seeds=(1, 2, 3))
+    peek = sweep_encoders(tmp_path, more, train=False)
+    assert peek.reused == 16 and sum(not r.ok for r in peek.records) == 8
+    assert all("not trained" in r.error for r in peek.records if r.seed == 3)
+    assert not (tmp_path / "runs" / "dense" / "s1" / "lr0.003-seed3").exists()
     # a changed budget is a different run: nothing reused
     bigger = dataclasses.replace(cfg, base=dataclasses.replace(cfg.base, steps_per_epoch=3), seeds=(1,))
     assert sweep_encoders(tmp_path, bigger).reused == 0

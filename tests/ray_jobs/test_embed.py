@@ -74,9 +74,10 @@ def _geojson(path: Path, boxes: list[dict[str, Any]]) -> str:
     return str(path)
 
 
-def _checkpoint(path: Path, seed: int) -> Path:
+def _checkpoint(path: Path, seed: int, *, encoder: str = "paper") -> Path:
     torch.manual_seed(seed)
-    aes = {s.name: ModalityAutoencoder(s, cfg=ModelConfig.small()) for s in (S1, S2)}
+    mcfg = dataclasses.replace(ModelConfig.small(), encoder=encoder)
+    aes = {s.name: ModalityAutoencoder(s, cfg=mcfg) for s in (S1, S2)}
     return save_checkpoint(path, FusionModel(aes, cfg=FusionConfig.small()))
 
 
@@ -264,3 +265,33 @@ def test_bad_inputs(setup: Setup, gcs: Any, cluster: Any, capsys: pytest.Capture
     capsys.readouterr()
     assert main(["--config", cfg_path, "--region", "10,50,10,50"]) == 2
     assert "GridError" in capsys.readouterr().err
+
+
+def test_dense_model_through_the_job(setup: Setup, gcs: Any, cluster: Any) -> None:
+    """A dense-consistent checkpoint runs through the same Ray Data job (its actors take the dense path).
+
+    The submitted job's store equals, object for object, the same stages run serially in this process,
+    and the store says which encoder made it. (That the dense path equals the per-window computation
+    is tests/test_inference.py's test of the predictor.)
+    """
+    from embedder.config import EmbedJobConfig, load_config
+    from embedder.store import as_store
+    from ray_jobs.embed import run
+
+    checkpoint = _checkpoint(setup.tmp / "dense.pt", 2, encoder="dense")
+    region = _geojson(setup.tmp / "dense_unit.geojson", _tile_boxes(_scene(setup, "alps_north"), 1))
+    serial = {**_config(setup, gcs, "dense-serial", region=region), "checkpoint": str(checkpoint)}
+    summary = run(load_config(EmbedJobConfig, serial), serial=True)
+    assert summary["units_written"] == 1 and summary["encoders"] == {"s1": "dense", "s2": "dense"}
+
+    doc = {**_config(setup, gcs, "dense-job", region=region), "checkpoint": str(checkpoint)}
+    logs = _submit(cluster, gcs, _write(setup.tmp, "dense-job", doc))
+    assert '"units_written": 1' in logs and '"s2": "dense"' in logs
+    got, want = _data_objects(gcs, doc["store"]), _data_objects(gcs, serial["store"])
+    assert sorted(got) == sorted(want) and all(got[k] == want[k] for k in want), "stores differ bitwise"
+    assert any(sum(m["valid_embedding_px"]) > 0 for m in _markers(gcs, doc["store"]).values())
+    report = verify(doc["store"], storage_options=gcs.storage_options)
+    assert report.ok, report.summary()
+    attrs = as_store(doc["store"], gcs.storage_options).attrs
+    assert attrs["embedder:encoders"] == {"s1": "dense", "s2": "dense"}
+    assert attrs["geoemb:model"]["encoders"] == {"s1": "dense", "s2": "dense"}
