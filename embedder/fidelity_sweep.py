@@ -337,8 +337,13 @@ def _fmt(v: float | None, pattern: str) -> str:
 # --- the runs ------------------------------------------------------------------------------------------
 
 
-def _run_dir(root: Path, encoder: str, sensor: str, lr: float, seed: int) -> Path:
-    return root / encoder / sensor / f"lr{lr:g}-seed{seed}"
+def _run_dir(root: Path, base: FidelityConfig, encoder: str, sensor: str, lr: float, seed: int) -> Path:
+    """A run's folder, named by budget too, so sweeps of other budgets can share a work folder.
+
+    ``runs/<encoder>/<sensor>/e<epochs>-s<steps>-b<batch>-lr<lr>-seed<seed>``.
+    """
+    budget = f"e{base.epochs}-s{base.steps_per_epoch}-b{base.batch_size}"
+    return root / encoder / sensor / f"{budget}-lr{lr:g}-seed{seed}"
 
 
 _RUN_FIELDS = (
@@ -465,7 +470,7 @@ def sweep_encoders(
     todo = []
     for key in plan:
         enc, sensor, lr, seed = key
-        done = _reusable(_run_dir(runs_root, *key), _settings(cfg.base, enc, sensor, lr, seed))
+        done = _reusable(_run_dir(runs_root, cfg.base, *key), _settings(cfg.base, enc, sensor, lr, seed))
         if done is not None:
             records[key] = done
         else:
@@ -487,7 +492,7 @@ def sweep_encoders(
                     _train_one,
                     cfg.base,
                     str(out / "shards"),
-                    str(_run_dir(runs_root, *key)),
+                    str(_run_dir(runs_root, cfg.base, *key)),
                     *key,
                     eval_split,
                 ): key
@@ -536,15 +541,23 @@ def best_lrs(path: str | Path) -> dict[str, float]:
 def best_checkpoints(work_dir: str | Path, *, seed: int) -> dict[str, dict[str, Path]]:
     """Encoder -> sensor -> ``best.pt`` of a sweep's run at that encoder's best learning rate and ``seed``.
 
-    Read from the work folder's ``fidelity_sweep.json``; for
+    Read from the work folder's ``fidelity_sweep.json`` (the last sweep run there, whose budget names the
+    run folders); for
     :func:`embedder.fidelity.compare_encoders` ``(stage1_checkpoints=...)``.
     """
     root = Path(work_dir)
     lrs = best_lrs(root / RESULT_FILE)
+    flat = json.loads((root / RESULT_FILE).read_text())
+    base = dataclasses.replace(
+        FidelityConfig(),
+        epochs=flat["epochs"],
+        steps_per_epoch=flat["steps_per_epoch"],
+        batch_size=flat["batch_size"],
+    )
     out: dict[str, dict[str, Path]] = {}
     for key, lr in lrs.items():
         enc, _, sensor = key.partition(".")
-        path = _run_dir(root / "runs", enc, sensor, lr, seed) / "best.pt"
+        path = _run_dir(root / "runs", base, enc, sensor, lr, seed) / "best.pt"
         if not path.is_file():
             raise FidelityError(f"no checkpoint {str(path)!r}: seed {seed} was not swept at lr {lr:g}")
         out.setdefault(enc, {})[sensor] = path
@@ -553,7 +566,9 @@ def best_checkpoints(work_dir: str | Path, *, seed: int) -> dict[str, dict[str, 
 
 def val_curve(result: SweepResult, encoder: str, sensor: str, lr: float, seed: int) -> list[float]:
     """Validation centre MAE after every epoch of one run (from its ``metrics.jsonl``; empty if none)."""
-    path = _run_dir(Path(result.work_dir) / "runs", encoder, sensor, lr, seed) / "metrics.jsonl"
+    path = (
+        _run_dir(Path(result.work_dir) / "runs", result.cfg.base, encoder, sensor, lr, seed) / "metrics.jsonl"
+    )
     if not result.work_dir or not path.is_file():
         return []
     return [float(json.loads(line)["val"]["centre_mae"]) for line in path.read_text().splitlines() if line]

@@ -116,7 +116,7 @@ def test_tiny_sweep_trains_every_run_picks_on_validation_and_resumes(tmp_path: P
     assert result.reused == 0 and sum("seed" in line for line in lines) == 16
     # every run has its own checkpoint, trained with its own learning rate and seed
     ckpt = torch.load(
-        tmp_path / "runs" / "dense" / "s1" / "lr0.003-seed2" / "best.pt",
+        tmp_path / "runs" / "dense" / "s1" / "e1-s2-b4-lr0.003-seed2" / "best.pt",
         map_location="cpu",
         weights_only=False,
     )
@@ -156,7 +156,7 @@ def test_tiny_sweep_trains_every_run_picks_on_validation_and_resumes(tmp_path: P
     best = best_checkpoints(tmp_path, seed=1)
     assert (
         best["dense"]["s1"]
-        == tmp_path / "runs" / "dense" / "s1" / f"lr{flat['dense_best_lr_s1']:g}-seed1" / "best.pt"
+        == tmp_path / "runs" / "dense" / "s1" / f"e1-s2-b4-lr{flat['dense_best_lr_s1']:g}-seed1" / "best.pt"
     )
     compared = compare_encoders(tmp_path, cfg.base, stage1_checkpoints=best).flat()
     for enc in ("paper", "dense"):
@@ -179,7 +179,7 @@ def test_tiny_sweep_trains_every_run_picks_on_validation_and_resumes(tmp_path: P
     peek = sweep_encoders(tmp_path, more, train=False)
     assert peek.reused == 16 and sum(not r.ok for r in peek.records) == 8
     assert all("not trained" in r.error for r in peek.records if r.seed == 3)
-    assert not (tmp_path / "runs" / "dense" / "s1" / "lr0.003-seed3").exists()
+    assert not (tmp_path / "runs" / "dense" / "s1" / "e1-s2-b4-lr0.003-seed3").exists()
     # a changed budget is a different run: nothing reused
     bigger = dataclasses.replace(cfg, base=dataclasses.replace(cfg.base, steps_per_epoch=3), seeds=(1,))
     assert sweep_encoders(tmp_path, bigger).reused == 0
