@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from embedder.fidelity import FidelityConfig  # noqa: E402
-from embedder.fidelity_sweep import RESULT_FILE, SweepConfig, plot_sweep, sweep_encoders  # noqa: E402
+from embedder.fidelity_sweep import RESULT_FILE, SweepConfig, best_lrs, plot_sweep, sweep_encoders  # noqa: E402
 
 DEFAULT_BASE = dataclasses.replace(FidelityConfig(), cubes=32, epochs=8, steps_per_epoch=150, gpp=False)
 """The sweep's data and budget: 32 cubes of 32 px (8 scenes), 8 x 150 steps per run."""
@@ -52,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cubes", type=int, help=f"training cubes, dealt to splits 375/83/42 ({d.cubes})")
     ap.add_argument("--eval-samples", type=int, help=f"samples scored per split ({d.eval_samples}; 0 = all)")
     ap.add_argument("--tiny", action="store_true", help="start from the test budget (FidelityConfig.tiny)")
+    ap.add_argument(
+        "--at-best-lrs", type=Path, metavar="JSON",
+        help="train each encoder and sensor only at its best learning rate in an earlier sweep's JSON "
+        "(e.g. with a longer --epochs / --steps-per-epoch); replaces --lrs",
+    )  # fmt: skip
     ap.add_argument(
         "--report-only", action="store_true", help="train nothing: report the runs already done in --work"
     )
@@ -76,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         "sensors": tuple(args.sensors) if args.sensors else None,
         "workers": args.workers,
     }
+    if args.at_best_lrs:
+        s = SweepConfig.at_best_lrs(best_lrs(args.at_best_lrs))
+        sweep_given["lrs"] = sweep_given["sensors"] = None  # fixed by the earlier sweep
     cfg = dataclasses.replace(s, base=base, **{k: v for k, v in sweep_given.items() if v is not None})
     t0 = time.perf_counter()
 

@@ -620,12 +620,12 @@ def train_stage1(
     _check_splits(data, root)
     seed = cfg.seed if seed is None else seed
     mcfg = dataclasses.replace(ModelConfig.small(), encoder=encoder)  # type: ignore[arg-type]
+    train_cfg = _small_train_config(cfg, seed=seed, lr=lr or cfg.lr_for(encoder, sensor))
     seed_everything(seed)
     ae = ModalityAutoencoder(spec, cfg=mcfg)
     st = _train_stage(
-        ae, ModalityObjective(spec, stage=1), data[kind], Path(run_dir),
-        cfg=dataclasses.replace(cfg, seed=seed), train_cfg=_small_train_config(cfg, seed=seed, lr=lr or cfg.lr_for(encoder, sensor)),
-        eval_split=eval_split, steps_per_epoch=cfg.steps_per_epoch,
+        ae, ModalityObjective(spec, stage=1), data[kind], Path(run_dir), cfg=dataclasses.replace(cfg, seed=seed),
+        train_cfg=train_cfg, eval_split=eval_split, steps_per_epoch=cfg.steps_per_epoch,
     )  # fmt: skip
     return {
         "best_epoch": st.best_epoch,
@@ -733,11 +733,8 @@ def train_variant(
         "val_centre_mae": st.val_centre_mae,
         "heldout": st.heldout,
     }
-    summary = {
-        name: {k: v for k, v in st_.items() if k in ("best_epoch", "val_centre_mae", "heldout")}
-        for name, st_ in stages.items()
-    }
-    return model.eval(), summary
+    keep = ("best_epoch", "val_centre_mae", "heldout")
+    return model.eval(), {name: {k: stage[k] for k in keep} for name, stage in stages.items()}
 
 
 def _frame_mean_baseline(ds: Any, sensor: str, *, batch_size: int) -> float:

@@ -92,6 +92,10 @@ class SweepConfig:
     """Runs trained at once, one process each."""
     threads_per_worker: int = 1
     """Torch intra-op threads of each worker process."""
+    only: tuple[tuple[str, str, float], ...] = ()
+    """When given, train only these ``(encoder, sensor, lr)`` (each at every seed) instead of the whole
+    grid: e.g. each encoder at its best learning rate of an earlier sweep, with a longer budget
+    (``bench/fidelity_sweep.py --at-best-lrs JSON``). Their learning rates must be in :attr:`lrs`."""
 
     def __post_init__(self) -> None:
         if not self.lrs or any(not (0 < lr < 1) for lr in self.lrs) or len(set(self.lrs)) != len(self.lrs):
@@ -104,6 +108,19 @@ class SweepConfig:
         for name in ("workers", "threads_per_worker"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"SweepConfig.{name} = {getattr(self, name)} must be at least 1")
+        for enc, sensor, lr in self.only:
+            if enc not in ENCODERS or sensor not in self.sensors or lr not in self.lrs:
+                raise ConfigError(
+                    f"SweepConfig.only: ({enc!r}, {sensor!r}, {lr:g}) needs an encoder in {list(ENCODERS)}, "
+                    f"a sensor in {list(self.sensors)} and a learning rate in lrs = {list(self.lrs)}"
+                )
+
+    @classmethod
+    def at_best_lrs(cls, lrs: dict[str, float], **overrides: Any) -> SweepConfig:
+        """Each encoder and sensor only at its own learning rate (``{"paper.s1": lr, ...}``, :func:`best_lrs`)."""
+        only = tuple((k.partition(".")[0], k.partition(".")[2], lr) for k, lr in sorted(lrs.items()))
+        sensors = tuple(sn for sn in SENSORS if any(o[1] == sn for o in only))
+        return cls(lrs=tuple(sorted({lr for *_, lr in only})), only=only, sensors=sensors, **overrides)
 
 
 @dataclass(frozen=True)
@@ -298,7 +315,7 @@ class SweepResult:
 
         def cell_text(c: CellStats, best: bool) -> str:
             if not c.n_ok:
-                return f"failed ({c.n_failed})"
+                return f"failed ({c.n_failed})" if c.n_failed else "not run"
             text = f"{c.heldout_mean:.4f} ± {c.heldout_sd:.4f}" + (
                 f" ({c.n_failed} failed)" if c.n_failed else ""
             )
@@ -464,6 +481,7 @@ def sweep_encoders(
         for lr in cfg.lrs
         for sensor in cfg.sensors
         for enc in ENCODERS
+        if not cfg.only or (enc, sensor, lr) in cfg.only
     ]
     runs_root = out / "runs"
     records: dict[tuple[str, str, float, int], RunRecord] = {}

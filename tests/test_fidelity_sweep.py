@@ -24,6 +24,7 @@ from embedder.fidelity_sweep import (
     RunRecord,
     SweepConfig,
     best_checkpoints,
+    best_lrs,
     plot_sweep,
     summarise,
     sweep_encoders,
@@ -106,6 +107,8 @@ def test_sweep_config_refuses_bad_settings() -> None:
         SweepConfig(sensors=("s3",))
     with pytest.raises(ConfigError, match="workers = 0"):
         SweepConfig(workers=0)
+    with pytest.raises(ConfigError, match=r"only: \('dense', 's1', 0.01\) needs"):
+        SweepConfig(lrs=(1e-3,), only=(("dense", "s1", 1e-2),))
 
 
 def test_tiny_sweep_trains_every_run_picks_on_validation_and_resumes(tmp_path: Path) -> None:
@@ -171,6 +174,14 @@ def test_tiny_sweep_trains_every_run_picks_on_validation_and_resumes(tmp_path: P
             assert compared[f"{enc}_stage1_checkpoint_{sensor}"] == str(best[enc][sensor])
     with pytest.raises(FidelityError, match="holds the 'paper' encoder, not 'dense'"):
         score_stage1("dense", "s1", best["paper"]["s1"], tmp_path / "shards", cfg.base, eval_split="val")
+
+    # each encoder and sensor only at its best learning rate: the grid's runs are reused, nothing else runs
+    at_best = SweepConfig.at_best_lrs(best_lrs(tmp_path / RESULT_FILE), base=cfg.base, seeds=(1,), workers=1)
+    assert len(at_best.only) == 4 and set(at_best.lrs) <= set(cfg.lrs)
+    narrow = sweep_encoders(tmp_path, at_best)
+    assert (len(narrow.records), narrow.reused) == (4, 4)
+    assert narrow.summary["best_lr"] == result.summary["best_lr"]
+    assert "not run" in narrow.table() or len(at_best.lrs) == 1
 
     again = sweep_encoders(tmp_path, cfg)
     assert again.reused == 16 and again.records == result.records
