@@ -261,6 +261,8 @@ class SweepResult:
     """Wall time of ``region``, ``shards``, ``runs`` and ``total``."""
     work_dir: str = ""
     """The work folder (its ``runs/`` hold every run's ``metrics.jsonl``, for the learning curves)."""
+    baseline_val_centre_mae: dict[str, float] = dataclasses.field(default_factory=dict)
+    """The frame-mean reconstruction on the validation samples (the floor of the learning curves)."""
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -292,6 +294,7 @@ class SweepResult:
                 out[f"dense_vs_paper_mae_{sensor}_lr{lr_:g}"] = _num(s["ratio_at_lr"][(sensor, lr_)])
             out[f"meets_target_{sensor}"] = bool(math.isfinite(r) and r <= TARGET_RATIO)
             out[f"baseline_centre_mae_{sensor}"] = self.baseline_centre_mae.get(sensor)
+            out[f"baseline_val_centre_mae_{sensor}"] = self.baseline_val_centre_mae.get(sensor)
         b = self.cfg.base
         out.update(
             target_ratio=TARGET_RATIO, eval_split=self.eval_split, lrs=",".join(f"{lr:g}" for lr in self.cfg.lrs),
@@ -472,7 +475,8 @@ def sweep_encoders(
     say(f"shards: {counts} ({seconds['shards']:.0f} s)")
     eval_split = heldout_split(counts)
     baseline = frame_mean_baselines(out / "shards", eval_split, cfg.base)
-    say(f"frame-mean reconstruction, {eval_split}: {baseline}")
+    baseline_val = frame_mean_baselines(out / "shards", "val", cfg.base)
+    say(f"frame-mean reconstruction, {eval_split}: {baseline}, val: {baseline_val}")
 
     # seed-major order: every finished seed is a whole grid, so a cut-short sweep is still usable
     plan = [
@@ -533,6 +537,7 @@ def sweep_encoders(
     result = SweepResult(
         cfg=cfg, records=tuple(records[k] for k in plan), eval_split=eval_split, shard_counts=counts,
         baseline_centre_mae=baseline, reused=reused, seconds=seconds, work_dir=str(out),
+        baseline_val_centre_mae=baseline_val,
     )  # fmt: skip
     (out / RESULT_FILE).write_text(json.dumps(result.flat(), indent=1) + "\n")
     return result
@@ -632,8 +637,8 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
                 cur.plot(
                     [steps * (i + 1) for i in range(n)], mean, color=colour, lw=2, label=f"{enc}, lr {best:g}"
                 )
-        base = result.baseline_centre_mae.get(sensor)
-        for a in (ax, cur):
+        bases = (result.baseline_centre_mae.get(sensor), result.baseline_val_centre_mae.get(sensor))
+        for a, base in zip((ax, cur), bases, strict=True):
             if base is not None:
                 a.axhline(base, ls="--", color="grey", label="frame-mean reconstruction")
             a.legend(fontsize=8)

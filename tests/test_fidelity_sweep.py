@@ -149,7 +149,7 @@ def test_tiny_sweep_trains_every_run_picks_on_validation_and_resumes(tmp_path: P
         )
         assert flat[f"meets_target_{sensor}"] == (flat[f"dense_vs_paper_mae_{sensor}"] <= 1.10)
         assert flat[f"dense_vs_paper_mae_{sensor}_seed_min"] <= flat[f"dense_vs_paper_mae_{sensor}_seed_max"]
-        assert flat[f"baseline_centre_mae_{sensor}"] > 0
+        assert flat[f"baseline_centre_mae_{sensor}"] > 0 and flat[f"baseline_val_centre_mae_{sensor}"] > 0
     assert (flat["runs"], flat["runs_ok"], flat["runs_failed"], flat["lrs"]) == (16, 16, 0, "0.001,0.003")
     assert "best vs best" in result.table()
     png = plot_sweep(result, tmp_path / "sweep.png")
