@@ -79,6 +79,7 @@ __all__ = [
     "compare_encoders",
     "frame_mean_baselines",
     "heldout_split",
+    "prepare_data",
     "prepare_region",
     "prepare_shards",
     "score_stage1",
@@ -486,6 +487,24 @@ def prepare_shards(region: SampleRegion, shard_root: str | Path, cfg: FidelityCo
     return counts
 
 
+def prepare_data(
+    out_dir: Path, cfg: FidelityConfig, *, seconds: dict[str, float], log: Callable[[str], None]
+) -> tuple[SampleRegion, dict[str, int]]:
+    """:func:`prepare_region` and :func:`prepare_shards` in ``out_dir/region`` and ``out_dir/shards``.
+
+    Records their wall time in ``seconds`` (``region``, ``shards``) and logs a line for each.
+    """
+    t0 = time.perf_counter()
+    region = prepare_region(out_dir / "region", cfg)
+    seconds["region"] = time.perf_counter() - t0
+    log(f"region: {len(region.scenes)} scene(s) of {cfg.scene_px} px ({seconds['region']:.0f} s)")
+    t0 = time.perf_counter()
+    counts = prepare_shards(region, out_dir / "shards", cfg)
+    seconds["shards"] = time.perf_counter() - t0
+    log(f"shards: {counts} ({seconds['shards']:.0f} s)")
+    return region, counts
+
+
 # --- 3 and 4. training and held-out centre MAE -------------------------------------------------------------
 
 
@@ -891,14 +910,7 @@ def compare_encoders(
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()
 
-    t0 = time.perf_counter()
-    region = prepare_region(out / "region", cfg)
-    seconds["region"] = time.perf_counter() - t0
-    say(f"region: {len(region.scenes)} scene(s) of {cfg.scene_px} px ({seconds['region']:.0f} s)")
-    t0 = time.perf_counter()
-    counts = prepare_shards(region, out / "shards", cfg)
-    seconds["shards"] = time.perf_counter() - t0
-    say(f"shards: {counts} ({seconds['shards']:.0f} s)")
+    region, counts = prepare_data(out, cfg, seconds=seconds, log=say)
     eval_split = heldout_split(counts)
     baseline = frame_mean_baselines(out / "shards", eval_split, cfg)
 

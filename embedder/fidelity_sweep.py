@@ -45,8 +45,7 @@ from embedder.fidelity import (
     FidelityError,
     frame_mean_baselines,
     heldout_split,
-    prepare_region,
-    prepare_shards,
+    prepare_data,
     train_stage1,
 )
 
@@ -466,13 +465,7 @@ def sweep_encoders(
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()
-    t0 = time.perf_counter()
-    region = prepare_region(out / "region", cfg.base)
-    seconds["region"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    counts = prepare_shards(region, out / "shards", cfg.base)
-    seconds["shards"] = time.perf_counter() - t0
-    say(f"shards: {counts} ({seconds['shards']:.0f} s)")
+    _, counts = prepare_data(out, cfg.base, seconds=seconds, log=say)
     eval_split = heldout_split(counts)
     baseline = frame_mean_baselines(out / "shards", eval_split, cfg.base)
     baseline_val = frame_mean_baselines(out / "shards", "val", cfg.base)
