@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench browser clean
+.PHONY: venv demo test lint bench browser clean weights
 
 # torch first and pinned: the CPU build lies on local disk; unpinned, pip pulls a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -34,6 +34,10 @@ lint: venv
 
 test: venv browser lint
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+# The committed CPU-preset weights that `make demo` fine-tunes (about an hour on 2 cores; see docs/convergence.md).
+weights: venv
+	$(PY) bench/convergence.py --seeds 0 --weights-out weights --out bench/results/convergence-weights.json
 
 bench: venv
 	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -592,6 +592,12 @@ class ModelConfig:
     """Frame encoder: ``"paper"`` (SPEC 3, re-encodes every 15 x 15 window) or ``"dense"`` (the
     dense-consistent variant of ``embedder/models/dense.py``: valid convolutions and local attention, run
     once over a whole tile at inference with exactly the per-window tokens; see docs/dense.md)."""
+    standardize: bool = False
+    """Option (deviation from SPEC 2, "no other normalisation"): standardise every band of the input with
+    per-band statistics of the training data and map the linear output back, so the network works in
+    unit-variance space while the loss and every reported error stay in SPEC's [0, 1] units. The
+    statistics are buffers of the model (set once from the training split by ``embedder.training.fit``)
+    and travel inside its checkpoints. Off in the paper configuration; on in the ``cpu`` preset."""
 
     def __post_init__(self) -> None:
         if self.d_model % 16 != 0 or self.d_model <= 0:
@@ -616,7 +622,11 @@ class ModelConfig:
 
     @classmethod
     def small(cls) -> ModelConfig:
-        """A small preset (a few tens of thousands of parameters) for tests, the demo and CPU runs."""
+        """A small preset (a few tens of thousands of parameters) for tests and smoke runs.
+
+        Too narrow for dropout: its 2-channel frame token and 8-channel maps underfit already (train error
+        ~ validation error), so every dropout is off.
+        """
         return cls(
             d_model=32,
             conv_channels=(8, 8, 8),
@@ -624,7 +634,34 @@ class ModelConfig:
             n_layers=1,
             n_heads=2,
             ff_dim=8,
-            dropout=0.1,
+            dropout=0.0,
+            encoder_conv_dropout=0.0,
+            decoder_conv_dropout=0.0,
+        )
+
+    @classmethod
+    def cpu(cls) -> ModelConfig:
+        """The CPU preset between ``small`` and the paper model, for the demo and CPU training.
+
+        Both stages and the fusion converge on 2 cores within the hour (``bench/convergence.py``; the
+        recipe is :meth:`TrainConfig.cpu`).
+
+        A 4-channel frame token (``d_model`` 64), 24/24/16 conv channels, two transformer layers with a
+        real feed-forward width, standardised bands, and no dropout (the model underfits the synthetic
+        region, so dropout only slows it down).
+        """
+        return cls(
+            d_model=64,
+            conv_channels=(24, 24, 16),
+            latent_token_dim=16,
+            n_layers=2,
+            n_heads=4,
+            ff_dim=64,
+            dropout=0.0,
+            cbam_reduction=4,
+            encoder_conv_dropout=0.0,
+            decoder_conv_dropout=0.0,
+            standardize=True,
         )
 
 
@@ -664,6 +701,13 @@ class FusionConfig:
         """A small preset for tests, the demo and CPU runs."""
         return cls(width=16, n_layers=1, n_heads=2, ff_dim=32, freeze_modalities=freeze_modalities)
 
+    @classmethod
+    def cpu(cls, *, freeze_modalities: bool = False) -> FusionConfig:
+        """The CPU preset's fusion (beside ``ModelConfig.cpu``): width 64, two layers, no dropout."""
+        return cls(
+            width=64, n_layers=2, n_heads=4, ff_dim=128, dropout=0.0, freeze_modalities=freeze_modalities
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -701,8 +745,41 @@ class TrainConfig:
     """Run forward passes under bfloat16 autocast (GPU option; off on CPU)."""
     compile: bool = False
     """Wrap the model in ``torch.compile`` (GPU option; off on CPU)."""
+    schedule: Literal["plateau", "cosine"] = "plateau"
+    """Learning-rate schedule. ``plateau`` (SPEC 6): per-step linear warm-up, then reduce-on-plateau on the
+    validation centre MAE per epoch. ``cosine`` (option): per-step linear warm-up, then a per-step cosine
+    decay to ``min_lr_factor x lr`` at :attr:`total_steps`; no plateau cuts (on short epochs with a noisy
+    validation the plateau rule cut the rate to its floor long before the model had learned)."""
+    total_steps: int | None = None
+    """Optimiser steps of the whole run, warm-up included: where the cosine schedule ends and training
+    stops (required by ``schedule: cosine``, ignored by ``plateau``), unless ``max_epochs`` ends it first."""
+    min_lr_factor: float = 0.02
+    """Final learning rate of the cosine schedule as a fraction of :attr:`lr`."""
+    loss: Literal["paper", "mae", "mae_warm"] = "paper"
+    """Loss-term weights. ``paper``: the sensor's SPEC 4 weights. ``mae`` (option): the masked context-
+    weighted MAE alone (SSIM and SAM off). ``mae_warm`` (option): MAE alone for :attr:`mae_warm_steps`
+    steps, then the paper weights. For S2 stage 1 the spectral-angle term (weight 0.65) dominates the
+    gradient at the centre and ignores brightness; small models trained with it stay above the
+    frame-mean floor. S1 has no SSIM/SAM weight, so the option changes nothing there."""
+    mae_warm_steps: int = 0
+    """Steps of MAE-only loss before the paper weights (``loss: mae_warm``)."""
+    init_from: str = ""
+    """Provenance, set by the training jobs: ``sha256:<16 hex>`` of the weights a fine-tuning run started
+    from (``init_checkpoint``), empty for a run from random initialisation. Saved in every checkpoint; the
+    embed job records it in the store's attributes (``embedder:params.pretrained``)."""
 
     def __post_init__(self) -> None:
+        if self.schedule == "cosine" and (self.total_steps is None or self.total_steps <= self.warmup_steps):
+            raise ConfigError(
+                f"TrainConfig.schedule 'cosine' needs total_steps > warmup_steps = {self.warmup_steps}, got "
+                f"{self.total_steps}; set total_steps to the run's optimiser steps"
+            )
+        if not 0.0 <= self.min_lr_factor <= 1.0:
+            raise ConfigError(f"TrainConfig.min_lr_factor = {self.min_lr_factor} must be in [0, 1]")
+        if self.loss == "mae_warm" and self.mae_warm_steps < 1:
+            raise ConfigError(
+                f"TrainConfig.loss 'mae_warm' needs mae_warm_steps >= 1, got {self.mae_warm_steps}"
+            )
         for name in ("lr", "grad_clip", "warmup_start_factor", "plateau_factor"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"TrainConfig.{name} = {getattr(self, name)} must be positive")
@@ -730,6 +807,28 @@ class TrainConfig:
             early_stopping_patience=4,
             max_epochs=3,
             batch_size=4,
+        )
+
+    @classmethod
+    def cpu(cls, *, total_steps: int = 3000) -> TrainConfig:
+        """The recipe that converges on CPU (``bench/convergence.py``).
+
+        AdamW lr 5e-4 (S1: 3e-4; at 1e-3 two of three S1 runs collapsed to a constant), 100 warm-up steps
+        (a tenth of a shorter run), cosine to 2 % at ``total_steps``, batch 16, MAE-only loss (see
+        :attr:`loss`). Chosen on the runs recorded in docs/convergence.md.
+        Training ends at ``total_steps`` (``fit`` stops there); ``max_epochs`` and early stopping are
+        set so that they never end it first.
+        """
+        return cls(
+            lr=5e-4,
+            warmup_steps=min(100, max(1, total_steps // 10)),
+            warmup_start_factor=0.01,
+            schedule="cosine",
+            total_steps=total_steps,
+            early_stopping_patience=total_steps,
+            max_epochs=total_steps,  # an upper bound: an epoch is at least one step
+            batch_size=16,
+            loss="mae",
         )
 
 
@@ -863,6 +962,11 @@ class TrainModalityJobConfig:
     """Ray Train workers and failure budget."""
     max_batches_per_epoch: int | None = None
     """Cap on training batches per worker and epoch (smoke runs, benchmarks); None: the whole split."""
+    init_checkpoint: str | None = None
+    """Start from these weights instead of random initialisation (fine-tuning; the optimiser and the
+    schedule start fresh): a ``.pt`` checkpoint or run folder of the same kind and model size, local or
+    any fsspec URL (read with the stage-1/shard storage options). E.g. the committed CPU-preset weights
+    (``weights/``, ``make weights``)."""
 
     def __post_init__(self) -> None:
         from embedder.sensors import SENSORS
@@ -901,6 +1005,11 @@ class TrainFusionJobConfig:
     """Ray Train workers and failure budget."""
     max_batches_per_epoch: int | None = None
     """Cap on training batches per worker and epoch (smoke runs, benchmarks); None: the whole split."""
+    init_checkpoint: str | None = None
+    """Start from these weights instead of random initialisation (fine-tuning; the optimiser and the
+    schedule start fresh): a ``.pt`` checkpoint or run folder of the same kind and model size, local or
+    any fsspec URL (read with the stage-1/shard storage options). E.g. the committed CPU-preset weights
+    (``weights/``, ``make weights``)."""
 
     def __post_init__(self) -> None:
         from embedder.sensors import FUSION_ORDER

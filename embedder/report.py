@@ -247,6 +247,11 @@ def _gpp_sections(run_dir: Path, fig_dir: Path, out_dir: Path) -> tuple[list[str
     return lines, missing
 
 
+def _mean_floor(floors: dict[str, dict[str, float]], name: str) -> float:
+    values = [f[name] for f in floors.values() if name in f]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def write_run_report(
     run_dir: str | Path,
     *,
@@ -277,6 +282,7 @@ def write_run_report(
     if not runs:
         missing.append("training curves: no runs/<name>/metrics.jsonl")
     table = []
+    not_learned: list[str] = []
     for r in runs:
         try:
             png = plot_training_curves([r], out_png=fig_dir / f"curves-{r.name}.png")
@@ -286,19 +292,39 @@ def write_run_report(
         lines = read_metrics(r)
         best = json.loads((r / "best.json").read_text()) if (r / "best.json").is_file() else {}
         vals = [ln.get("val", {}).get("centre_mae") for ln in lines if ln.get("val")]
-        table.append(
-            {
-                "run": r.name,
-                "epochs": len(lines),
-                "best epoch": best.get("epoch", ""),
-                "best val centre MAE": min((v for v in vals if v is not None), default=float("nan")),
-                "test centre MAE": (best.get("test") or {}).get("centre_mae", float("nan")),
-            }
+        best_val = min((v for v in vals if v is not None), default=float("nan"))
+        floors: dict[str, dict[str, float]] = next(
+            (ln["floors"] for ln in reversed(lines) if ln.get("floors")), {}
         )
+        floor = float(np.mean([f["frame_mean"] for f in floors.values()])) if floors else float("nan")
+        row = {
+            "run": r.name,
+            "epochs": len(lines),
+            "best epoch": best.get("epoch", ""),
+            "best val centre MAE": best_val,
+            "val floor: frame mean": floor,
+            "val floor: temporal mean": _mean_floor(floors, "temporal_mean"),
+            "val floor: PCA-k": _mean_floor(floors, "pca_k"),
+            "test centre MAE": (best.get("test") or {}).get("centre_mae", float("nan")),
+            "learned": "-" if not floors else ("yes" if best_val < floor else "**NO: above its floor**"),
+        }
+        table.append(row)
+        if floors and not best_val < floor:
+            not_learned.append(r.name)
     if table:
         from embedder.gpp import _markdown
 
+        md.append(
+            "Centre MAE (centre pixel of the centre date, [0, 1] units) against its floors on the same validation "
+            "windows: a constant per frame (frame mean), the pixel's own temporal mean, and PCA with the "
+            "bottleneck's number of components (fusion: the mean over S1 and S2; see docs/convergence.md).\n"
+        )
         md.append(_markdown(pd.DataFrame(table)))
+    if not_learned:
+        md.append(
+            f"**Warning: {', '.join(not_learned)} ended above the frame-mean floor: predicting each frame's mean "
+            "does as well. These embeddings have not learned the pixel; train longer (TrainConfig.cpu).**\n"
+        )
 
     # 2. maps and 3. probe
     md.append("## Embedding maps and land-cover probe\n")

@@ -18,7 +18,9 @@ plain module, which is what checkpoints hold.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import math
 import random
 import time
@@ -31,16 +33,18 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import LinearLR, ReduceLROnPlateau
+from torch.optim.lr_scheduler import LambdaLR, LinearLR, ReduceLROnPlateau
 
 from embedder.config import FusionConfig, ModelConfig, TrainConfig, from_dict, to_dict
+from embedder.floors import centre_floors
 from embedder.losses import ContextAwareLoss, FusionLoss
 from embedder.models.fusion import FusionModel
 from embedder.models.modality import ModalityAutoencoder
-from embedder.sensors import SensorSpec, get_sensor
+from embedder.sensors import LossWeights, SensorSpec, get_sensor
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "LOG",
     "MONITOR",
     "CheckpointMismatchError",
     "EpochReport",
@@ -48,14 +52,18 @@ __all__ = [
     "FusionObjective",
     "ModalityObjective",
     "Objective",
+    "band_statistics",
     "build_optimizer",
     "build_schedulers",
     "checkpoint_encoders",
+    "checkpoint_init_from",
     "evaluate",
     "fit",
+    "frame_mean_floor",
     "load_autoencoder",
     "load_checkpoint",
     "load_fusion",
+    "loss_weights_at",
     "move_batch",
     "save_checkpoint",
     "seed_everything",
@@ -70,6 +78,12 @@ MONITOR = "centre_mae"
 """Validation metric that drives the plateau scheduler, checkpoint choice and early stopping."""
 METRICS_FILE = "metrics.jsonl"
 """One JSON object per epoch in the run directory."""
+LOG = logging.getLogger("embedder.training")
+"""Where :func:`fit` says that a stage ended above its frame-mean floor."""
+STATS_BATCHES = 64
+"""Training batches read for the per-band statistics of ``ModelConfig.standardize``."""
+FLOOR_BATCHES = 64
+"""Validation batches (at most) the floors are computed on, once per run."""
 
 
 class CheckpointMismatchError(ValueError):
@@ -92,6 +106,16 @@ class Objective(Protocol):
         ...
 
 
+def loss_weights_at(weights: LossWeights, cfg: TrainConfig, step: int) -> LossWeights:
+    """The loss weights in force at optimiser ``step`` under ``cfg.loss`` (``paper``, ``mae``, ``mae_warm``).
+
+    MAE-only weights keep ``l_mae`` and the centre weight ``c`` of ``weights`` and switch SSIM and SAM
+    off; a sensor whose paper weights are MAE-only (S1) is unchanged by any mode.
+    """
+    mae_only = cfg.loss == "mae" or (cfg.loss == "mae_warm" and step < cfg.mae_warm_steps)
+    return dataclasses.replace(weights, ssim=0.0, sam=0.0) if mae_only else weights
+
+
 class ModalityObjective:
     """Stage 1: one sensor's autoencoder on batch keys ``name``, ``name_mask``, ``name_gaps``."""
 
@@ -100,6 +124,11 @@ class ModalityObjective:
     def __init__(self, sensor: SensorSpec, *, stage: int = 1) -> None:
         self.sensors = (sensor,)
         self.loss = ContextAwareLoss.for_sensor(sensor, stage=stage)
+        self.paper_weights = self.loss.weights
+
+    def schedule_loss(self, cfg: TrainConfig, step: int) -> None:
+        """Set the loss weights for optimiser ``step`` (:func:`loss_weights_at`)."""
+        self.loss.weights = loss_weights_at(self.paper_weights, cfg, step)
 
     def __call__(
         self, model: nn.Module, batch: Mapping[str, torch.Tensor]
@@ -124,6 +153,12 @@ class FusionObjective:
     def __init__(self, sensors: Sequence[SensorSpec]) -> None:
         self.sensors = tuple(sensors)
         self.loss = FusionLoss({s.name: s for s in self.sensors})
+        self.paper_weights = {n: typing.cast(ContextAwareLoss, p).weights for n, p in self.loss.parts.items()}
+
+    def schedule_loss(self, cfg: TrainConfig, step: int) -> None:
+        """Set every part's loss weights for optimiser ``step`` (:func:`loss_weights_at`)."""
+        for n, part in self.loss.parts.items():
+            typing.cast(ContextAwareLoss, part).weights = loss_weights_at(self.paper_weights[n], cfg, step)
 
     def __call__(
         self, model: nn.Module, batch: Mapping[str, torch.Tensor]
@@ -170,11 +205,33 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def _cosine_factor(cfg: TrainConfig) -> Callable[[int], float]:
+    """Learning-rate factor of ``schedule: cosine`` at a step: linear warm-up, then cosine to the floor."""
+    total = int(cfg.total_steps or 0)
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return cfg.warmup_start_factor + (1.0 - cfg.warmup_start_factor) * step / cfg.warmup_steps
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+        return cfg.min_lr_factor + (1.0 - cfg.min_lr_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
 def build_schedulers(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig
-) -> tuple[LinearLR, ReduceLROnPlateau]:
-    """Per-step linear warm-up and per-epoch reduce-on-plateau (both multiplicative, so they compose)."""
-    warmup = LinearLR(optimizer, start_factor=cfg.warmup_start_factor, total_iters=cfg.warmup_steps)
+) -> tuple[LinearLR | LambdaLR, ReduceLROnPlateau]:
+    """The per-step scheduler and the per-epoch reduce-on-plateau (multiplicative, so they compose).
+
+    ``schedule: plateau`` (SPEC 6): a per-step linear warm-up, and the plateau rule cuts the rate;
+    ``schedule: cosine``: warm-up then cosine decay per step; :func:`fit` then never steps the plateau.
+    The per-step scheduler's ``last_epoch`` counts optimiser steps (it drives :func:`loss_weights_at`).
+    """
+    warmup: LinearLR | LambdaLR
+    if cfg.schedule == "cosine":
+        warmup = LambdaLR(optimizer, _cosine_factor(cfg))
+    else:
+        warmup = LinearLR(optimizer, start_factor=cfg.warmup_start_factor, total_iters=cfg.warmup_steps)
     plateau = ReduceLROnPlateau(
         optimizer,
         mode="min",
@@ -208,11 +265,17 @@ def train_step(
     *,
     objective: Objective,
     optimizer: torch.optim.Optimizer,
-    warmup: LinearLR | None,
+    warmup: LinearLR | LambdaLR | None,
     cfg: TrainConfig,
 ) -> dict[str, torch.Tensor]:
-    """One optimiser step on one batch (already on the model's device); returns the batch metrics."""
+    """One optimiser step on one batch (already on the model's device); returns the batch metrics.
+
+    The objective's loss weights follow ``cfg.loss`` at the step count of ``warmup`` (when both exist).
+    """
     device = next(iter(batch.values())).device
+    schedule_loss = getattr(objective, "schedule_loss", None)
+    if schedule_loss is not None and warmup is not None:
+        schedule_loss(cfg, int(warmup.last_epoch))
     with _autocast(device, cfg):
         loss, metrics = objective(model, batch)  # forward
     optimizer.zero_grad(set_to_none=True)
@@ -267,7 +330,7 @@ def train_epoch(
     *,
     objective: Objective,
     optimizer: torch.optim.Optimizer,
-    warmup: LinearLR | None,
+    warmup: LinearLR | LambdaLR | None,
     cfg: TrainConfig,
     device: torch.device | str = "cpu",
     max_steps: int | None = None,
@@ -339,12 +402,87 @@ class FitResult:
     """True when early stopping ended the run."""
     history: list[dict[str, Any]] = field(default_factory=list)
     """The metrics lines of this call."""
+    floors: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per sensor, the centre-MAE floors on the validation batches (``embedder.floors``)."""
+
+    @property
+    def frame_mean_floor(self) -> float:
+        """The monitored metric's frame-mean floor (mean over sensors, as the fusion's centre MAE)."""
+        return frame_mean_floor(self.floors)
+
+    @property
+    def above_floor(self) -> bool:
+        """True when the best validation centre MAE is not below the frame-mean floor: nothing learned."""
+        return not self.best_metric < self.frame_mean_floor
 
 
 def _is_main() -> bool:
     return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
         torch.distributed.get_rank() == 0
     )
+
+
+def frame_mean_floor(floors: Mapping[str, Mapping[str, float]]) -> float:
+    """Frame-mean floor of the monitored centre MAE: the mean over sensors (nan without floors)."""
+    values = [f["frame_mean"] for f in floors.values()]
+    return float(np.mean(values)) if values else math.nan
+
+
+def band_statistics(
+    batches: Iterable[Mapping[str, Any]], sensor: SensorSpec, *, max_batches: int = STATS_BATCHES
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-band ``(mean, std)`` ``[C]`` of the valid values of ``sensor`` in the first ``max_batches``.
+
+    All-reduced over ranks under ``torch.distributed``, so every rank standardises alike.
+    """
+    c = sensor.n_channels
+    sums = torch.zeros(3, c, dtype=torch.float64)  # count, sum, sum of squares
+    for i, batch in enumerate(batches):
+        if i >= max_batches:
+            break
+        x = torch.as_tensor(batch[sensor.name]).detach().cpu().double().transpose(0, 2).reshape(c, -1)
+        m = (
+            torch.as_tensor(batch[f"{sensor.name}_mask"])
+            .detach()
+            .cpu()
+            .transpose(0, 2)
+            .reshape(c, -1)
+            .double()
+        )
+        sums += torch.stack([m.sum(1), (x * m).sum(1), (x * x * m).sum(1)])
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
+        moved = sums.to(device) if device is not None else sums
+        torch.distributed.all_reduce(moved)
+        sums = moved.cpu()
+    if float(sums[0].min()) == 0:
+        raise ValueError(f"no valid {sensor.name} values in the training batches; cannot standardise bands")
+    mean = sums[1] / sums[0]
+    std = (sums[2] / sums[0] - mean**2).clamp_min(0.0).sqrt()
+    return mean.float(), std.float()
+
+
+def _set_band_statistics(model: nn.Module, batches: Iterable[Mapping[str, Any]]) -> None:
+    """Standardisation statistics of every autoencoder of ``model`` that has the option but no statistics."""
+    aes = [model] if isinstance(model, ModalityAutoencoder) else []
+    if isinstance(model, FusionModel):
+        aes = [model.autoencoder(n) for n in model.names]
+    for ae in aes:
+        stats = ae.band_stats()
+        if stats is None or not (bool((stats[0] == 0).all()) and bool((stats[1] == 1).all())):
+            continue  # no option, or statistics already set (a stage-1 checkpoint, a resume)
+        ae.set_band_stats(*band_statistics(batches, ae.sensor))
+
+
+def _steps_left(cfg: TrainConfig, step: int) -> int | None:
+    """Optimiser steps left before ``cfg.total_steps`` under the cosine schedule (None: no such end)."""
+    if cfg.schedule != "cosine" or cfg.total_steps is None:
+        return None
+    return max(0, cfg.total_steps - step)
+
+
+def _min_steps(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _epoch_batches(
@@ -379,6 +517,8 @@ def fit(
     device = torch.device(device)
     seed_everything(cfg.seed)
     plain = unwrap(model)
+    if resume_from is None:
+        _set_band_statistics(plain, _epoch_batches(train_batches, 0))
     plain.to(device)
     optimizer = build_optimizer(model, cfg)
     warmup, plateau = build_schedulers(optimizer, cfg)
@@ -405,8 +545,14 @@ def fit(
         out_dir.mkdir(parents=True, exist_ok=True)
 
     history: list[dict[str, Any]] = []
+    # 0. the floors a trained model must beat, on (at most FLOOR_BATCHES of) the validation batches
+    floors = centre_floors(_epoch_batches(val_batches, 0), objective.sensors, max_batches=FLOOR_BATCHES)
+    floor = frame_mean_floor(floors)
     stopped = since_best >= cfg.early_stopping_patience  # resuming a run that already stopped
     for epoch in range(start_epoch, cfg.max_epochs if not stopped else start_epoch):
+        steps_left = _steps_left(cfg, int(warmup.last_epoch))
+        if steps_left == 0:  # the cosine schedule has run its course
+            break
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         # 1. train, 2. validate
@@ -418,13 +564,14 @@ def fit(
             warmup=warmup,
             cfg=cfg,
             device=device,
-            max_steps=max_steps_per_epoch,
+            max_steps=_min_steps(max_steps_per_epoch, steps_left),
         )
         val_m = evaluate(
             train_model, _epoch_batches(val_batches, epoch), objective=objective, cfg=cfg, device=device
         )
         # 3. plateau scheduler on the validation centre MAE, 4. best and early-stopping bookkeeping
-        plateau.step(val_m[MONITOR])
+        if cfg.schedule == "plateau":
+            plateau.step(val_m[MONITOR])
         is_best = val_m[MONITOR] < best
         if is_best:
             best, best_epoch, since_best = val_m[MONITOR], epoch, 0
@@ -440,6 +587,10 @@ def fit(
             "val": val_m,
             "best_val_centre_mae": best,
             "best_epoch": best_epoch,
+            "floors": floors,
+            "floor_frame_mean": floor,
+            "val_vs_floor": val_m[MONITOR] / floor,
+            "step": int(warmup.last_epoch),
             "time_s": round(time.perf_counter() - t0, 3),
         }
         history.append(line)
@@ -467,13 +618,25 @@ def fit(
             report(EpochReport(epoch=epoch, metrics=line, checkpoint=last, is_best=is_best, stop=stopped))
         if stopped:
             break
-    return FitResult(
+    result = FitResult(
         best_metric=best,
         best_epoch=best_epoch,
         epochs_run=len(history),
         stopped_early=stopped,
         history=history,
+        floors=floors,
     )
+    if result.above_floor and _is_main():
+        LOG.warning(
+            "%s %s: NOT LEARNED - best validation centre MAE %.5f is not below the frame-mean floor %.5f "
+            "(predicting each frame's mean does as well); train longer or use the converging recipe "
+            "(TrainConfig.cpu, docs/convergence.md)",
+            objective.kind,
+            "+".join(s.name for s in objective.sensors),
+            best,
+            floor,
+        )
+    return result
 
 
 # --- 5. checkpoints ----------------------------------------------------------------------------------------
@@ -497,7 +660,7 @@ def save_checkpoint(
     model: nn.Module,
     *,
     optimizer: torch.optim.Optimizer | None = None,
-    warmup: LinearLR | None = None,
+    warmup: LinearLR | LambdaLR | None = None,
     plateau: ReduceLROnPlateau | None = None,
     epoch: int = -1,
     best_metric: float = math.inf,
@@ -597,6 +760,12 @@ def checkpoint_encoders(path: str | Path) -> dict[str, str]:
     """Frame encoder (``ModelConfig.encoder``: ``paper`` or ``dense``) of each sensor of a fusion checkpoint."""
     ckpt = load_checkpoint(path, kind="fusion")
     return {str(n): str(c.get("encoder", "paper")) for n, c in ckpt["config"]["models"].items()}
+
+
+def checkpoint_init_from(path: str | Path) -> str:
+    """``sha256:<16 hex>`` of the weights a checkpoint's training run started from ("" for none)."""
+    ckpt = load_checkpoint(path)
+    return str(ckpt["config"].get("train", {}).get("init_from", ""))
 
 
 def load_fusion(path: str | Path, *, map_location: str | torch.device = "cpu") -> FusionModel:

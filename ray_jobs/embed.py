@@ -309,18 +309,23 @@ def run(cfg: EmbedJobConfig, *, serial: bool = False) -> dict[str, Any]:
         _region(cfg), cfg.start, cfg.end, tile_px=layout.tile_px, period_days=layout.period_days
     )
     opts = dict(cfg.storage_options) or None
-    from embedder.training import checkpoint_encoders
+    from embedder.training import checkpoint_encoders, checkpoint_init_from
 
     local = local_checkpoint(cfg.checkpoint, storage_options=opts)
     version = model_version(local)
     check_model_version(cfg, version)
     encoders = checkpoint_encoders(local)
+    pretrained = checkpoint_init_from(local)  # the committed weights a fine-tuned model started from
     create_store(
         cfg.store,
         units=units,
         model_version=version,
         inputs={"catalog": cfg.catalog, "region": cfg.region, "start": str(cfg.start), "end": str(cfg.end)},
-        params={"halo_px": cfg.halo_px, "bf16": cfg.bf16},
+        params={
+            "halo_px": cfg.halo_px,
+            "bf16": cfg.bf16,
+            **({"pretrained": pretrained} if pretrained else {}),
+        },
         cfg=layout,
         storage_options=opts,
         encoders=encoders,

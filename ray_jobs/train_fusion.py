@@ -16,6 +16,7 @@ The run folder gets the same files as stage 1, plus ``stage1.json`` (which check
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -104,6 +105,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cfg: TrainFusionJobConfig = loop_config["job"]
     seed_everything(cfg.train.seed)
     model = FusionModel(loop_config["autoencoders"], cfg=cfg.fusion)
+    train_common.apply_init_weights(model, loop_config.get("init_state"), cfg.init_checkpoint)
     train_common.run_epochs(
         model,
         loop_config["datasets"],
@@ -128,6 +130,11 @@ def build_trainer(
     """
     autoencoders, record = load_stage1(cfg)
     datasets = build_datasets(cfg)
+    init_state, init_from = train_common.load_init_weights(
+        cfg.init_checkpoint, storage_options=cfg.stage1_storage_options, kind="fusion",
+        sensors=[get_sensor(n) for n in sorted(cfg.stage1)],
+    )  # fmt: skip
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=init_from))
     folder = RunFolder.of(cfg.run)
     train_common.record_config(folder, cfg)
     folder.write_json(STAGE1_FILE, record)
@@ -136,6 +143,7 @@ def build_trainer(
         "datasets": datasets,
         "autoencoders": autoencoders,
         "kill_worker_at_epoch": kill_worker_at_epoch,
+        "init_state": init_state,
     }
     train_common.init_ray(address)
     return train_common.build_trainer(train_loop_per_worker, loop_config, workers=cfg.workers, run=cfg.run)

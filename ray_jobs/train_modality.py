@@ -16,6 +16,7 @@ again with the same run folder resumes it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -63,6 +64,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     sensor = get_sensor(cfg.sensor)
     seed_everything(cfg.train.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     model = ModalityAutoencoder(sensor, cfg=cfg.model)
+    train_common.apply_init_weights(model, loop_config.get("init_state"), cfg.init_checkpoint)
     train_common.run_epochs(
         model,
         loop_config["datasets"],
@@ -86,8 +88,15 @@ def build_trainer(
     Ray is joined (``address``, else ``RAY_ADDRESS`` or a local instance) only after these checks pass.
     """
     datasets = build_datasets(cfg)
+    init_state, init_from = train_common.load_init_weights(
+        cfg.init_checkpoint, storage_options=cfg.shard_storage_options, kind="modality",
+        sensors=[get_sensor(cfg.sensor)],
+    )  # fmt: skip
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=init_from))
     train_common.record_config(RunFolder.of(cfg.run), cfg)
-    loop_config = {"job": cfg, "datasets": datasets, "kill_worker_at_epoch": kill_worker_at_epoch}
+    loop_config = {
+        "job": cfg, "datasets": datasets, "kill_worker_at_epoch": kill_worker_at_epoch, "init_state": init_state,
+    }  # fmt: skip
     train_common.init_ray(address)
     return train_common.build_trainer(train_loop_per_worker, loop_config, workers=cfg.workers, run=cfg.run)
 

@@ -1,4 +1,5 @@
 import dataclasses
+import itertools
 import json
 
 import pytest
@@ -229,3 +230,100 @@ def test_bf16_autocast_step_keeps_float32_loss():
     metrics = train_step(ae, batch, objective=ModalityObjective(S2), optimizer=opt, warmup=None, cfg=cfg)
     assert metrics["loss"].dtype == torch.float32 and torch.isfinite(metrics["loss"])
     assert all(p.dtype == torch.float32 for p in ae.parameters())
+
+
+# --- the converging recipe (issue 15): schedule, loss modes, standardisation, floors --------------------
+
+
+def test_cosine_schedule_warms_up_decays_and_ends_training():
+    from embedder.config import ConfigError
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    cfg = TrainConfig(lr=1e-3, warmup_steps=10, warmup_start_factor=0.1, schedule="cosine", total_steps=110,
+                      min_lr_factor=0.02)  # fmt: skip
+    opt = torch.optim.AdamW([param], lr=cfg.lr)
+    sched, _ = build_schedulers(opt, cfg)
+    lrs = []
+    for _ in range(120):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(1e-4)
+    assert lrs[10] == pytest.approx(1e-3)  # end of warm-up: the peak
+    assert lrs[60] == pytest.approx(1e-3 * (0.02 + 0.98 * 0.5))  # half-way down the cosine
+    assert lrs[110] == pytest.approx(2e-5) and lrs[119] == pytest.approx(2e-5)  # the floor, then flat
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
+    with pytest.raises(ConfigError, match="total_steps"):
+        TrainConfig(schedule="cosine", warmup_steps=100, total_steps=50)
+    with pytest.raises(ConfigError, match="mae_warm_steps"):
+        TrainConfig(loss="mae_warm")
+
+
+def test_loss_modes_switch_ssim_and_sam_off():
+    from embedder.training import loss_weights_at
+
+    paper = S2.stage1_loss
+    assert loss_weights_at(paper, TrainConfig(), 0) == paper
+    mae = loss_weights_at(paper, TrainConfig(loss="mae"), 10_000)
+    assert (mae.mae, mae.ssim, mae.sam, mae.centre_weight) == (paper.mae, 0.0, 0.0, paper.centre_weight)
+    warm = TrainConfig(loss="mae_warm", mae_warm_steps=100)
+    assert loss_weights_at(paper, warm, 99) == mae and loss_weights_at(paper, warm, 100) == paper
+    assert (
+        loss_weights_at(S1.stage1_loss, TrainConfig(loss="mae"), 0) == S1.stage1_loss
+    )  # S1: MAE only anyway
+    # the objective follows the step count of the scheduler: no SAM term in its metrics while MAE-only
+    seed_everything(0)
+    ae = ModalityAutoencoder(S2, cfg=SMALL)
+    objective = ModalityObjective(S2)
+    opt = build_optimizer(ae, warm)
+    sched, _ = build_schedulers(opt, warm)
+    metrics = train_step(
+        ae, _batch(S2, 2, seed=0), objective=objective, optimizer=opt, warmup=sched, cfg=warm
+    )
+    assert "s2/sam" not in metrics and objective.loss.weights.sam == 0.0
+    sched.last_epoch = 100
+    metrics = train_step(
+        ae, _batch(S2, 2, seed=0), objective=objective, optimizer=opt, warmup=sched, cfg=warm
+    )
+    assert "s2/sam" in metrics and objective.loss.weights == paper
+
+
+def test_fit_standardises_bands_logs_floors_and_learns(tmp_path, caplog):
+    """A short run of the CPU recipe: statistics set from the data, floors in every line, loss falls."""
+    seed_everything(0)
+    cfg_model = dataclasses.replace(SMALL, standardize=True)
+    ae = ModalityAutoencoder(S2, cfg=cfg_model)
+    train = [_batch(S2, 8, seed=s) for s in range(6)]
+    val = [_batch(S2, 8, seed=100 + s) for s in range(2)]
+    cfg = dataclasses.replace(TrainConfig.cpu(total_steps=60), batch_size=8)
+    result = fit(ae, train, val, objective=ModalityObjective(S2), cfg=cfg, run_dir=tmp_path)
+    # statistics of the valid training values, kept in the checkpoint and used by a reloaded model
+    mean, std = ae.band_stats()
+    x = torch.cat([b["s2"] for b in train])
+    m = torch.cat([b["s2_mask"] for b in train])
+    want = torch.stack([x[:, :, c][m[:, :, c]].mean() for c in range(S2.n_channels)])
+    torch.testing.assert_close(mean, want, atol=1e-5, rtol=1e-5)
+    assert bool((std > 0).all()) and bool((std < 1).all())
+    again = load_autoencoder(tmp_path / "best.pt", S2)
+    torch.testing.assert_close(again.band_stats()[0], mean)
+    # the run ends at total_steps (6 batches an epoch: 10 epochs), every line carries the floors
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == result.epochs_run == 10 and lines[-1]["step"] == 60
+    assert set(lines[0]["floors"]["s2"]) == {"frame_mean", "temporal_mean", "pca_k"}
+    assert lines[0]["val_vs_floor"] == pytest.approx(lines[0]["val"][MONITOR] / lines[0]["floor_frame_mean"])
+    assert result.floors == lines[0]["floors"]
+    # learned: the training loss fell below its start
+    assert lines[-1]["train"]["loss"] < lines[0]["train"]["loss"]
+    assert result.above_floor == (result.best_metric >= result.frame_mean_floor)
+
+
+def test_fit_says_loudly_when_a_stage_ends_above_its_floor(tmp_path, caplog):
+    seed_everything(0)
+    ae = ModalityAutoencoder(S1, cfg=SMALL)
+    cfg = dataclasses.replace(TrainConfig.small(), max_epochs=1, lr=1e-6)  # cannot learn anything
+    with caplog.at_level("WARNING", logger="embedder.training"):
+        result = fit(
+            ae, [_batch(S1, 4, seed=1)], [_batch(S1, 4, seed=2)], objective=ModalityObjective(S1), cfg=cfg
+        )
+    assert result.above_floor
+    assert "NOT LEARNED" in caplog.text and "frame-mean floor" in caplog.text

@@ -25,6 +25,7 @@ Everything is vectorised with numpy fancy indexing; memory is bounded by gatheri
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,7 @@ __all__ = [
     "S1ONLY_KEYS",
     "CubeLayoutError",
     "SamplingStats",
+    "cube_seed",
     "day_numbers",
     "empty_samples",
     "fill_missing",
@@ -77,6 +79,15 @@ class SamplingStats:
     """Dropped because the centre pixel of the centre frame had no valid value (and gaps were fine)."""
     kept: int
     """Samples returned."""
+
+
+def cube_seed(seed: int, cube_id: str, kind: str = "fused") -> int:
+    """A stable 63-bit seed for ``(seed, cube_id, kind)`` (independent of process and hash seed).
+
+    The sampling seed of one cube's shard of one kind (``embedder.data.shards.build_cube_shards``).
+    """
+    digest = hashlib.sha256(f"{seed}:{cube_id}:{kind}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def day_numbers(times: np.ndarray) -> np.ndarray:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime as dt
-import hashlib
 import json
 import sys
 import time
@@ -49,6 +48,7 @@ from embedder.data.patches import (
     FUSED_KEYS,
     S1ONLY_KEYS,
     SamplingStats,
+    cube_seed,
     empty_samples,
     sample_fused_patches,
     sample_s1only_patches,
@@ -230,12 +230,6 @@ def write_shard(
             z[...] = arr
     group.attrs["complete"] = True  # last: only now does the shard count as built
     return url
-
-
-def cube_seed(seed: int, cube_id: str, kind: str = "fused") -> int:
-    """A stable 63-bit seed for ``(seed, cube_id, kind)`` (independent of process and hash seed)."""
-    digest = hashlib.sha256(f"{seed}:{cube_id}:{kind}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def build_cube_shards(

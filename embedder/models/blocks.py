@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["CBAM", "ConvAttentionBlock", "MultiScaleAttentionBlock", "PoolResidual"]
+__all__ = ["CBAM", "BandScaler", "ConvAttentionBlock", "MultiScaleAttentionBlock", "PoolResidual"]
 
 
 class CBAM(nn.Module):
@@ -101,3 +101,37 @@ class PoolResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, ch, H, W] -> [N, ch, H, W]``."""
         return max_pool3_same(self.block(x)) + x
+
+
+class BandScaler(nn.Module):
+    """Per-band standardisation ``(x - mean) / std`` of ``[N, C, H, W]`` maps, or its inverse.
+
+    ``mean`` and ``std`` are buffers (saved in checkpoints), identity until
+    :meth:`set_stats` is called. ``inverse=True`` maps standardised values back: ``x * std + mean``.
+    The ``ModelConfig.standardize`` option of the modality autoencoders.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, n_channels: int, *, inverse: bool = False) -> None:
+        super().__init__()
+        self.inverse = inverse
+        self.register_buffer("mean", torch.zeros(n_channels))
+        self.register_buffer("std", torch.ones(n_channels))
+
+    def set_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Use these per-band statistics (``std`` is floored at 1e-6)."""
+        if mean.shape != self.mean.shape or std.shape != self.std.shape:
+            raise ValueError(
+                f"band statistics must have shape {tuple(self.mean.shape)}, got {tuple(mean.shape)} and "
+                f"{tuple(std.shape)}"
+            )
+        self.mean.copy_(mean.to(self.mean))
+        self.std.copy_(std.to(self.std).clamp_min(1e-6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, C, H, W] -> [N, C, H, W]``."""
+        mean = self.mean.to(x.dtype)[None, :, None, None]  # [1, C, 1, 1]
+        std = self.std.to(x.dtype)[None, :, None, None]  # [1, C, 1, 1]
+        return x * std + mean if self.inverse else (x - mean) / std

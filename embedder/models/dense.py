@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from embedder.config import ConfigError, ModelConfig
+from embedder.models.blocks import BandScaler
 from embedder.sensors import WINDOW_PX
 
 __all__ = ["DenseFrameEncoder", "LocalCBAM", "LocalMultiScaleBlock", "dense_macs_per_pixel"]
@@ -162,6 +163,7 @@ class DenseFrameEncoder(nn.Module):
     def __init__(self, n_channels: int, cfg: ModelConfig) -> None:
         super().__init__()
         c_stem, c_mid, c_low = cfg.conv_channels
+        self.scale_in: nn.Module = BandScaler(n_channels) if cfg.standardize else nn.Identity()
         self.stem = nn.Sequential(nn.Conv2d(n_channels, c_stem, 1), nn.SiLU())
         self.multiscale = LocalMultiScaleBlock(
             c_stem, c_stem, kernels=cfg.multiscale_kernels, reduction=cfg.cbam_reduction
@@ -181,7 +183,7 @@ class DenseFrameEncoder(nn.Module):
 
     def _run(self, x: torch.Tensor, *, dense: bool) -> torch.Tensor:
         """Shared window/dense computation: ``[N, C, H, W] -> [N, d_model, H', W']``."""
-        x = self.stem(x)  # [N, 149, H, W]
+        x = self.stem(self.scale_in(x))  # [N, 149, H, W]
         x = self.multiscale(x, 1)  # [N, 149, H - 10, W - 10]
         x = self.drop(F.silu(_conv(self.down, x, 1, dense=dense)))  # window [N, 128, 2, 2]; dense H - 12
         dil = _STRIDE if dense else 1

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from embedder.config import ModelConfig
-from embedder.models.blocks import ConvAttentionBlock, MultiScaleAttentionBlock, PoolResidual
+from embedder.models.blocks import BandScaler, ConvAttentionBlock, MultiScaleAttentionBlock, PoolResidual
 from embedder.models.dense import DenseFrameEncoder
 from embedder.sensors import WINDOW_DATES, WINDOW_PX, SensorSpec
 
@@ -63,6 +63,7 @@ class _FrameEncoder(nn.Module):
         super().__init__()
         c_stem, c_mid, c_low = cfg.conv_channels
         token_channels = cfg.d_model // TOKEN_SIDE_PX**2
+        self.scale_in: nn.Module = BandScaler(n_channels) if cfg.standardize else nn.Identity()
         self.stem = nn.Sequential(nn.Conv2d(n_channels, c_stem, 1), nn.SiLU())
         self.multiscale = PoolResidual(
             MultiScaleAttentionBlock(
@@ -81,7 +82,7 @@ class _FrameEncoder(nn.Module):
         )
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = self.stem(frames)  # [N, 149, 15, 15]
+        x = self.stem(self.scale_in(frames))  # [N, 149, 15, 15]
         x = self.multiscale(x)  # [N, 149, 15, 15]
         x = self.down1(x)  # [N, 128, 7, 7]
         x = self.mid(x)  # [N, 128, 7, 7]
@@ -115,6 +116,7 @@ class _FrameDecoder(nn.Module):
             nn.SiLU(),
             nn.Conv2d(n_channels, n_channels, 3, padding=1),
         )
+        self.scale_out: nn.Module = BandScaler(n_channels, inverse=True) if cfg.standardize else nn.Identity()
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = tokens.reshape(-1, self.token_channels, TOKEN_SIDE_PX, TOKEN_SIDE_PX)  # [N, 16, 4, 4]
@@ -123,7 +125,7 @@ class _FrameDecoder(nn.Module):
         x = self.low(x)  # [N, 64, 8, 8]
         x = self.up2(x)  # [N, 128, 15, 15]
         x = self.multiscale(x)  # [N, 149, 15, 15]
-        return self.head(x)  # [N, C, 15, 15], linear output
+        return self.scale_out(self.head(x))  # [N, C, 15, 15], linear output
 
 
 class ModalityAutoencoder(nn.Module):
@@ -170,6 +172,29 @@ class ModalityAutoencoder(nn.Module):
         )
         self.token_expand = nn.Sequential(nn.Linear(self.reduced_tokens, self.n_frames), nn.SELU())
         self.token_unproj = nn.Sequential(nn.Linear(k, d), nn.SELU())
+
+    def set_band_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Per-band input statistics ``[C]`` of the ``ModelConfig.standardize`` option (encoder and decoder).
+
+        Raises ``ValueError`` when the model was built without ``standardize``.
+        """
+        scalers = [
+            m
+            for m in (self.frame_encoder.scale_in, self.frame_decoder.scale_out)
+            if isinstance(m, BandScaler)
+        ]
+        if not scalers:
+            raise ValueError(
+                f"the {self.sensor.name} autoencoder was built without ModelConfig.standardize; "
+                "band statistics have nowhere to go"
+            )
+        for m in scalers:
+            m.set_stats(mean, std)
+
+    def band_stats(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(mean, std)`` of the standardisation option, or None without it."""
+        m = self.frame_encoder.scale_in
+        return (m.mean.clone(), m.std.clone()) if isinstance(m, BandScaler) else None
 
     def _positional(self, gaps_days: torch.Tensor) -> torch.Tensor:
         """Learned positional embedding of each frame's day offset, divided by sqrt(d_model)."""

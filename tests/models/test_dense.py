@@ -34,11 +34,16 @@ def _per_window(ae: ModalityAutoencoder, tile: torch.Tensor) -> torch.Tensor:
         (_dense_cfg(), S2, (23, 19), 3),  # small preset, several row strips
         (_dense_cfg(), S1, (16, 30), 64),
         (_dense_cfg(ModelConfig()), S2, (19, 18), 2),  # paper widths
+        (_dense_cfg(ModelConfig.cpu()), S2, (17, 20), 64),  # CPU preset: standardised bands
     ],
 )
 def test_dense_tile_equals_per_window(cfg: ModelConfig, sensor, shape: tuple[int, int], rows: int) -> None:
     torch.manual_seed(0)
     ae = ModalityAutoencoder(sensor, cfg=cfg).eval()
+    if cfg.standardize:
+        ae.set_band_stats(
+            torch.linspace(0.1, 0.3, sensor.n_channels), torch.linspace(0.05, 0.2, sensor.n_channels)
+        )
     tile = torch.rand(sensor.n_channels, *shape) * 2 - 0.5  # [C, H, W]
     with torch.no_grad():
         dense = _enc(ae).encode_dense(tile, rows_per_chunk=rows)  # [h, w, d]

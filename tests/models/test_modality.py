@@ -132,3 +132,24 @@ def test_model_config_validation():
     with pytest.raises(ConfigError, match="n_heads = 3"):
         ModelConfig(n_heads=3)
     assert dataclasses.asdict(ModelConfig())["conv_channels"] == (149, 128, 64)
+
+
+def test_standardize_option_round_trips_and_keeps_old_state_dicts() -> None:
+    from embedder.models.blocks import BandScaler
+
+    plain = ModalityAutoencoder(S2, cfg=ModelConfig.small())
+    assert plain.band_stats() is None  # no buffers: checkpoints without the option load as before
+    with pytest.raises(ValueError, match="standardize"):
+        plain.set_band_stats(torch.zeros(10), torch.ones(10))
+    scaler, inverse = BandScaler(3), BandScaler(3, inverse=True)
+    for m in (scaler, inverse):
+        m.set_stats(torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0.5, 0.0, 2.0]))
+    x = torch.rand(4, 3, 5, 5)
+    torch.testing.assert_close(inverse(scaler(x)), x)
+    assert float(scaler.std[1]) == pytest.approx(1e-6)  # a constant band does not divide by zero
+    # with the option, encoder input and decoder output are (un)standardised per band
+    ae = ModalityAutoencoder(S2, cfg=dataclasses.replace(ModelConfig.small(), standardize=True))
+    mean, std = torch.linspace(0.05, 0.3, 10), torch.linspace(0.02, 0.1, 10)
+    ae.set_band_stats(mean, std)
+    torch.testing.assert_close(ae.frame_decoder.scale_out.mean, mean)
+    assert "frame_encoder.scale_in.mean" in ae.state_dict()

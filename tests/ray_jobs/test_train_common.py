@@ -55,6 +55,22 @@ def test_smoke_configs_are_small_and_cpu() -> None:
     assert fusion.fusion.width <= 32 and not fusion.workers.use_gpu
 
 
+def test_demo_and_gpu_configs_are_the_cpu_preset_and_the_paper_model_with_the_recipe() -> None:
+    import dataclasses
+
+    for sensor in ("s1", "s2"):
+        demo = load_config(TrainModalityJobConfig, CONFIGS / "demo" / f"train_modality_{sensor}.yaml")
+        assert demo.model == ModelConfig.cpu() and demo.init_checkpoint == f"weights/{sensor}.pt"
+        assert demo.train.schedule == "cosine" and not demo.workers.use_gpu
+        gpu = load_config(TrainModalityJobConfig, CONFIGS / "gpu" / f"train_modality_{sensor}.yaml")
+        assert gpu.model == dataclasses.replace(ModelConfig(), standardize=True)  # the paper model
+        assert gpu.train.schedule == "cosine" and not gpu.train.bf16 and gpu.workers.use_gpu
+    fusion = load_config(TrainFusionJobConfig, CONFIGS / "demo" / "train_fusion.yaml")
+    assert fusion.fusion == FusionConfig.cpu() and fusion.init_checkpoint == "weights/fusion.pt"
+    gpu_fusion = load_config(TrainFusionJobConfig, CONFIGS / "gpu" / "train_fusion.yaml")
+    assert gpu_fusion.fusion == FusionConfig() and gpu_fusion.train.schedule == "cosine"
+
+
 def test_job_configs_reject_bad_values() -> None:
     base = {"sensor": "s2", "shard_root": "/x", "run": {"storage_path": "/y", "name": "r"}}
     with pytest.raises(ConfigError, match="'s3'"):

@@ -127,3 +127,32 @@ def test_dense_variant_trains_through_the_same_job(ray_cluster, tmp_path: Path) 
     best = folder.read_json("best.json")
     ae = load_autoencoder(tmp_path / "runs" / "s2-dense" / best["checkpoint_dir"] / "checkpoint.pt", "s2")
     assert ae.cfg.encoder == "dense" and isinstance(ae.frame_encoder, DenseFrameEncoder)
+    # fine-tuning: a second run starts from the first one's best weights and records their hash
+    first = tmp_path / "runs" / "s2-dense" / best["checkpoint_dir"] / "checkpoint.pt"
+    data["run"] = {**data["run"], "name": "s2-dense-tuned"}
+    data["init_checkpoint"] = str(tmp_path / "runs" / "s2-dense")  # a run folder: its best checkpoint
+    data["train"] = {**data["train"], "lr": 1e-9}  # (almost) no update: the weights must be the first run's
+    job.write_text(yaml.safe_dump(data))
+    assert train_modality.main(["--sensor", "s2", "--config", str(job)]) == 0
+    tuned_folder = tmp_path / "runs" / "s2-dense-tuned"
+    tuned_ckpt = (
+        tuned_folder
+        / json.loads((tuned_folder / "best.json").read_text())["checkpoint_dir"]
+        / "checkpoint.pt"
+    )
+    tuned = torch.load(tuned_ckpt, map_location="cpu", weights_only=True)
+    import hashlib
+
+    assert (
+        tuned["config"]["train"]["init_from"]
+        == "sha256:" + hashlib.sha256(first.read_bytes()).hexdigest()[:16]
+    )
+    before = ae.state_dict()["frame_encoder.stem.0.weight"]
+    torch.testing.assert_close(tuned["model_state"]["frame_encoder.stem.0.weight"], before, atol=1e-6, rtol=0)
+    # weights of another sensor are refused before Ray starts, naming what is wrong
+    data["init_checkpoint"] = str(first)
+    data["sensor"] = "s1"
+    data["shard_kind"] = "fused"
+    job.write_text(yaml.safe_dump(data))
+    with pytest.raises(CheckpointMismatchError, match="sensors/bands"):
+        train_modality.train(load_config(TrainModalityJobConfig, job))

@@ -1,0 +1,333 @@
+"""Does training converge? The CPU recipe from scratch, scored against its floors and the raw bands.
+
+One run (``bench/convergence.py``):
+
+1. the sample region and training shards of ``embedder.fidelity`` (8 cubes of 32 px, one year; the cubes
+   are dealt to train/val/test, so the test split is spatially disjoint from training);
+2. per seed: the S1 and S2 autoencoders (``ModelConfig.cpu`` + ``TrainConfig.cpu``), then the fusion
+   (``FusionConfig.cpu``) over them; each stage's best checkpoint (validation centre MAE) is scored on
+   the test split beside the floors of the same test windows (``embedder.floors``);
+3. the land-cover probe of the fused 7-d embedding against the raw bands of the same pixel-dates
+   (``embedder.report.land_cover_probe``, spatially blocked split) over every scene of the region.
+
+The flat figures (``ConvergenceResult.flat``) are what ``bench/results/convergence.json`` holds: per seed
+and as mean / sd over seeds, ``s2_centre_mae`` next to ``s2_floor_frame_mean`` (and the other floors),
+the same for S1, ``probe_emb_linear`` next to ``probe_bands_linear``, and ``train_minutes_cpu_preset``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedder.config import FusionConfig, ModelConfig, TrainConfig
+from embedder.fidelity import FidelityConfig, _batches, _probe, heldout_split, prepare_region, prepare_shards
+from embedder.floors import centre_floors
+from embedder.sensors import S1, S2, SensorSpec
+
+__all__ = ["ConvergenceConfig", "ConvergenceResult", "run_convergence", "train_seed"]
+
+_KIND = {"s1": "s1only", "s2": "fused"}
+"""Training windows of each stage-1 autoencoder (S1 on its own time axis, S2 on fused windows)."""
+
+
+@dataclass(frozen=True)
+class ConvergenceConfig:
+    """Data, model presets and budgets of a convergence run."""
+
+    data: FidelityConfig = field(default_factory=lambda: FidelityConfig(gpp=False, eval_samples=None))
+    """Sample region, cubes and sampling (``embedder.fidelity``'s; every test window is scored)."""
+    model: ModelConfig = field(default_factory=ModelConfig.cpu)
+    """Autoencoder preset of both sensors."""
+    fusion: FusionConfig = field(default_factory=FusionConfig.cpu)
+    """Fusion preset."""
+    steps: tuple[tuple[str, int], ...] = (("s1", 2000), ("s2", 3000), ("fusion", 1000))
+    """Optimiser steps per stage (the cosine schedule ends there)."""
+    steps_per_epoch: int = 250
+    """Steps between validations (and checkpoints)."""
+    lr: tuple[tuple[str, float], ...] = (("s1", 3e-4),)
+    """Per-stage peak learning rates overriding ``TrainConfig.cpu``'s (S1 collapses at 1e-3)."""
+    batch_size: int = 16
+    """Samples per step."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds of weights and batch order; each seed trains all three stages."""
+    probe_seeds: int = 3
+    """Block splits of the land-cover probe per trained model (averaged)."""
+
+    def train_config(self, stage: str, seed: int) -> TrainConfig:
+        """``TrainConfig.cpu`` for ``stage`` (``s1``, ``s2``, ``fusion``) with this run's budget and seed."""
+        cfg = TrainConfig.cpu(total_steps=dict(self.steps)[stage])
+        lr = dict(self.lr).get(stage, cfg.lr)
+        return dataclasses.replace(cfg, seed=seed, batch_size=self.batch_size, lr=lr)
+
+    @classmethod
+    def tiny(cls) -> ConvergenceConfig:
+        """Tests: the tiny fidelity region, a few steps, one seed."""
+        return cls(
+            data=FidelityConfig.tiny(gpp=False, eval_samples=None),
+            model=ModelConfig.small(),
+            fusion=FusionConfig.small(),
+            steps=(("s1", 30), ("s2", 30), ("fusion", 20)),
+            steps_per_epoch=10,
+            batch_size=8,
+            seeds=(0,),
+            probe_seeds=1,
+        )
+
+
+@dataclass
+class ConvergenceResult:
+    """Per seed, per stage: test centre MAE, floors, best epoch and minutes; the probe per seed."""
+
+    seeds: dict[int, dict[str, Any]]
+    """``{seed: {"s1": {...}, "s2": {...}, "fusion": {...}, "probe": {...}, "minutes": m}}``."""
+    data: dict[str, Any]
+    """Cubes and samples per split, and the run settings."""
+
+    def flat(self) -> dict[str, Any]:
+        """The flat keys of ``bench/results/convergence.json`` (means over seeds, ``_sd``, per seed)."""
+        rows: dict[str, list[float]] = {}
+        for seed, r in sorted(self.seeds.items()):
+            one = {
+                "train_minutes_cpu_preset": r["minutes"],
+                "probe_emb_linear": r["probe"]["emb"],
+                "probe_bands_linear": r["probe"]["bands"],
+                "probe_majority": r["probe"]["majority"],
+                "fusion_centre_mae": r["fusion"]["test_centre_mae"],
+                "fusion_floor_frame_mean": r["fusion"]["floor_frame_mean"],
+            }
+            for s in ("s1", "s2"):
+                one[f"{s}_centre_mae"] = r[s]["test_centre_mae"]
+                one[f"{s}_best_epoch"] = r[s]["best_epoch"]
+                for name, value in r[s]["floors"].items():
+                    one[f"{s}_floor_{name}"] = value
+                one[f"{s}_vs_floor"] = r[s]["test_centre_mae"] / r[s]["floors"]["frame_mean"]
+            for k, v in one.items():
+                rows.setdefault(k, []).append(float(v))
+                rows.setdefault(f"seed{seed}_{k}", []).append(float(v))
+        out: dict[str, Any] = {"seeds": len(self.seeds)}
+        for k, vs in rows.items():
+            out[k] = float(np.mean(vs))
+            if not k.startswith("seed") and len(vs) > 1:
+                out[f"{k}_sd"] = float(np.std(vs, ddof=1))
+        out.update(self.data)
+        return out
+
+
+def prepare(
+    work: str | Path, cfg: ConvergenceConfig, *, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """The sample region and shards in ``work/region`` and ``work/shards`` (reused when unchanged)."""
+    work = Path(work)
+    t0 = time.perf_counter()
+    region = prepare_region(work / "region", cfg.data)
+    counts = prepare_shards(region, work / "shards", cfg.data)
+    log(f"region + shards: {counts} ({time.perf_counter() - t0:.0f} s)")
+    return {
+        "region": region,
+        "shards": str(work / "shards"),
+        "counts": counts,
+        "eval_split": heldout_split(counts),
+    }
+
+
+def _score(
+    model: Any, objective: Any, batches: Iterable[Any], sensors: Iterable[SensorSpec], cfg: TrainConfig
+) -> dict[str, Any]:
+    from embedder.training import evaluate, frame_mean_floor
+
+    batches = list(batches)
+    metrics = evaluate(model, batches, objective=objective, cfg=cfg)
+    floors = centre_floors(batches, sensors)
+    return {"test": metrics, "floors_by_sensor": floors, "floor_frame_mean": frame_mean_floor(floors)}
+
+
+def _fit_stage(
+    model: Any,
+    objective: Any,
+    data: Mapping[str, Any],
+    run_dir: Path,
+    cfg: TrainConfig,
+    *,
+    steps_per_epoch: int,
+    eval_split: str = "test",
+) -> dict[str, Any]:
+    """``fit`` on train (best on val), the best checkpoint scored on ``eval_split`` beside its floors."""
+    from embedder.training import fit, load_checkpoint
+
+    t0 = time.perf_counter()
+    res = fit(
+        model, _batches(data["train"], batch_size=cfg.batch_size, seed=cfg.seed, shuffle=True),
+        _batches(data["val"], batch_size=64, seed=cfg.seed, shuffle=False), objective=objective, cfg=cfg,
+        run_dir=run_dir, max_steps_per_epoch=steps_per_epoch,
+    )  # fmt: skip
+    minutes = (time.perf_counter() - t0) / 60
+    ckpt = load_checkpoint(run_dir / "best.pt", sensors=objective.sensors, kind=objective.kind)
+    model.load_state_dict(ckpt["model_state"])
+    scored = _score(
+        model,
+        objective,
+        _batches(data[eval_split], batch_size=64, seed=0, shuffle=False)(0),
+        objective.sensors,
+        cfg,
+    )
+    return {
+        "test_centre_mae": scored["test"]["centre_mae"],
+        "test": scored["test"],
+        "floors_by_sensor": scored["floors_by_sensor"],
+        "floor_frame_mean": scored["floor_frame_mean"],
+        "best_epoch": res.best_epoch,
+        "val_best": res.best_metric,
+        "val_curve": [h["val"]["centre_mae"] for h in res.history],
+        "train_curve": [h["train"]["centre_mae"] for h in res.history],
+        "minutes": minutes,
+        "checkpoint": str(run_dir / "best.pt"),
+    }
+
+
+def train_seed(
+    seed: int,
+    prepared: Mapping[str, Any],
+    out: Path,
+    cfg: ConvergenceConfig,
+    *,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """S1 and S2 autoencoders, then the fusion, for one seed; test scores and the probe."""
+    from embedder.data.shards import ShardDataset
+    from embedder.inference import Predictor
+    from embedder.models.fusion import FusionModel
+    from embedder.models.modality import ModalityAutoencoder
+    from embedder.towers import load_scene_cube
+    from embedder.training import FusionObjective, ModalityObjective, load_autoencoder, seed_everything
+
+    root, held = prepared["shards"], prepared["eval_split"]
+    result: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    for spec in (S1, S2):
+        data = {s: ShardDataset(root, split=s, kind=_KIND[spec.name]) for s in ("train", "val", held)}
+        seed_everything(seed)
+        ae = ModalityAutoencoder(spec, cfg=cfg.model)
+        stage = _fit_stage(
+            ae, ModalityObjective(spec), data, out / f"seed{seed}" / f"stage1-{spec.name}",
+            cfg.train_config(spec.name, seed), steps_per_epoch=cfg.steps_per_epoch, eval_split=held,
+        )  # fmt: skip
+        stage["floors"] = stage.pop("floors_by_sensor")[spec.name]
+        result[spec.name] = stage
+        log(
+            f"seed {seed} {spec.name}: test centre MAE {stage['test_centre_mae']:.5f}, floors "
+            + ", ".join(f"{k} {v:.5f}" for k, v in stage["floors"].items())
+            + f" ({stage['minutes']:.1f} min)"
+        )
+    fused = {s: ShardDataset(root, split=s, kind="fused") for s in ("train", "val", held)}
+    seed_everything(seed)
+    aes = {spec.name: load_autoencoder(result[spec.name]["checkpoint"], spec) for spec in (S1, S2)}
+    model = FusionModel(aes, cfg=cfg.fusion)
+    stage = _fit_stage(
+        model, FusionObjective([S1, S2]), fused, out / f"seed{seed}" / "stage2-fusion",
+        cfg.train_config("fusion", seed), steps_per_epoch=cfg.steps_per_epoch, eval_split=held,
+    )  # fmt: skip
+    result["fusion"] = stage
+    result["minutes"] = (time.perf_counter() - t0) / 60
+    log(
+        f"seed {seed} fusion: test centre MAE {stage['test_centre_mae']:.5f} (floor {stage['floor_frame_mean']:.5f}); "
+        f"training took {result['minutes']:.1f} min"
+    )
+    region = prepared["region"]
+    cubes = {s.name: load_scene_cube(region, s) for s in region.scenes}
+    predictor = Predictor(model.eval(), pixel_batch=cfg.data.pixel_batch)
+    probes = [
+        _probe(predictor, region, cubes, block_px=cfg.data.probe_block_px, seed=seed * 100 + k)
+        for k in range(cfg.probe_seeds)
+    ]
+    done = [p for p in probes if p is not None]
+    if not done:
+        raise ValueError("the land-cover probe found too few pixel-dates in every scene; use larger scenes")
+    result["probe"] = {
+        "emb": float(np.mean([p.accuracy for p in done])),
+        "bands": float(np.mean([p.accuracy_bands for p in done])),
+        "majority": float(np.mean([p.accuracy_majority for p in done])),
+        "n_test": int(np.mean([p.n_test for p in done])),
+    }
+    log(f"seed {seed} probe: embedding {result['probe']['emb']:.3f}, bands {result['probe']['bands']:.3f}")
+    return result
+
+
+def run_convergence(
+    work: str | Path, cfg: ConvergenceConfig, *, log: Callable[[str], None] = print
+) -> ConvergenceResult:
+    """Prepare the data, train every seed (re-runs resume per seed from ``work/runs/seed<k>.json``)."""
+    work = Path(work)
+    prepared = prepare(work, cfg, log=log)
+    out = work / "runs"
+    seeds: dict[int, dict[str, Any]] = {}
+    settings = json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
+    for seed in cfg.seeds:
+        done = out / f"seed{seed}.json"
+        if done.is_file():
+            saved = json.loads(done.read_text())
+            if saved.get("settings") == settings:
+                log(f"seed {seed}: done in an earlier run, reused")
+                seeds[seed] = saved["result"]
+                continue
+        seeds[seed] = train_seed(seed, prepared, out, cfg, log=log)
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps({"settings": settings, "result": seeds[seed]}, default=str))
+    data = {f"data_{k}": v for k, v in prepared["counts"].items()}
+    data.update(
+        {"model": "ModelConfig.cpu()", "fusion": "FusionConfig.cpu()", "recipe": "TrainConfig.cpu()",
+         **{f"steps_{k}": v for k, v in cfg.steps}}
+    )  # fmt: skip
+    return ConvergenceResult(seeds=seeds, data=data)
+
+
+def export_weights(result: ConvergenceResult, seed: int, out_dir: str | Path) -> dict[str, Any]:
+    """Write one seed's best checkpoints weights-only as ``out_dir/{s1,s2,fusion}.pt`` and ``weights.json``.
+
+    These are the committed weights ``make demo`` fine-tunes (``make weights`` regenerates them); the
+    manifest records each file's ``sha256:<16 hex>`` (what the fine-tuned runs and stores record as
+    ``init_from`` / ``pretrained``), the test scores and floors behind them, and the command.
+    """
+    import hashlib
+
+    from embedder.config import TrainConfig, from_dict
+    from embedder.training import load_autoencoder, load_checkpoint, load_fusion, save_checkpoint
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    r = result.seeds[seed]
+    manifest: dict[str, Any] = {
+        "command": "make weights  (python bench/convergence.py --seeds 0 --weights-out weights)",
+        "seed": seed,
+        "model": "ModelConfig.cpu()",
+        "fusion": "FusionConfig.cpu()",
+        "files": {},
+    }
+    for name in ("s1", "s2", "fusion"):
+        src = Path(r[name]["checkpoint"])
+        ckpt = load_checkpoint(src)
+        model = load_fusion(src) if name == "fusion" else load_autoencoder(src, name)
+        train_cfg = from_dict(TrainConfig, ckpt["config"]["train"], where=f"{src}:train")
+        path = save_checkpoint(
+            out / f"{name}.pt", model, epoch=int(ckpt["epoch"]), best_metric=float(ckpt["best_metric"]),
+            best_epoch=int(ckpt["best_epoch"]), train_cfg=train_cfg,
+        )  # fmt: skip
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        manifest["files"][name] = {
+            "file": path.name,
+            "sha256": f"sha256:{digest}",
+            "test_centre_mae": r[name]["test_centre_mae"],
+            "test_floor_frame_mean": r[name]["floors"]["frame_mean"]
+            if "floors" in r[name]
+            else r[name]["floor_frame_mean"],
+        }
+    manifest["probe"] = r["probe"]
+    (out / "weights.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
