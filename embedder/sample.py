@@ -996,7 +996,11 @@ class _Scene:
         if eo_bands is not None:
             extra["eo:bands"] = eo_bands
         assets[key] = pystac.Asset(
-            href=str(path), media_type=_COG_TYPE, roles=["data"], title=title, extra_fields=extra
+            href=str(Path(path).resolve()),
+            media_type=_COG_TYPE,
+            roles=["data"],
+            title=title,
+            extra_fields=extra,
         )
 
     def _footprint(self, nodata: np.ndarray) -> dict[str, Any]:

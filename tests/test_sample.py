@@ -81,6 +81,22 @@ def test_same_seed_writes_identical_files(tmp_path: Path) -> None:
     assert first == second
 
 
+def test_a_region_written_to_a_relative_folder_reads_back(tmp_path: Path, monkeypatch) -> None:
+    """Asset hrefs were resolved against the item folder twice when the output folder was relative."""
+    from embedder.data.stac import open_catalog
+
+    monkeypatch.chdir(tmp_path)
+    cfg = dataclasses.replace(
+        SampleRegionConfig.tiny(), scenes=default_scenes(1), end=dt.date(2021, 12, 20), size_px=16
+    )
+    region = write_sample_region(Path("work") / "region", cfg=cfg)
+    monkeypatch.chdir(tmp_path.parent)  # read from elsewhere: hrefs must not depend on the cwd
+    items = list(open_catalog(str(tmp_path / region.catalog_path)).search(
+        "sentinel-2-l2a", bbox=region.scenes[0].bbox_lonlat, start=cfg.start, end=cfg.end
+    ))  # fmt: skip
+    assert items and all(Path(a.href).is_file() for it in items for a in it.assets.values())
+
+
 def test_other_seed_changes_the_landscape(tmp_path: Path) -> None:
     cfg = dataclasses.replace(
         SampleRegionConfig.tiny(), scenes=default_scenes(1), end=dt.date(2021, 12, 20), size_px=16
