@@ -3,9 +3,9 @@
 Both sides run ``embedder.training.fit`` on the same train/val splits with the same small S2 model and
 batch size, checkpointing every epoch to local disk:
 
-* plain: ``fit`` in this process, one torch thread, DataLoaders over the shard datasets;
+* plain: ``fit`` in this process, one torch thread, chunk-shuffled DataLoaders over the shard datasets;
 * Ray: ``ray_jobs.train_modality`` with ONE Ray Train worker of one CPU (a per-worker comparison), i.e.
-  the real job: DistributedSampler loader, DDP wrapper, per-epoch ``ray.train.report`` with a checkpoint
+  the real job: chunk-aware shuffled loader, DDP wrapper, per-epoch ``ray.train.report`` with a checkpoint
   persisted to the run folder, metrics.jsonl rewritten every epoch.
 
 Rates are train samples per epoch over the time between consecutive epoch ends (the first epoch is
@@ -14,6 +14,10 @@ left out: warm-up), which includes validation and checkpointing on both sides. T
 * CPU time of the training process (``time.process_time``): samples per CPU-second of one dedicated
   core; robust when other work shares the machine. ``plain_samples_s`` / ``ray_samples_s`` use it.
 * wall time (shortest epoch): ``plain_wall_samples_s`` / ``ray_wall_samples_s``, for reference.
+
+Before both, the loader alone (one epoch, fully random order vs chunk-aware ``ChunkShuffleSampler``) and
+the model step alone (batches in memory): ``loader_samples_s_random``, ``loader_samples_s_chunked``,
+``step_samples_s``, ``loader_chunked_vs_step`` (> 1: the loader keeps up with the step).
 
 ``ray_overhead = 1 - ray_samples_s / plain_samples_s`` (target < 0.10). ``peak_rss_mb`` is the peak
 resident memory of the Ray Train worker (rank 0), ``plain_peak_rss_mb`` that of this process after the
@@ -43,7 +47,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from embedder.config import ModelConfig, PatchConfig, TrainConfig, TrainModalityJobConfig, load_config
-from embedder.data.shards import build_cube_shards
+from embedder.data.shards import ChunkShuffleSampler, build_cube_shards
 from embedder.data.testing import make_test_cube
 from embedder.models import ModalityAutoencoder
 from embedder.sensors import S2
@@ -72,8 +76,8 @@ def plain_run(cfg: TrainModalityJobConfig, run_dir: Path) -> tuple[float, float]
     datasets = train_modality.build_datasets(cfg)
     seed_everything(cfg.train.seed)
     model = ModalityAutoencoder(S2, cfg=cfg.model)
-    gen = torch.Generator().manual_seed(cfg.train.seed)
-    train = DataLoader(datasets["train"], batch_size=cfg.train.batch_size, shuffle=True, generator=gen)
+    sampler = ChunkShuffleSampler(datasets["train"], shuffle=True, seed=cfg.train.seed)  # as the Ray job
+    train = DataLoader(datasets["train"], batch_size=cfg.train.batch_size, sampler=sampler)
     val = DataLoader(datasets["val"], batch_size=cfg.train.batch_size)
     ends: list[tuple[float, float]] = []
     fit(
@@ -82,6 +86,47 @@ def plain_run(cfg: TrainModalityJobConfig, run_dir: Path) -> tuple[float, float]
     )  # fmt: skip
     n = len(datasets["train"])
     return rate([c for c, _ in ends], n), rate([w for _, w in ends], n)
+
+
+def loader_and_step(cfg: TrainModalityJobConfig) -> dict[str, float]:
+    """Samples/s of the training loader alone (fully random vs chunk-aware order) and of the model step alone.
+
+    The loader passes read and decode one epoch of the training split (batch size of the job, no model);
+    the step pass runs optimiser steps of the job's model on batches already in memory. A loader that
+    keeps up delivers well above the step rate.
+    """
+    from torch.utils.data import RandomSampler
+
+    from embedder.training import build_optimizer, train_step
+
+    torch.set_num_threads(1)
+    out: dict[str, float] = {}
+    for name, make in (
+        ("random", lambda ds: RandomSampler(ds, generator=torch.Generator().manual_seed(0))),
+        ("chunked", lambda ds: ChunkShuffleSampler(ds, shuffle=True, seed=0)),
+    ):
+        ds = train_modality.build_datasets(cfg)["train"]  # a fresh chunk cache
+        loader = DataLoader(ds, batch_size=cfg.train.batch_size, sampler=make(ds))
+        t0, n = time.perf_counter(), 0
+        for batch in loader:
+            n += len(batch["s2"])
+        out[f"loader_samples_s_{name}"] = round(n / (time.perf_counter() - t0), 1)
+    seed_everything(0)
+    model = ModalityAutoencoder(S2, cfg=cfg.model)
+    ds = train_modality.build_datasets(cfg)["train"]
+    batches = list(itertools.islice(DataLoader(ds, batch_size=cfg.train.batch_size), 12))
+    objective, opt = ModalityObjective(S2), build_optimizer(model, cfg.train)
+    for b in batches[:2]:  # warm-up
+        train_step(model, b, objective=objective, optimizer=opt, warmup=None, cfg=cfg.train)
+    t0 = time.perf_counter()
+    for b in batches[2:]:
+        train_step(model, b, objective=objective, optimizer=opt, warmup=None, cfg=cfg.train)
+    out["step_samples_s"] = round(sum(len(b["s2"]) for b in batches[2:]) / (time.perf_counter() - t0), 1)
+    out["loader_speedup_chunked_vs_random"] = round(
+        out["loader_samples_s_chunked"] / out["loader_samples_s_random"], 1
+    )
+    out["loader_chunked_vs_step"] = round(out["loader_samples_s_chunked"] / out["step_samples_s"], 1)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             f"shards: {a.cubes} cubes, {n_train} train samples ({time.perf_counter() - t0:.1f} s)", flush=True
         )
 
+        loader = loader_and_step(cfg)
+        print(f"loader alone and model step alone (samples/s): {loader}", flush=True)
         plain_1, plain_wall_1 = plain_run(cfg, root / "plain1")
         plain_rss = peak_rss_mb()  # before Ray starts in this process
         print(f"plain torch loop: {plain_1:.1f} samples/CPU-s ({plain_wall_1:.1f}/wall-s)", flush=True)
@@ -148,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": a.epochs,
         "batch_size": cfg.train.batch_size,
         "model": "ModelConfig.small()",
+        **loader,
     }
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -86,7 +86,12 @@ def plot_training_curves(run_dirs: Sequence[str | Path], *, out_png: str | Path)
 
     if not run_dirs:
         raise CurvesError("no run directories given; pass at least one RUN_DIR")
-    series = _series([read_metrics(d) for d in run_dirs])
+    histories = [read_metrics(d) for d in run_dirs]
+    series = _series(histories)
+    floors: dict[str, dict[str, float]] = {}  # sensor -> floors of the last run that logged them
+    for lines in histories:
+        for line in lines:
+            floors.update(line.get("floors") or {})
     sensors = [s for s in FUSION_ORDER if any(k[0] == s for k in series)]
     sensors += sorted({k[0] for k in series} - set(sensors))
     rows = [(m, title) for m, title in PANELS if any(k[0] in sensors and k[1] == m for k in series)]
@@ -108,6 +113,11 @@ def plot_training_curves(run_dirs: Sequence[str | Path], *, out_png: str | Path)
                     epochs, values = series[(sensor, metric, split)]
                     ax.plot(epochs, values, style, linewidth=1.5, label=split)
                     drawn = True
+            if drawn and metric == "centre_mae" and sensor in floors:
+                for name, style in (("frame_mean", ":"), ("pca_k", "-.")):
+                    if name in floors[sensor]:
+                        ax.axhline(floors[sensor][name], color="k", linestyle=style, linewidth=1,
+                                   label=f"floor: {name.replace('_', ' ')}")  # fmt: skip
             if drawn:
                 ax.legend(fontsize=8)
                 ax.grid(True, alpha=0.3)

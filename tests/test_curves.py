@@ -70,3 +70,23 @@ def test_errors(tmp_path):
     with pytest.raises(SystemExit) as exc:
         cli.main(["curves", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y.png")])
     assert exc.value.code == 2
+
+
+def test_centre_panels_draw_the_floors(tmp_path):
+    import numpy as np
+
+    _write_run(tmp_path / "plain", "s1", ["centre_mae", "surroundings_mae"])
+    floored = tmp_path / "floored"
+    floored.mkdir()
+    lines = [json.loads(x) for x in (tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()]
+    with (floored / "metrics.jsonl").open("w") as fh:
+        for line in lines:
+            line["floors"] = {"s1": {"frame_mean": 0.6, "temporal_mean": 0.3, "pca_k": 0.2}}
+            fh.write(json.dumps(line) + "\n")
+    a = matplotlib.image.imread(plot_training_curves([tmp_path / "plain"], out_png=tmp_path / "a.png"))
+    b = matplotlib.image.imread(plot_training_curves([floored], out_png=tmp_path / "b.png"))
+    assert a.shape == b.shape
+    top = slice(0, a.shape[0] // 2)  # the centre-MAE panel: floor lines and their legend entries
+    bottom = slice(a.shape[0] // 2, None)  # surroundings: no floors
+    assert np.abs(a[top] - b[top]).sum() > 100
+    np.testing.assert_array_equal(a[bottom], b[bottom])
