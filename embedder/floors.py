@@ -115,7 +115,8 @@ def centre_floors(
 ) -> dict[str, dict[str, float]]:
     """Floors of each sensor over ``batches``: ``{sensor: {frame_mean, temporal_mean, pca_k}}``.
 
-    ``max_batches`` caps how many batches are read (None: all).
+    ``max_batches`` caps how many batches are read (None: all). A sensor without any valid centre value
+    (no batches) is left out, so the caller's own check of empty data speaks first.
     """
     accs = {s.name: FloorAccumulator(s) for s in sensors}
     for i, batch in enumerate(batches):
@@ -123,4 +124,10 @@ def centre_floors(
             break
         for acc in accs.values():
             acc.add(batch)
-    return {name: acc.result() for name, acc in accs.items()}
+    out = {}
+    for name, acc in accs.items():
+        try:
+            out[name] = acc.result()
+        except ValueError:
+            continue
+    return out

@@ -412,8 +412,11 @@ class FitResult:
 
     @property
     def above_floor(self) -> bool:
-        """True when the best validation centre MAE is not below the frame-mean floor: nothing learned."""
-        return not self.best_metric < self.frame_mean_floor
+        """True when the best validation centre MAE is not below the frame-mean floor: nothing learned.
+
+        False when no floor could be computed (no validation values).
+        """
+        return bool(self.floors) and not self.best_metric < self.frame_mean_floor
 
 
 def _is_main() -> bool:

@@ -66,3 +66,7 @@ def test_pca_floor_is_exact_for_a_rank_k_series_and_not_below() -> None:
 def test_empty_batches_raise() -> None:
     with pytest.raises(ValueError, match="no valid s1 centre values"):
         FloorAccumulator(S1).result()
+
+
+def test_centre_floors_leave_out_a_sensor_without_values() -> None:
+    assert centre_floors([], [S1, S2]) == {}
