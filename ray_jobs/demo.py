@@ -5,7 +5,9 @@ Ray head node and an object-storage emulator (fake-gcs-server) are started on 12
 step is submitted with ``ray job submit``, and both are stopped again at the end (also on Ctrl-C or
 failure). Stages: sample region -> training shards -> stage 1 (S1, S2 autoencoders) -> stage 2 (fusion)
 -> embedding the region into a store in the emulator's bucket through gcsfs -> verify + STAC -> a local
-copy of the store for the printed query commands -> training-curve figures -> summary.
+copy of the store for the printed query commands -> training-curve figures -> summary. The training
+stages fine-tune the committed CPU-preset weights (``weights/``, ``make weights``; configs in
+``configs/demo/``): from scratch, nothing converges in a demo's minutes (docs/convergence.md).
 
 Each stage records in ``OUT/demo-state.json`` that it is done, with a fingerprint of its inputs, so a
 second run resumes; ``--fresh`` starts over. The emulator keeps its objects in ``OUT/gcs`` so the store
@@ -239,10 +241,15 @@ def main(argv: list[str] | None = None) -> int:
 
         runner.stage("training shards", [catalog, args.start, args.end], shards)
 
-        # 3. stage 1: one autoencoder per sensor; 4. stage 2: fusion
+        # 3. stage 1: one autoencoder per sensor; 4. stage 2: fusion. Both fine-tune the committed
+        # CPU-preset weights (weights/, `make weights`): training from scratch does not converge in minutes.
+        weights = _weights()
+
         def stage1(sensor: str) -> Callable[[], dict[str, Any]]:
             def run() -> dict[str, Any]:
-                path = CONFIGS / "smoke" / f"train_modality_{sensor}.yaml"
+                cfg = yaml.safe_load((CONFIGS / "demo" / f"train_modality_{sensor}.yaml").read_text())
+                cfg["init_checkpoint"] = str(weights[sensor])
+                path = _write_yaml(cfg_dir / f"train_modality_{sensor}.yaml", cfg)
                 submit(
                     "ray_jobs.train_modality", "--sensor", sensor, "--config", str(path),
                     "--shard-root", str(shard_root), "--storage-path", str(runs),
@@ -252,18 +259,22 @@ def main(argv: list[str] | None = None) -> int:
 
             return run
 
-        results = {s: runner.stage(f"stage 1 {s}", args.epochs, stage1(s)) for s in ("s1", "s2")}
+        stamp = _weights_stamp(weights)
+        results = {s: runner.stage(f"stage 1 {s}", [args.epochs, stamp], stage1(s)) for s in ("s1", "s2")}
 
         def fusion() -> dict[str, Any]:
+            cfg = yaml.safe_load((CONFIGS / "demo" / "train_fusion.yaml").read_text())
+            cfg["init_checkpoint"] = str(weights["fusion"])
+            path = _write_yaml(cfg_dir / "train_fusion.yaml", cfg)
             submit(
-                "ray_jobs.train_fusion", "--config", str(CONFIGS / "smoke" / "train_fusion.yaml"),
+                "ray_jobs.train_fusion", "--config", str(path),
                 "--shard-root", str(shard_root), "--storage-path", str(runs), "--name", "stage2-fusion",
                 "--max-epochs", str(args.epochs),
                 "--stage1", f"s1={results['s1']['run']}", "--stage1", f"s2={results['s2']['run']}",
             )  # fmt: skip
             return {"run": str(runs / "stage2-fusion"), "best": _best(runs / "stage2-fusion")}
 
-        results["fusion"] = runner.stage("stage 2 fusion", args.epochs, fusion)
+        results["fusion"] = runner.stage("stage 2 fusion", [args.epochs, stamp], fusion)
 
         # 5. embed the region into the store (Ray Data) and verify it
         def embed() -> dict[str, Any]:
@@ -337,9 +348,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"   {'total':<26} {total:8.1f} s")
     for key in ("s1", "s2", "fusion"):
         best = results[key]["best"]
-        mae = best.get("centre_mae")
+        mae, floor = best.get("centre_mae"), best.get("val_floor_frame_mean")
+        verdict = (
+            ""
+            if floor is None
+            else ("  learned" if best.get("learned") else "  NOT LEARNED: above its floor")
+        )
         print(
-            f"   centre MAE {key:<7} (held-out cubes, normalised units): {mae if mae is None else f'{mae:.4f}'}"
+            f"   centre MAE {key:<7} (held-out cubes, [0, 1] units): {mae if mae is None else f'{mae:.4f}'}"
+            f"   validation {best.get('val_centre_mae', float('nan')):.4f} vs frame-mean floor "
+            f"{floor if floor is None else f'{floor:.4f}'}{verdict}"
         )
     print(f"   pixel-dates embedded: {summary.get('pixel_dates')}  ({summary.get('units_written')} units)")
     print(f"   store: {store_url}  ({copy['bytes'] / 1e6:.2f} MB; local copy {local_store})")
@@ -350,6 +368,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"   {py} -m embedder.cli verify {local_store}")
     print(f"   {py} -m embedder.cli serve {local_store} --port 8765")
     return 0
+
+
+WEIGHTS_DIR = REPO_ROOT / "weights"
+"""The committed CPU-preset weights the demo fine-tunes (``make weights`` regenerates them)."""
+
+
+def _weights() -> dict[str, Path]:
+    """``{s1, s2, fusion}`` -> committed weight files; a clear error when one is missing."""
+    files = {name: WEIGHTS_DIR / f"{name}.pt" for name in ("s1", "s2", "fusion")}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"weights {missing} are missing; run `make weights` to regenerate them")
+    return files
+
+
+def _weights_stamp(files: dict[str, Path]) -> str:
+    import hashlib
+
+    return ",".join(
+        f"{n}:{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}" for n, p in sorted(files.items())
+    )
 
 
 def _date(text: str) -> Any:

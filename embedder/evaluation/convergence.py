@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from embedder.config import FusionConfig, ModelConfig, TrainConfig
-from embedder.fidelity import FidelityConfig, _batches, _probe, heldout_split, prepare_region, prepare_shards
+from embedder.fidelity import FidelityConfig, _batches, heldout_split, prepare_region, prepare_shards
 from embedder.floors import centre_floors
 from embedder.sensors import S1, S2, SensorSpec
 
@@ -56,8 +56,8 @@ class ConvergenceConfig:
     """Optimiser steps per stage (the cosine schedule ends there)."""
     steps_per_epoch: int = 250
     """Steps between validations (and checkpoints)."""
-    lr: tuple[tuple[str, float], ...] = (("s1", 3e-4),)
-    """Per-stage peak learning rates overriding ``TrainConfig.cpu``'s (S1 collapses at 1e-3)."""
+    lr: tuple[tuple[str, float], ...] = ()
+    """Per-stage peak learning rates overriding ``TrainConfig.cpu``'s."""
     batch_size: int = 16
     """Samples per step."""
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -100,7 +100,8 @@ class ConvergenceResult:
         rows: dict[str, list[float]] = {}
         for seed, r in sorted(self.seeds.items()):
             one = {
-                "train_minutes_cpu_preset": r["minutes"],
+                # training time of the three stages (a stage reused from an earlier run keeps its own)
+                "train_minutes_cpu_preset": sum(r[s]["minutes"] for s in ("s1", "s2", "fusion")),
                 "probe_emb_linear": r["probe"]["emb"],
                 "probe_bands_linear": r["probe"]["bands"],
                 "probe_majority": r["probe"]["majority"],
@@ -163,9 +164,25 @@ def _fit_stage(
     steps_per_epoch: int,
     eval_split: str = "test",
 ) -> dict[str, Any]:
-    """``fit`` on train (best on val), the best checkpoint scored on ``eval_split`` beside its floors."""
-    from embedder.training import fit, load_checkpoint
+    """``fit`` on train (best on val), the best checkpoint scored on ``eval_split`` beside its floors.
 
+    A stage already trained with the same model and settings (``run_dir/stage.json``) is reused.
+    """
+    from embedder.config import to_dict
+    from embedder.training import fit, load_checkpoint, unwrap
+
+    key = json.dumps(
+        {"model": repr(unwrap(model)), "train": to_dict(cfg), "steps_per_epoch": steps_per_epoch,
+         "eval_split": eval_split},
+        sort_keys=True, default=str,
+    )  # fmt: skip
+    done = run_dir / "stage.json"
+    if done.is_file():
+        saved = json.loads(done.read_text())
+        if saved.get("key") == key:
+            ckpt = load_checkpoint(run_dir / "best.pt", sensors=objective.sensors, kind=objective.kind)
+            model.load_state_dict(ckpt["model_state"])
+            return dict(saved["result"])
     t0 = time.perf_counter()
     res = fit(
         model, _batches(data["train"], batch_size=cfg.batch_size, seed=cfg.seed, shuffle=True),
@@ -182,7 +199,7 @@ def _fit_stage(
         objective.sensors,
         cfg,
     )
-    return {
+    result = {
         "test_centre_mae": scored["test"]["centre_mae"],
         "test": scored["test"],
         "floors_by_sensor": scored["floors_by_sensor"],
@@ -194,6 +211,8 @@ def _fit_stage(
         "minutes": minutes,
         "checkpoint": str(run_dir / "best.pt"),
     }
+    done.write_text(json.dumps({"key": key, "result": result}, default=str))
+    return result
 
 
 def train_seed(
@@ -214,7 +233,6 @@ def train_seed(
 
     root, held = prepared["shards"], prepared["eval_split"]
     result: dict[str, Any] = {}
-    t0 = time.perf_counter()
     for spec in (S1, S2):
         data = {s: ShardDataset(root, split=s, kind=_KIND[spec.name]) for s in ("train", "val", held)}
         seed_everything(seed)
@@ -239,7 +257,7 @@ def train_seed(
         cfg.train_config("fusion", seed), steps_per_epoch=cfg.steps_per_epoch, eval_split=held,
     )  # fmt: skip
     result["fusion"] = stage
-    result["minutes"] = (time.perf_counter() - t0) / 60
+    result["minutes"] = sum(result[s]["minutes"] for s in ("s1", "s2", "fusion"))
     log(
         f"seed {seed} fusion: test centre MAE {stage['test_centre_mae']:.5f} (floor {stage['floor_frame_mean']:.5f}); "
         f"training took {result['minutes']:.1f} min"
@@ -247,21 +265,57 @@ def train_seed(
     region = prepared["region"]
     cubes = {s.name: load_scene_cube(region, s) for s in region.scenes}
     predictor = Predictor(model.eval(), pixel_batch=cfg.data.pixel_batch)
-    probes = [
-        _probe(predictor, region, cubes, block_px=cfg.data.probe_block_px, seed=seed * 100 + k)
-        for k in range(cfg.probe_seeds)
-    ]
-    done = [p for p in probes if p is not None]
-    if not done:
-        raise ValueError("the land-cover probe found too few pixel-dates in every scene; use larger scenes")
-    result["probe"] = {
-        "emb": float(np.mean([p.accuracy for p in done])),
-        "bands": float(np.mean([p.accuracy_bands for p in done])),
-        "majority": float(np.mean([p.accuracy_majority for p in done])),
-        "n_test": int(np.mean([p.n_test for p in done])),
-    }
+    result["probe"] = _probe_seeds(predictor, region, cubes, cfg, seed=seed)
     log(f"seed {seed} probe: embedding {result['probe']['emb']:.3f}, bands {result['probe']['bands']:.3f}")
     return result
+
+
+def _probe_seeds(
+    predictor: Any, region: Any, cubes: Mapping[str, Any], cfg: ConvergenceConfig, *, seed: int
+) -> dict[str, Any]:
+    """The land-cover probe, pooled over scenes, averaged over ``cfg.probe_seeds`` block splits.
+
+    Every scene is embedded once; the splits reuse the embeddings (``embedder.fidelity._probe`` per split
+    would embed each scene again).
+    """
+    import rasterio
+
+    from embedder.report import ReportError, land_cover_probe
+    from embedder.towers import band_dataset, embed_scene
+
+    halo = 7
+    scenes = []
+    for scene in region.scenes:
+        cube = cubes[scene.name]
+        emb = embed_scene(cube, predictor, start=region.start, end=region.end)  # (time, y, x, feature)
+        bands = band_dataset(cube, halo_px=halo)["bands"]
+        days = bands["time"].values.astype("datetime64[D]")
+        pick = [int(np.flatnonzero(days == d)[0]) for d in emb["time"].values.astype("datetime64[D]")]
+        e = emb["embedding"].transpose("time", "feature", "y", "x").values  # [T, 7, h, w]
+        b = bands.isel(time=pick).transpose("time", "feature", "y", "x").values.astype(np.float32)
+        with rasterio.open(scene.landcover_path) as src:
+            labels = src.read(1)[halo:-halo, halo:-halo]  # [h, w]
+        scenes.append((e, b, labels))
+    rows = []
+    for k in range(cfg.probe_seeds):
+        res = []
+        for e, b, labels in scenes:
+            try:
+                res.append(
+                    land_cover_probe(e, b, labels, block_px=cfg.data.probe_block_px, seed=seed * 100 + k)
+                )
+            except ReportError:
+                continue  # too few pixel-dates in this scene
+        n = sum(r.n_test for r in res)
+        if n:
+            rows.append({
+                name: sum(getattr(r, attr) * r.n_test for r in res) / n
+                for name, attr in (("emb", "accuracy_embedding"), ("bands", "accuracy_bands"),
+                                   ("majority", "accuracy_majority"))
+            } | {"n_test": n})  # fmt: skip
+    if not rows:
+        raise ValueError("the land-cover probe found too few pixel-dates in every scene; use larger scenes")
+    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
 
 
 def run_convergence(

@@ -54,6 +54,15 @@ def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     assert len(figures) == 3 and all(f.stat().st_size > 1000 for f in figures)
     report = (out / "report" / "report.md").read_text()
     assert "probe" in report.lower() and list((out / "report").rglob("*.png"))
+    # the training table holds each stage's floors beside its centre MAE, the summary its verdict
+    assert "val floor: frame mean" in report and "val floor: PCA-k" in report and "accuracy_bands" in report
+    assert stdout.count("vs frame-mean floor") == 3
+    # the stages fine-tuned the committed weights, and the store records which
+    import json
+
+    attrs = json.loads((store / "zarr.json").read_text())["attributes"]
+    weights = json.loads((REPO / "weights" / "weights.json").read_text())
+    assert attrs["embedder:params"]["pretrained"] == weights["files"]["fusion"]["sha256"]
 
     commands = _printed_commands(stdout)
     assert {c[3] for c in commands} == {"probe", "verify", "serve"}
