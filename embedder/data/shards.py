@@ -641,6 +641,11 @@ class ChunkShuffleSampler(Sampler[int]):
             parts.append(idx)
         flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         n = len(self)
+        if len(flat) == 0 and self.total > 0:
+            # more ranks than chunks: this rank got none, so it takes its share of all samples (decoding
+            # chunks other ranks read too); every rank must still yield n indices for DDP's collectives
+            every = np.concatenate([np.arange(a, b) for a, b in (self.chunks[int(i)] for i in order)])
+            flat = every[self.rank :: self.num_replicas] if len(every) > self.rank else every
         if 0 < len(flat) < n:
             flat = np.concatenate([flat, np.resize(flat, n - len(flat))])
         return iter(int(i) for i in flat[:n])

@@ -302,5 +302,10 @@ def test_chunk_shuffle_sampler_decodes_each_chunk_once(
     assert [len(r) for r in ranks] == [-(-n_total // 3)] * 3
     assert set().union(*map(set, ranks)) == set(range(n_total))
     assert list(ChunkShuffleSampler(ds, shuffle=False)) == list(range(n_total))
+    # more ranks than chunks (a small validation split under DDP): no rank is left empty, or the
+    # ranks' metric all-reduces would not line up
+    many = n_chunks + 2
+    ranks = [list(ChunkShuffleSampler(ds, shuffle=False, num_replicas=many, rank=r)) for r in range(many)]
+    assert [len(r) for r in ranks] == [-(-n_total // many)] * many  # the empty ranks too
     with pytest.raises(ShardError, match="rank 3"):
         ChunkShuffleSampler(ds, num_replicas=3, rank=3)
