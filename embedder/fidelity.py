@@ -803,16 +803,15 @@ def frame_mean_baselines(shard_root: str | Path, split: str, cfg: FidelityConfig
 # --- 5. the land-cover probe -------------------------------------------------------------------------------
 
 
-def _probe(
-    predictor: Any, region: SampleRegion, cubes: Mapping[str, xr.Dataset], *, block_px: int, seed: int
-) -> ProbeScore | None:
-    """Embed every scene and pool :func:`embedder.report.land_cover_probe` over them."""
+def _probe_inputs(
+    predictor: Any, region: SampleRegion, cubes: Mapping[str, xr.Dataset]
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per scene: embeddings ``[T, 7, h, w]``, raw bands ``[T, 10, h, w]`` of the same dates, labels ``[h, w]``."""
     import rasterio
 
-    from embedder.report import ReportError, land_cover_probe
     from embedder.towers import band_dataset, embed_scene
 
-    results = []
+    out = []
     for scene in region.scenes:
         cube = cubes[scene.name]
         emb = embed_scene(cube, predictor, start=region.start, end=region.end)  # (time, y, x, feature)
@@ -825,6 +824,18 @@ def _probe(
         )  # [T, 10, h, w]
         with rasterio.open(scene.landcover_path) as src:
             labels = src.read(1)[_HALO_PX:-_HALO_PX, _HALO_PX:-_HALO_PX]  # [h, w] class codes
+        out.append((e, b, labels))
+    return out
+
+
+def _probe_pooled(
+    inputs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], *, block_px: int, seed: int
+) -> ProbeScore | None:
+    """:func:`embedder.report.land_cover_probe` of every scene of :func:`_probe_inputs`, pooled."""
+    from embedder.report import ReportError, land_cover_probe
+
+    results = []
+    for e, b, labels in inputs:
         try:
             results.append(land_cover_probe(e, b, labels, block_px=block_px, seed=seed))
         except ReportError:
@@ -843,6 +854,13 @@ def _probe(
         n_test=int(n),
         scenes=len(results),
     )
+
+
+def _probe(
+    predictor: Any, region: SampleRegion, cubes: Mapping[str, xr.Dataset], *, block_px: int, seed: int
+) -> ProbeScore | None:
+    """Embed every scene and pool :func:`embedder.report.land_cover_probe` over them."""
+    return _probe_pooled(_probe_inputs(predictor, region, cubes), block_px=block_px, seed=seed)
 
 
 # --- 6. GPP at the towers ------------------------------------------------------------------------------------

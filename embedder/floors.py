@@ -27,7 +27,7 @@ import torch
 
 from embedder.sensors import WINDOW_DATES, WINDOW_PX, SensorSpec
 
-__all__ = ["FLOOR_NAMES", "FloorAccumulator", "centre_floors", "pca_reconstruction"]
+__all__ = ["FLOOR_NAMES", "FloorAccumulator", "centre_floors", "pca_reconstruction", "sum_over_ranks"]
 
 FLOOR_NAMES = ("frame_mean", "temporal_mean", "pca_k")
 """The floors, in the order they are reported."""
@@ -47,6 +47,17 @@ def pca_reconstruction(series: np.ndarray, k: int) -> np.ndarray:
     _, _, vt = np.linalg.svd(centred, full_matrices=False)  # vt [min(N, F), F]
     basis = vt[:k]  # [k, F]
     return mean + (centred @ basis.T) @ basis  # [N, F]
+
+
+def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    """``values`` summed over the ranks of ``torch.distributed`` (unchanged without it), on the CPU."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return values
+    # NCCL reduces only device tensors; gloo takes either
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
+    moved = values.to(device) if device is not None else values.clone()
+    torch.distributed.all_reduce(moved)
+    return moved.cpu()
 
 
 class FloorAccumulator:
@@ -98,12 +109,7 @@ class FloorAccumulator:
         sums = torch.tensor(
             [self.err["frame_mean"], self.err["temporal_mean"], pca_err, self.count], dtype=torch.float64
         )
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # NCCL reduces only device tensors; gloo takes either
-            device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
-            moved = sums.to(device) if device is not None else sums
-            torch.distributed.all_reduce(moved)
-            sums = moved.cpu()
+        sums = sum_over_ranks(sums)
         n = float(sums[3])
         if n == 0:
             raise ValueError(f"no valid {self.sensor.name} centre values were seen; the batches are empty")

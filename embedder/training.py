@@ -19,6 +19,7 @@ plain module, which is what checkpoints hold.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -36,7 +37,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LinearLR, ReduceLROnPlateau
 
 from embedder.config import FusionConfig, ModelConfig, TrainConfig, from_dict, to_dict
-from embedder.floors import centre_floors
+from embedder.floors import centre_floors, sum_over_ranks
 from embedder.losses import ContextAwareLoss, FusionLoss
 from embedder.models.fusion import FusionModel
 from embedder.models.modality import ModalityAutoencoder
@@ -55,6 +56,7 @@ __all__ = [
     "band_statistics",
     "build_optimizer",
     "build_schedulers",
+    "checkpoint_digest",
     "checkpoint_encoders",
     "checkpoint_init_from",
     "evaluate",
@@ -453,11 +455,7 @@ def band_statistics(
             .double()
         )
         sums += torch.stack([m.sum(1), (x * m).sum(1), (x * x * m).sum(1)])
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
-        moved = sums.to(device) if device is not None else sums
-        torch.distributed.all_reduce(moved)
-        sums = moved.cpu()
+    sums = sum_over_ranks(sums)
     if float(sums[0].min()) == 0:
         raise ValueError(f"no valid {sensor.name} values in the training batches; cannot standardise bands")
     mean = sums[1] / sums[0]
@@ -763,6 +761,15 @@ def checkpoint_encoders(path: str | Path) -> dict[str, str]:
     """Frame encoder (``ModelConfig.encoder``: ``paper`` or ``dense``) of each sensor of a fusion checkpoint."""
     ckpt = load_checkpoint(path, kind="fusion")
     return {str(n): str(c.get("encoder", "paper")) for n, c in ckpt["config"]["models"].items()}
+
+
+def checkpoint_digest(path: str | Path) -> str:
+    """``sha256:<16 hex>`` of a local checkpoint file: a model's version (stores, ``init_from``, ``weights/``)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return f"sha256:{h.hexdigest()[:16]}"
 
 
 def checkpoint_init_from(path: str | Path) -> str:

@@ -384,11 +384,9 @@ def _weights() -> dict[str, Path]:
 
 
 def _weights_stamp(files: dict[str, Path]) -> str:
-    import hashlib
+    from embedder.training import checkpoint_digest
 
-    return ",".join(
-        f"{n}:{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}" for n, p in sorted(files.items())
-    )
+    return ",".join(f"{n}:{checkpoint_digest(p)}" for n, p in sorted(files.items()))
 
 
 def _date(text: str) -> Any:

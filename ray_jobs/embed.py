@@ -81,11 +81,9 @@ def local_checkpoint(checkpoint: str, *, storage_options: dict[str, Any] | None 
 
 def model_version(checkpoint: str | Path) -> str:
     """``sha256:<16 hex>`` of a local checkpoint file: the store refuses a different model."""
-    h = hashlib.sha256()
-    with open(checkpoint, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return f"sha256:{h.hexdigest()[:16]}"
+    from embedder.training import checkpoint_digest
+
+    return checkpoint_digest(checkpoint)
 
 
 def check_model_version(cfg: EmbedJobConfig, version: str) -> None:

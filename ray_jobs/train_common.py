@@ -42,6 +42,7 @@ from embedder.training import (
     FusionObjective,
     ModalityObjective,
     Objective,
+    checkpoint_digest,
     evaluate,
     fit,
     frame_mean_floor,
@@ -525,9 +526,9 @@ def load_init_weights(
         return None, ""
     with tempfile.TemporaryDirectory(prefix="embedder-init-") as tmp:
         local = resolve_stage1_checkpoint(url, storage_options=storage_options, local_dir=tmp)
-        digest = hashlib.sha256(local.read_bytes()).hexdigest()[:16]
+        digest = checkpoint_digest(local)
         ckpt = load_checkpoint(local, sensors=list(sensors), kind=kind)
-    return dict(ckpt["model_state"]), f"sha256:{digest}"
+    return dict(ckpt["model_state"]), digest
 
 
 def apply_init_weights(model: nn.Module, state: Mapping[str, Any] | None, url: str | None) -> None:

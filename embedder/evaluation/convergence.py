@@ -28,7 +28,15 @@ from typing import Any
 import numpy as np
 
 from embedder.config import FusionConfig, ModelConfig, TrainConfig
-from embedder.fidelity import FidelityConfig, _batches, heldout_split, prepare_region, prepare_shards
+from embedder.fidelity import (
+    FidelityConfig,
+    _batches,
+    _probe_inputs,
+    _probe_pooled,
+    heldout_split,
+    prepare_region,
+    prepare_shards,
+)
 from embedder.floors import centre_floors
 from embedder.sensors import S1, S2, SensorSpec
 
@@ -275,47 +283,22 @@ def _probe_seeds(
 ) -> dict[str, Any]:
     """The land-cover probe, pooled over scenes, averaged over ``cfg.probe_seeds`` block splits.
 
-    Every scene is embedded once; the splits reuse the embeddings (``embedder.fidelity._probe`` per split
-    would embed each scene again).
+    Every scene is embedded once; the splits reuse the embeddings.
     """
-    import rasterio
-
-    from embedder.report import ReportError, land_cover_probe
-    from embedder.towers import band_dataset, embed_scene
-
-    halo = 7
-    scenes = []
-    for scene in region.scenes:
-        cube = cubes[scene.name]
-        emb = embed_scene(cube, predictor, start=region.start, end=region.end)  # (time, y, x, feature)
-        bands = band_dataset(cube, halo_px=halo)["bands"]
-        days = bands["time"].values.astype("datetime64[D]")
-        pick = [int(np.flatnonzero(days == d)[0]) for d in emb["time"].values.astype("datetime64[D]")]
-        e = emb["embedding"].transpose("time", "feature", "y", "x").values  # [T, 7, h, w]
-        b = bands.isel(time=pick).transpose("time", "feature", "y", "x").values.astype(np.float32)
-        with rasterio.open(scene.landcover_path) as src:
-            labels = src.read(1)[halo:-halo, halo:-halo]  # [h, w]
-        scenes.append((e, b, labels))
-    rows = []
-    for k in range(cfg.probe_seeds):
-        res = []
-        for e, b, labels in scenes:
-            try:
-                res.append(
-                    land_cover_probe(e, b, labels, block_px=cfg.data.probe_block_px, seed=seed * 100 + k)
-                )
-            except ReportError:
-                continue  # too few pixel-dates in this scene
-        n = sum(r.n_test for r in res)
-        if n:
-            rows.append({
-                name: sum(getattr(r, attr) * r.n_test for r in res) / n
-                for name, attr in (("emb", "accuracy_embedding"), ("bands", "accuracy_bands"),
-                                   ("majority", "accuracy_majority"))
-            } | {"n_test": n})  # fmt: skip
-    if not rows:
+    inputs = _probe_inputs(predictor, region, cubes)
+    scores = [
+        p
+        for k in range(cfg.probe_seeds)
+        if (p := _probe_pooled(inputs, block_px=cfg.data.probe_block_px, seed=seed * 100 + k)) is not None
+    ]
+    if not scores:
         raise ValueError("the land-cover probe found too few pixel-dates in every scene; use larger scenes")
-    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+    return {
+        "emb": float(np.mean([p.accuracy for p in scores])),
+        "bands": float(np.mean([p.accuracy_bands for p in scores])),
+        "majority": float(np.mean([p.accuracy_majority for p in scores])),
+        "n_test": float(np.mean([p.n_test for p in scores])),
+    }
 
 
 def run_convergence(
@@ -353,10 +336,14 @@ def export_weights(result: ConvergenceResult, seed: int, out_dir: str | Path) ->
     manifest records each file's ``sha256:<16 hex>`` (what the fine-tuned runs and stores record as
     ``init_from`` / ``pretrained``), the test scores and floors behind them, and the command.
     """
-    import hashlib
-
     from embedder.config import TrainConfig, from_dict
-    from embedder.training import load_autoencoder, load_checkpoint, load_fusion, save_checkpoint
+    from embedder.training import (
+        checkpoint_digest,
+        load_autoencoder,
+        load_checkpoint,
+        load_fusion,
+        save_checkpoint,
+    )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -377,10 +364,9 @@ def export_weights(result: ConvergenceResult, seed: int, out_dir: str | Path) ->
             out / f"{name}.pt", model, epoch=int(ckpt["epoch"]), best_metric=float(ckpt["best_metric"]),
             best_epoch=int(ckpt["best_epoch"]), train_cfg=train_cfg,
         )  # fmt: skip
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         manifest["files"][name] = {
             "file": path.name,
-            "sha256": f"sha256:{digest}",
+            "sha256": checkpoint_digest(path),
             "test_centre_mae": r[name]["test_centre_mae"],
             "test_floor_frame_mean": r[name]["floors"]["frame_mean"]
             if "floors" in r[name]
