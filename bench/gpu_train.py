@@ -159,15 +159,18 @@ def throughput(windows: dict[str, Any], *, seconds: float) -> dict[str, float]:
 _WIDE = {"d_model": 128, "conv_channels": (32, 32, 32), "latent_token_dim": 16, "ff_dim": 128}
 """A wider CPU-preset variant: an 8-channel frame token."""
 
+_SKIP = {"centre_skip": True}
+"""The centre-pixel path of ``ModelConfig.centre_skip``."""
+
 RUNS: dict[str, dict[str, Any]] = {
     # the paper model with the converging recipe (standardised bands, cosine, bf16, batch 64)
-    "paper-s2-mae-lr1e-3": {"sensor": "s2", "preset": "paper", "batch": 64, "lr": 1e-3, "steps": 1500},
-    "paper-s2-mae-lr3e-4": {"sensor": "s2", "preset": "paper", "batch": 64, "lr": 3e-4, "steps": 1500},
+    "paper-s2-mae-lr1e-3": {"sensor": "s2", "preset": "paper", "batch": 64, "lr": 1e-3, "steps": 1500, "bf16": True},
+    "paper-s2-mae-lr3e-4": {"sensor": "s2", "preset": "paper", "batch": 64, "lr": 3e-4, "steps": 1500, "bf16": True},
     "paper-s2-maewarm": {
         "sensor": "s2", "preset": "paper", "batch": 64, "lr": 3e-4, "steps": 1500, "loss": "mae_warm",
-        "mae_warm_steps": 750,
+        "mae_warm_steps": 750, "bf16": True,
     },
-    "paper-s1-mae": {"sensor": "s1", "preset": "paper", "batch": 64, "lr": 3e-4, "steps": 1500},
+    "paper-s1-mae": {"sensor": "s1", "preset": "paper", "batch": 64, "lr": 3e-4, "steps": 1500, "bf16": True},
     # recipe search on the small models (same steps as on CPU, so the result carries over)
     "small-s2-lr2e-3": {"sensor": "s2", "preset": "small", "lr": 2e-3, "steps": 3000},
     "cpu-s2-lr2e-3": {"sensor": "s2", "preset": "cpu", "lr": 2e-3, "steps": 3000},
@@ -191,6 +194,22 @@ RUNS: dict[str, dict[str, Any]] = {
     "cpu-s1-raw-lr3e-4": {"sensor": "s1", "preset": "cpu", "lr": 3e-4, "steps": 2000, "model": {"standardize": False}},
     "cpu-s1-raw-lr1e-3": {"sensor": "s1", "preset": "cpu", "lr": 1e-3, "steps": 2000, "model": {"standardize": False}},
     "small-s1-lr1e-3": {"sensor": "s1", "preset": "small", "lr": 1e-3, "steps": 2000},
+    # the centre-pixel skip (ModelConfig.centre_skip): seeds, a higher rate, a same-budget baseline, the paper model
+    **{
+        f"skip-{s}-seed{seed}": {"sensor": s, "preset": "cpu", "lr": 3e-4, "steps": n, "seed": seed, "model": _SKIP}
+        for s, n in (("s2", 3000), ("s1", 2000))
+        for seed in (0, 1, 2)
+    },
+    **{
+        f"skip-{s}-lr1e-3{'' if seed == 0 else f'-seed{seed}'}": {
+            "sensor": s, "preset": "cpu", "lr": 1e-3, "steps": n, "seed": seed, "model": _SKIP
+        }
+        for s, n in (("s2", 3000), ("s1", 2000))
+        for seed in (0, 1, 2)
+    },
+    "noskip-s2-seed0": {"sensor": "s2", "preset": "cpu", "lr": 3e-4, "steps": 3000, "seed": 0},
+    "paper-skip-s2-fp32": {"sensor": "s2", "preset": "paper", "batch": 64, "lr": 3e-4, "steps": 2000, "model": _SKIP},
+    "paper-skip-s2-fp32-lr1e-3": {"sensor": "s2", "preset": "paper", "batch": 64, "lr": 1e-3, "steps": 2000, "model": _SKIP},
 }  # fmt: skip
 """The convergence runs: sensor, model preset, batch, peak lr, steps, loss, seed."""
 
@@ -223,7 +242,6 @@ def run_one(
     kind = "fused" if sensor is S2 else "s1only"
     windows = load_windows(cubes)[kind]
     data = {s: _tensors(windows[s], dev) for s in SPLITS}
-    paper = spec["preset"] == "paper"
     base = {
         "paper": dataclasses.replace(ModelConfig(), standardize=True),
         "small": dataclasses.replace(ModelConfig.small(), standardize=True),
@@ -233,7 +251,7 @@ def run_one(
     spe = min(250, spec["steps"] // 2)
     tcfg = dataclasses.replace(
         TrainConfig.cpu(total_steps=spec["steps"]),
-        lr=spec["lr"], batch_size=spec.get("batch", 16), seed=spec.get("seed", 42), bf16=paper and dev.type == "cuda",
+        lr=spec["lr"], batch_size=spec.get("batch", 16), seed=spec.get("seed", 42), bf16=spec.get("bf16", False) and dev.type == "cuda",
         loss=spec.get("loss", "mae"), mae_warm_steps=spec.get("mae_warm_steps", 0),
     )  # fmt: skip
     seed_everything(tcfg.seed)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -64,8 +65,9 @@ class ConvergenceConfig:
     """Optimiser steps per stage (the cosine schedule ends there)."""
     steps_per_epoch: int = 250
     """Steps between validations (and checkpoints)."""
-    lr: tuple[tuple[str, float], ...] = ()
-    """Per-stage peak learning rates overriding ``TrainConfig.cpu``'s."""
+    lr: tuple[tuple[str, float], ...] = (("fusion", 3e-4),)
+    """Per-stage peak learning rates overriding ``TrainConfig.cpu``'s (1e-3, the autoencoders' rate;
+    the fusion keeps the 3e-4 it was measured at)."""
     batch_size: int = 16
     """Samples per step."""
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -191,6 +193,8 @@ def _fit_stage(
             ckpt = load_checkpoint(run_dir / "best.pt", sensors=objective.sensors, kind=objective.kind)
             model.load_state_dict(ckpt["model_state"])
             return dict(saved["result"])
+    if run_dir.exists():  # another model or recipe trained here: start clean (metrics.jsonl appends)
+        shutil.rmtree(run_dir)
     t0 = time.perf_counter()
     res = fit(
         model, _batches(data["train"], batch_size=cfg.batch_size, seed=cfg.seed, shuffle=True),
@@ -301,6 +305,20 @@ def _probe_seeds(
     }
 
 
+def _settings(cfg: ConvergenceConfig) -> str:
+    """The run settings a saved seed must share to be reused (the seed list itself aside)."""
+    return json.dumps(dataclasses.asdict(dataclasses.replace(cfg, seeds=())), sort_keys=True, default=str)
+
+
+def _settings_match(saved: str | None, settings: str) -> bool:
+    """Whether a seed saved with ``saved`` settings (older runs kept the seed list in them) can be reused."""
+    if saved is None:
+        return False
+    old = json.loads(saved)
+    old["seeds"] = []
+    return json.dumps(old, sort_keys=True) == json.dumps(json.loads(settings), sort_keys=True)
+
+
 def run_convergence(
     work: str | Path, cfg: ConvergenceConfig, *, log: Callable[[str], None] = print
 ) -> ConvergenceResult:
@@ -309,12 +327,12 @@ def run_convergence(
     prepared = prepare(work, cfg, log=log)
     out = work / "runs"
     seeds: dict[int, dict[str, Any]] = {}
-    settings = json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
+    settings = _settings(cfg)
     for seed in cfg.seeds:
         done = out / f"seed{seed}.json"
         if done.is_file():
             saved = json.loads(done.read_text())
-            if saved.get("settings") == settings:
+            if _settings_match(saved.get("settings"), settings):
                 log(f"seed {seed}: done in an earlier run, reused")
                 seeds[seed] = saved["result"]
                 continue

@@ -180,15 +180,22 @@ class DenseFrameEncoder(nn.Module):
         self.low = nn.Conv2d(c_mid, c_low, size2)  # valid: collapses to one position
         self.to_token = nn.Conv2d(c_low, cfg.d_model, 1)
         self.d_model = cfg.d_model
+        # ModelConfig.centre_skip: the centre pixel's bands, linearly, into its own token (a 1 x 1 conv
+        # on the input cropped by the window's half-width: the same in window and dense mode).
+        self.centre: nn.Conv2d | None = nn.Conv2d(n_channels, cfg.d_model, 1) if cfg.centre_skip else None
 
     def _run(self, x: torch.Tensor, *, dense: bool) -> torch.Tensor:
         """Shared window/dense computation: ``[N, C, H, W] -> [N, d_model, H', W']``."""
-        x = self.stem(self.scale_in(x))  # [N, 149, H, W]
+        scaled = self.scale_in(x)  # [N, C, H, W]
+        x = self.stem(scaled)  # [N, 149, H, W]
         x = self.multiscale(x, 1)  # [N, 149, H - 10, W - 10]
         x = self.drop(F.silu(_conv(self.down, x, 1, dense=dense)))  # window [N, 128, 2, 2]; dense H - 12
         dil = _STRIDE if dense else 1
         x = F.leaky_relu(_conv(self.low, x, dil, dense=dense), 0.01)  # window [N, 64, 1, 1]; dense H - 14
-        return self.to_token(x)  # [N, d_model, H', W']
+        token = self.to_token(x)  # [N, d_model, H', W']
+        if self.centre is not None:
+            token = token + self.centre(_crop(scaled, WINDOW_PX // 2))  # [N, d_model, H - 14, W - 14]
+        return token
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """Per-window tokens ``[N, C, 15, 15] -> [N, d_model]``."""

@@ -13,6 +13,7 @@ Because no layer mixes samples, an embedding never depends on what else is in th
 from __future__ import annotations
 
 import math
+import typing
 
 import torch
 from torch import nn
@@ -23,6 +24,9 @@ from embedder.models.dense import DenseFrameEncoder
 from embedder.sensors import WINDOW_DATES, WINDOW_PX, SensorSpec
 
 __all__ = ["GapRangeError", "ModalityAutoencoder", "day_positions"]
+
+CENTRE_PX = WINDOW_PX // 2
+"""Row and column of a window's centre pixel (the pixel an embedding belongs to)."""
 
 TOKEN_SIDE_PX = 4
 """Side of the per-frame feature map after the two strided convolutions (15 -> 7 -> 4)."""
@@ -80,15 +84,20 @@ class _FrameEncoder(nn.Module):
         self.to_token = ConvAttentionBlock(
             c_low, token_channels, kernel_px=3, reduction=cfg.token_cbam_reduction, attention_kernel_px=3
         )
+        self.centre: nn.Linear | None = nn.Linear(n_channels, cfg.d_model) if cfg.centre_skip else None
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = self.stem(self.scale_in(frames))  # [N, 149, 15, 15]
+        scaled = self.scale_in(frames)  # [N, C, 15, 15]
+        x = self.stem(scaled)  # [N, 149, 15, 15]
         x = self.multiscale(x)  # [N, 149, 15, 15]
         x = self.down1(x)  # [N, 128, 7, 7]
         x = self.mid(x)  # [N, 128, 7, 7]
         x = self.down2(x)  # [N, 64, 4, 4]
         x = self.to_token(x)  # [N, 16, 4, 4]
-        return x.flatten(1)  # [N, d_model]
+        token = x.flatten(1)  # [N, d_model]
+        if self.centre is not None:  # ModelConfig.centre_skip
+            token = token + self.centre(scaled[:, :, CENTRE_PX, CENTRE_PX])  # [N, d_model]
+        return token
 
 
 class _FrameDecoder(nn.Module):
@@ -117,6 +126,10 @@ class _FrameDecoder(nn.Module):
             nn.Conv2d(n_channels, n_channels, 3, padding=1),
         )
         self.scale_out: nn.Module = BandScaler(n_channels, inverse=True) if cfg.standardize else nn.Identity()
+        self.centre: nn.Linear | None = nn.Linear(cfg.d_model, n_channels) if cfg.centre_skip else None
+        centre_mask = torch.zeros(WINDOW_PX, WINDOW_PX)
+        centre_mask[CENTRE_PX, CENTRE_PX] = 1.0
+        self.register_buffer("centre_mask", centre_mask, persistent=False)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = tokens.reshape(-1, self.token_channels, TOKEN_SIDE_PX, TOKEN_SIDE_PX)  # [N, 16, 4, 4]
@@ -125,7 +138,11 @@ class _FrameDecoder(nn.Module):
         x = self.low(x)  # [N, 64, 8, 8]
         x = self.up2(x)  # [N, 128, 15, 15]
         x = self.multiscale(x)  # [N, 149, 15, 15]
-        return self.scale_out(self.head(x))  # [N, C, 15, 15], linear output
+        out = self.head(x)  # [N, C, 15, 15], linear output
+        if self.centre is not None:  # ModelConfig.centre_skip: the centre pixel gets a linear path
+            mask = typing.cast(torch.Tensor, self.centre_mask).to(out.dtype)  # [15, 15]
+            out = out + self.centre(tokens)[:, :, None, None] * mask  # [N, C, 15, 15]
+        return self.scale_out(out)
 
 
 class ModalityAutoencoder(nn.Module):

@@ -153,3 +153,35 @@ def test_standardize_option_round_trips_and_keeps_old_state_dicts() -> None:
     ae.set_band_stats(mean, std)
     torch.testing.assert_close(ae.frame_decoder.scale_out.mean, mean)
     assert "frame_encoder.scale_in.mean" in ae.state_dict()
+
+
+def test_centre_skip_is_a_linear_path_to_and_from_the_centre_pixel() -> None:
+    torch.manual_seed(3)
+    cfg = dataclasses.replace(ModelConfig.small(), centre_skip=True)
+    skip = ModalityAutoencoder(S2, cfg=cfg).eval()
+    plain = ModalityAutoencoder(S2, cfg=ModelConfig.small()).eval()
+    missing, unexpected = plain.load_state_dict(skip.state_dict(), strict=False)
+    assert not missing
+    assert sorted(unexpected) == [
+        "frame_decoder.centre.bias", "frame_decoder.centre.weight",
+        "frame_encoder.centre.bias", "frame_encoder.centre.weight",
+    ]  # fmt: skip
+    x, gaps = torch.rand(3, 11, 10, 15, 15), torch.full((3, 10), 5.0)
+    with torch.no_grad():
+        y_skip, _ = skip(x, gaps)
+        y_plain, _ = plain(x, gaps)
+        assert not torch.allclose(y_skip, y_plain)  # the path is live at initialisation
+        for m in (skip.frame_encoder.centre, skip.frame_decoder.centre):
+            assert m is not None
+            m.weight.zero_()
+            m.bias.zero_()
+        torch.testing.assert_close(skip(x, gaps)[0], y_plain)  # and it is the only difference
+        # the decoder's path writes the centre pixel of every frame, nothing else
+        z = skip.encode(x, gaps)
+        before = skip.decode(z, gaps)
+        assert skip.frame_decoder.centre is not None
+        skip.frame_decoder.centre.bias.fill_(0.5)
+        changed = (skip.decode(z, gaps) - before).abs() > 1e-6  # [B, 11, C, 15, 15]
+    assert changed[..., 7, 7].all()
+    changed[..., 7, 7] = False
+    assert not changed.any()
