@@ -22,6 +22,7 @@ do not measure real-world mapping skill.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,6 +186,57 @@ def _aligned(emb: xr.DataArray, cube: xr.Dataset) -> tuple[np.ndarray, np.ndarra
     return e, b, common
 
 
+def _protocol_scene(
+    name: str, e: np.ndarray, b: np.ndarray, dates: np.ndarray, cube: xr.Dataset, labels: np.ndarray
+) -> Any:
+    """The probe protocol's inputs of one scene: the aligned embeddings and bands, the S1 of the same dates."""
+    from embedder.evaluation.quality import SceneFeatures
+    from embedder.sensors import S1
+
+    cube_days = cube["time"].values.astype("datetime64[D]")
+    ic = [int(np.flatnonzero(cube_days == d)[0]) for d in dates]
+    s1 = cube[S1.name].transpose("time", S1.band_dim, "y", "x").isel(time=ic).values.astype(np.float32)
+    return SceneFeatures(name=name, dates=dates, emb=e, bands=b, s1=s1, labels=labels)
+
+
+def _protocol_section(scenes: list[Any], out: Path) -> tuple[list[str], str | None]:
+    """Markdown of the probe protocol (``embedder.evaluation.quality``) over the report's scenes.
+
+    Linear probe, 5 blocked splits that share no 15 x 15 window, mean and 95 % interval; the window-length
+    table beside it. Writes ``out/quality.json``. Returns the lines and, when it cannot run, why.
+    """
+    from embedder.evaluation.quality import FEATURES, WINDOWS, QualityConfig, run_probes
+
+    side = min(min(s.labels.shape) for s in scenes)
+    cfg = QualityConfig(
+        nonlinear=False, max_train_rows=8000, max_test_rows=8000, block_px=max(8, min(25, side // 2))
+    )
+    if min(s.emb.shape[0] for s in scenes) < 11:
+        cfg = dataclasses.replace(cfg, features=("emb", "bands", "bands_s1", "emb_year"))
+    try:
+        res = run_probes(scenes, cfg, log=lambda m: None)
+    except ValueError as err:
+        return [], f"probe protocol: {err}"
+    (out / "quality.json").write_text(
+        json.dumps({k: v for k, v in res.items() if k not in ("per_seed", "settings")}, indent=1) + "\n"
+    )
+
+    def cell(key: str) -> str:
+        return f"{res[key]:.3f} +- {res[key + '_ci95']:.3f}" if key in res else "-"
+
+    lines = [
+        f"Probe protocol (docs/quality.md): linear probe, {res['seeds']} blocked splits whose train and test "
+        "pixels are at least 15 px apart (no shared input window), mean +- 95 % interval; "
+        f"majority class {cell('probe_majority')}.\n",
+        "| features | accuracy |\n|---|---|\n"
+        + "".join(f"| {n} | {cell(f'probe_{n}_linear')} |\n" for n in FEATURES if f"probe_{n}_linear" in res),
+        "Window length (features averaged over the pixel's valid dates in a window around each date):\n",
+        "| window | embedding | bands |\n|---|---|---|\n"
+        + "".join(f"| {r} | {cell(f'window_{r}_emb')} | {cell(f'window_{r}_bands')} |\n" for r, _ in WINDOWS),
+    ]
+    return lines, None
+
+
 def _true_colour(s2: np.ndarray) -> np.ndarray:
     """``[10, H, W]`` reflectance -> ``[H, W, 3]`` B04/B03/B02 scaled to 0..0.3 reflectance."""
     idx = [PRIMARY_SENSOR.bands.index(b) for b in ("B04", "B03", "B02")]
@@ -329,6 +381,7 @@ def write_run_report(
     # 2. maps and 3. probe
     md.append("## Embedding maps and land-cover probe\n")
     probe_rows = []
+    protocol_scenes: list[Any] = []
     region_dir, store_dir = run / "region", run / "store.zarr"
     if not (region_dir / "region.json").is_file():
         missing.append("maps and probe: no region/region.json (sample region)")
@@ -365,6 +418,7 @@ def write_run_report(
                 missing.append(f"probe of {scene.name}: {err}")
                 continue
             probe_rows.append({"scene": scene.name, "dates": len(dates), **res.__dict__})
+            protocol_scenes.append(_protocol_scene(scene.name, e, b, dates, cube, labels))
     if probe_rows:
         from embedder.gpp import _markdown
 
@@ -375,6 +429,11 @@ def write_run_report(
             f"{block_px} x {block_px} px blocks; synthetic land cover and imagery):\n"
         )
         md.append(_markdown(probe))
+    if protocol_scenes:
+        protocol_lines, protocol_err = _protocol_section(protocol_scenes, out)
+        md += protocol_lines
+        if protocol_err:
+            missing.append(protocol_err)
 
     # 4. GPP
     md.append("## GPP\n")

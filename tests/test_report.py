@@ -99,6 +99,10 @@ def test_report_has_every_part(run_dir: Path) -> None:
     assert len(probe) == 1 and probe["n_test"].iloc[0] > 0 and probe["n_classes"].iloc[0] >= 2
     for col in ("accuracy_embedding", "accuracy_bands", "accuracy_majority"):
         assert 0.0 <= probe[col].iloc[0] <= 1.0
+    assert "Probe protocol" in text and "| window | embedding | bands |" in text
+    quality = json.loads((path.parent / "quality.json").read_text())
+    for key in ("probe_emb_linear", "probe_bands_linear", "window_1date_emb", "window_year_bands"):
+        assert 0.0 <= quality[key] <= 1.0 and quality[f"{key}_ci95"] >= 0.0
     assert "Nothing: every part was made." in text
 
 
