@@ -538,8 +538,14 @@ class CubeConfig:
     """S2 solar days read per odc-stac call: bounds peak memory to that many days of raw items."""
     read_threads: int = 2
     """Threads odc-stac uses to read COG tiles."""
+    max_gib: float = 8.0
+    """Largest cube (float32 S2 + S1 of every searched date) a load may allocate, in GiB; checked after the
+    search and before any read, so an oversize bbox or period is refused with its size instead of
+    exhausting memory. A production tile (about 1,100 x 1,100 px, a year plus halos) takes 2-3 GiB."""
 
     def __post_init__(self) -> None:
+        if not self.max_gib > 0:
+            raise ConfigError(f"CubeConfig.max_gib={self.max_gib} must be a positive number of GiB")
         if self.s1_max_gap_days is not None and self.s1_max_gap_days < 0:
             raise ConfigError(f"CubeConfig.s1_max_gap_days={self.s1_max_gap_days} must be >= 0 or null")
         for key in ("dates_per_read", "read_threads"):

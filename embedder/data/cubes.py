@@ -43,7 +43,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from rasterio.errors import NotGeoreferencedWarning
 
-from embedder.config import CubeConfig
+from embedder.config import ConfigError, CubeConfig
 from embedder.data.stac import (
     Catalog,
     CatalogError,
@@ -61,6 +61,7 @@ __all__ = [
     "CloudMask",
     "CorruptAssetError",
     "CubeError",
+    "CubeTooLargeError",
     "EmptyCubeError",
     "SclMask",
     "cli_main",
@@ -388,6 +389,22 @@ def _assemble(
     )
 
 
+class CubeTooLargeError(CubeError):
+    """The cube a load would allocate exceeds ``CubeConfig.max_gib``."""
+
+
+def _check_size(geobox: GeoBox, n_s2: int, n_s1: int, period: str, cfg: CubeConfig) -> None:
+    """Refuse, before reading, a cube whose float32 S2 and S1 arrays would exceed ``cfg.max_gib``."""
+    h, w = geobox.shape.yx
+    gib = 4 * h * w * (n_s2 * len(S2.bands) + n_s1 * len(S1.bands)) / 2**30
+    if gib > cfg.max_gib:
+        raise CubeTooLargeError(
+            f"the cube of {h} x {w} px with {n_s2} S2 and {n_s1} S1 dates over {period} needs {gib:,.1f} GiB, "
+            f"more than the limit of {cfg.max_gib:g} GiB (CubeConfig.max_gib); split the bbox into tiles "
+            "(embedder plan) or shorten the period"
+        )
+
+
 def load_cube(
     catalog: Catalog,
     geobox: GeoBox,
@@ -416,7 +433,10 @@ def load_cube(
             f"no {S2.collection} items in {catalog!r} for bbox {bbox} and period {period}; "
             "check the bbox (lon/lat order) and dates, or the catalog's coverage"
         )
+    margin = dt.timedelta(days=cfg.s1_margin_days)
+    s1_items = _search_checked(catalog, S1, bbox, t0 - margin, t1 + margin)
     groups = _group(s2_items, by_pass=False)
+    _check_size(geobox, len(groups), len(_group(s1_items, by_pass=True)), period, cfg)
     s2, s2_time = _s2_dates(groups, geobox, cfg, cloud_mask or SclMask())  # [T, C, H, W], [T]
     valid_frac = _valid_frac(s2)
     if not (valid_frac >= S2.min_valid_train).any():
@@ -426,8 +446,6 @@ def load_cube(
             f"{float(valid_frac.max()):.1%} < {S2.min_valid_train:.0%}); skip this cube"
         )
 
-    margin = dt.timedelta(days=cfg.s1_margin_days)
-    s1_items = _search_checked(catalog, S1, bbox, t0 - margin, t1 + margin)
     h, w = geobox.shape.yx
     if s1_items:
         power, s1_time = _s1_acquisitions(s1_items, geobox, cfg)  # [N, 2, H, W], [N]
@@ -611,6 +629,10 @@ def cli_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--end", required=True, help="last day, YYYY-MM-DD")
     parser.add_argument("--resolution-m", type=float, default=10.0, help="pixel size of the UTM grid")
     parser.add_argument("--s1-max-gap-days", type=float, default=None, help="drop S1 matches farther apart")
+    parser.add_argument(
+        "--max-gib", type=float, default=CubeConfig.max_gib,
+        help=f"refuse cubes larger than this many GiB, before reading (default {CubeConfig.max_gib:g})",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         geobox = geobox_from_bbox(args.bbox, resolution_m=args.resolution_m)
@@ -619,9 +641,9 @@ def cli_main(argv: list[str] | None = None) -> int:
             geobox,
             args.start,
             args.end,
-            cfg=CubeConfig(s1_max_gap_days=args.s1_max_gap_days),
+            cfg=CubeConfig(s1_max_gap_days=args.s1_max_gap_days, max_gib=args.max_gib),
         )
-    except (CatalogError, CubeError) as err:
+    except (CatalogError, CubeError, ConfigError) as err:
         print(f"embedder cube: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     print(summarize(cube))

@@ -198,17 +198,21 @@ def item_epsg(item: pystac.Item) -> int:
     )
 
 
+_BASELINE = re.compile(r"\d{1,2}(\.\d{1,2})?")
+"""A processing baseline: ``04.00``, ``05.10`` (or a number such as ``5.1`` where a catalog stores one)."""
+
+
 def s2_baseline(item: pystac.Item) -> float:
     """``s2:processing_baseline`` as a number ("05.10" -> 5.1); :class:`ItemError` if absent or bad."""
     prop = S2.extra["processing_baseline_property"]
     raw = item.properties.get(prop)
-    try:
-        return float(str(raw))
-    except ValueError:
+    if raw is None or isinstance(raw, bool) or not _BASELINE.fullmatch(str(raw).strip()):
+        # float() alone would take "nan", "inf" or "1e3" and pick an offset from a meaningless number
         raise ItemError(
             f"item {item.id!r} has {prop}={raw!r}, which is not a baseline like '05.10'; "
             "Sentinel-2 L2A items must carry it to pick the DN offset"
-        ) from None
+        )
+    return float(str(raw).strip())
 
 
 def s2_scale_offset(item: pystac.Item) -> tuple[float, float]:

@@ -467,6 +467,16 @@ def test_cli_prints_summary_and_reports_errors(tmp_path: Path, capsys: pytest.Ca
         == 1
     )
     assert "BBoxError" in capsys.readouterr().err
+    # a 2 x 2 degree bbox over the item: refused with its size before any pixel is read
+    huge = ["11.0", "49.0", "13.0", "51.0"]
+    assert cli_main([path, "--bbox", *huge, "--start", "2023-03-01", "--end", "2023-03-02"]) == 1
+    err = capsys.readouterr().err
+    assert "CubeTooLargeError" in err and "GiB, more than the limit of 8 GiB" in err, err
+    assert (
+        cli_main([path, "--bbox", *bbox, "--start", "2023-03-01", "--end", "2023-03-02", "--max-gib", "0"])
+        == 1
+    )
+    assert "max_gib=0.0 must be a positive" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------

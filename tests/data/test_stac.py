@@ -123,6 +123,11 @@ def test_item_helpers_errors() -> None:
     bad = _tiny_item("x2", "2022-03-01T10:00:00", **{"s2:processing_baseline": "N/A"})
     with pytest.raises(ItemError, match=r"'x2'.*N/A"):
         s2_scale_offset(bad)
+    for raw in ("nan", "inf", float("nan"), "1e3", "", None):  # float() would take the first four
+        odd = _tiny_item("x5", "2022-03-01T10:00:00", **{"s2:processing_baseline": raw})
+        with pytest.raises(ItemError, match=r"'x5'.*not a baseline like '05.10'"):
+            s2_scale_offset(odd)
+    assert s2_scale_offset(_tiny_item("x6", "2022-03-01T10:00:00", **{"s2:processing_baseline": 5.1}))[1] < 0
     legacy_props: dict[str, Any] = {"proj:code": None, "proj:epsg": 32633}
     legacy = _tiny_item("x3", "2019-03-01T10:00:00", **legacy_props)
     assert item_epsg(legacy) == 32633
