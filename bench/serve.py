@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             assert codes.shape == (1, 7, win, win)
 
         # 3. tiles per second through the HTTP endpoint
-        app = create_app(url, storage_options=so, write_pca=False)
+        app = create_app(url, storage_options=so)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]

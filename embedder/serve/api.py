@@ -18,11 +18,13 @@ import csv
 import dataclasses
 import datetime as dt
 import functools
+import hashlib
 import io
 import itertools
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -63,10 +65,12 @@ __all__ = [
     "cli_export",
     "cli_probe",
     "cli_region",
+    "default_cache_dir",
     "export_region",
     "iter_region_strips",
     "parse_bbox",
     "parse_date",
+    "pca_cache_path",
     "probe",
     "read_region",
     "rgb_pca",
@@ -956,21 +960,48 @@ def _fit_pca(samples: np.ndarray) -> dict[str, Any]:
     }
 
 
-def rgb_pca(store: StoreReader, *, write: bool = True, recompute: bool = False) -> dict[str, Any]:
+def pca_cache_path(store: StoreReader, cache_dir: str | Path) -> Path:
+    """Where :func:`rgb_pca` keeps the PCA of ``store`` under ``cache_dir`` (one file per store URL)."""
+    key = hashlib.sha256(store.store.url.encode()).hexdigest()[:16]
+    return Path(cache_dir).expanduser() / f"pca-{key}.json"
+
+
+def default_cache_dir() -> Path:
+    """The server's cache folder: ``$EMBEDDER_CACHE_DIR``, else ``$XDG_CACHE_HOME/embedder`` (``~/.cache``)."""
+    if os.environ.get("EMBEDDER_CACHE_DIR"):
+        return Path(os.environ["EMBEDDER_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "embedder"
+
+
+def rgb_pca(
+    store: StoreReader,
+    *,
+    cache_dir: str | Path | None = None,
+    write_sidecar: bool = False,
+    recompute: bool = False,
+) -> dict[str, Any]:
     """The store's fixed RGB PCA (mean, 3 components, display range), computed once from its data.
 
-    Read from the sidecar ``<store>/_serve/pca.json``; if absent, fitted on up to
-    ``ServeConfig.pca_samples`` valid pixel-dates drawn (seeded) from the done units, and written there
-    when ``write`` (a read-only store just keeps it in memory). Raises :class:`NoDataError` for a store
-    without any embedding.
+    Looked up in memory, then in the store's sidecar ``<store>/_serve/pca.json`` (written by the store's
+    owner with ``write_sidecar``), then in ``cache_dir`` (:func:`pca_cache_path`); a copy is used only
+    when its fingerprint matches the store's. Otherwise fitted on up to ``ServeConfig.pca_samples`` valid
+    pixel-dates drawn (seeded) from the done units and saved in ``cache_dir`` (and, with
+    ``write_sidecar``, in the store). Reading never writes into the store. Raises :class:`NoDataError`
+    for a store without any embedding.
     """
     if store._pca is not None and not recompute:
         return store._pca
     st = store.store
     path = f"{st.root}/{PCA_SIDECAR}"
-    doc = None if recompute else get_json(st.fs, path)
     fp = st.attrs.get("embedder:fingerprint")
-    if doc is None or doc.get("fingerprint") != fp:
+    cached = pca_cache_path(store, cache_dir) if cache_dir is not None else None
+    doc = None
+    if not recompute:
+        for candidate in (get_json(st.fs, path), _read_local_json(cached)):
+            if candidate is not None and candidate.get("fingerprint") == fp:
+                doc = candidate
+                break
+    if doc is None:
         rng = np.random.default_rng(0)
         done = list_done(st)
         if not done:
@@ -999,13 +1030,29 @@ def rgb_pca(store: StoreReader, *, write: bool = True, recompute: bool = False) 
         if not samples:
             raise NoDataError(f"store {st.url!r} has no valid embedding to fit the map's colours on")
         doc = {**_fit_pca(np.concatenate(samples).astype(np.float64)), "fingerprint": fp, "version": 1}
-        if write:
+        if cached is not None:
             try:
-                put_object(st.fs, path, json.dumps(doc).encode())
-            except (OSError, PermissionError) as exc:  # a read-only store: keep it in memory
-                log.warning("could not write %s (%s); the PCA is kept in memory only", path, exc)
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(doc))
+                tmp.replace(cached)  # all or nothing: a reader never sees half a file
+            except OSError as exc:  # an unwritable cache: keep it in memory
+                log.warning("could not write %s (%s); the PCA is kept in memory only", cached, exc)
+        if write_sidecar:
+            put_object(st.fs, path, json.dumps(doc).encode())
     store._pca = doc
     return doc
+
+
+def _read_local_json(path: Path | None) -> dict[str, Any] | None:
+    """A local JSON document, or None when absent or unreadable (a cache is never trusted blindly)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def apply_pca(values: np.ndarray, pca: dict[str, Any]) -> np.ndarray:

@@ -26,14 +26,18 @@ import logging
 import math
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from swagger_ui_bundle import swagger_ui_path
 
 from embedder.config import ServeConfig
 from embedder.grid import PIXEL_M
@@ -45,6 +49,7 @@ from embedder.serve.api import (
     _day,
     apply_pca,
     check_region,
+    default_cache_dir,
     export_region,
     parse_date,
     probe,
@@ -202,12 +207,14 @@ def create_app(
     *,
     storage_options: dict[str, Any] | None = None,
     cfg: ServeConfig | None = None,
-    write_pca: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> Any:
     """The FastAPI app serving ``store`` read-only (see the module docstring for the endpoints).
 
-    The store's fixed RGB PCA is loaded (or computed once and, with ``write_pca``, saved as the
-    sidecar ``_serve/pca.json``) when the app is created.
+    Nothing is written into the store. The map's fixed RGB PCA (:func:`~embedder.serve.api.rgb_pca`) is
+    computed on the first tile request, not at start-up, and kept in ``cache_dir`` when given (the CLI
+    uses :func:`~embedder.serve.api.default_cache_dir`), so a restart does not refit it. ``/docs`` serves
+    Swagger UI from the installed ``swagger-ui-bundle`` package: it works offline.
     """
     from embedder.stac_store import store_collection
 
@@ -216,12 +223,16 @@ def create_app(
         if isinstance(store, StoreReader)
         else StoreReader(store, storage_options=storage_options, cfg=cfg)
     )
-    try:
-        pca: dict[str, Any] | None = rgb_pca(reader, write=write_pca)
-    except NoDataError as exc:
-        log.warning("no map colours: %s", exc)
-        pca = None
-    renderer = TileRenderer(reader, pca=pca) if pca is not None else None
+    renderers: list[TileRenderer] = []
+    renderer_lock = threading.Lock()
+
+    def get_renderer() -> TileRenderer:
+        """The tile renderer, built with the PCA on first use (NoDataError for a store without data)."""
+        with renderer_lock:
+            if not renderers:
+                renderers.append(TileRenderer(reader, pca=rgb_pca(reader, cache_dir=cache_dir)))
+            return renderers[0]
+
     collection = store_collection(reader.url, storage_options=reader.store.storage_options).to_dict(
         include_self_link=False, transform_hrefs=False
     )
@@ -235,6 +246,7 @@ def create_app(
     info = reader.info()
 
     app = FastAPI(
+        docs_url=None,  # replaced below by a page whose assets are served from here, not from a CDN
         title="embedder store service",
         version="1",
         description=(
@@ -255,6 +267,22 @@ def create_app(
     @app.exception_handler(ServeError)
     def _bad_input(request: Request, exc: ServeError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": _short_errors(exc.errors())})
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Any:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - API docs",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -342,9 +370,7 @@ def create_app(
         start: Date = None,
         end: Date = None,
     ) -> Response:
-        if renderer is None:
-            raise NoDataError("the store has no embeddings yet, so there are no map tiles")
-        png = renderer.render(z, x, y, date=date, start=start, end=end)
+        png = get_renderer().render(z, x, y, date=date, start=start, end=end)
         return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
 
     @app.get("/stac/collection.json", summary="The store's STAC Collection")
@@ -362,8 +388,28 @@ def create_app(
         return items[item_id]
 
     app.state.reader = reader
-    app.state.renderer = renderer
+    app.state.get_renderer = get_renderer
     return app
+
+
+_EXCERPT_CHARS = 80
+"""Longest excerpt of a rejected input a validation error repeats back."""
+
+
+def _short_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Validation errors without the request body: location, message and a short excerpt of the input."""
+    out = []
+    for err in list(errors)[:20]:
+        item = {
+            "loc": list(err.get("loc", ())),
+            "msg": str(err.get("msg", ""))[:200],
+            "type": err.get("type"),
+        }
+        if "input" in err:
+            text = repr(err["input"])
+            item["input"] = text if len(text) <= _EXCERPT_CHARS else text[: _EXCERPT_CHARS - 3] + "..."
+        out.append(item)
+    return out
 
 
 def cli_serve(argv: list[str]) -> int:
@@ -378,14 +424,19 @@ def cli_serve(argv: list[str]) -> int:
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--storage-options", default=None, help="fsspec storage options as JSON")
-    p.add_argument("--no-write-pca", action="store_true", help="keep the map's PCA in memory, never write it")
+    p.add_argument(
+        "--cache-dir", type=Path, default=None,
+        help="folder for the server's caches (the map's PCA); default $EMBEDDER_CACHE_DIR or "
+        "~/.cache/embedder. Nothing is ever written into the store.",
+    )  # fmt: skip
+    p.add_argument("--no-cache", action="store_true", help="keep the caches in memory only")
     p.add_argument(
         "--max-region-px", type=int, default=ServeConfig.max_region_px, help="region size limit (pixels)"
     )
     a = p.parse_args(argv)
     so = json.loads(a.storage_options) if a.storage_options else None
     app = create_app(a.url, storage_options=so, cfg=ServeConfig(max_region_px=a.max_region_px),
-                     write_pca=not a.no_write_pca)  # fmt: skip
+                     cache_dir=None if a.no_cache else (a.cache_dir or default_cache_dir()))  # fmt: skip
     print(f"serving {a.url} on http://{a.host}:{a.port}/ (API docs at /docs)")
     uvicorn.run(app, host=a.host, port=a.port, log_level="info")
     return 0

@@ -26,6 +26,7 @@ from embedder.serve.api import (
     iter_region_strips,
     parse_bbox,
     parse_date,
+    pca_cache_path,
     probe,
     read_region,
     rgb_pca,
@@ -290,14 +291,25 @@ def test_export_formats_round_trip(gcs_store, tmp_path):
         export_region(reader, bbox, tmp_path / "r.csv", **kw)
 
 
-def test_pca_computed_once_and_kept_in_sidecar(gcs_store):
+def test_pca_computed_once_cached_outside_the_store(gcs_store, tmp_path):
     reader, url, so, _ = gcs_store
-    pca = rgb_pca(reader)
-    assert np.asarray(pca["components"]).shape == (3, 7) and pca["n_samples"] > 1000
     fs = reader.store.fs
-    assert json.loads(fs.cat_file(f"{reader.store.root}/{PCA_SIDECAR}"))["components"] == pca["components"]
-    again = rgb_pca(StoreReader(url, storage_options=so))  # read back, not refitted
+    before = sorted(fs.find(reader.store.root))
+    pca = rgb_pca(reader, cache_dir=tmp_path / "cache")
+    assert np.asarray(pca["components"]).shape == (3, 7) and pca["n_samples"] > 1000
+    assert sorted(fs.find(reader.store.root)) == before  # reading never writes into the store
+    cached = pca_cache_path(reader, tmp_path / "cache")
+    assert json.loads(cached.read_text())["components"] == pca["components"]
+    again = rgb_pca(StoreReader(url, storage_options=so), cache_dir=tmp_path / "cache")  # not refitted
     assert again == pca
+    cached.write_text(json.dumps({**pca, "fingerprint": "another store"}))  # a stale cache is refitted
+    assert rgb_pca(StoreReader(url, storage_options=so), cache_dir=tmp_path / "cache") == pca
+    assert json.loads(cached.read_text())["fingerprint"] == pca["fingerprint"]
+    # the store's owner may publish the PCA as a sidecar; readers then take it from the store
+    owner = rgb_pca(StoreReader(url, storage_options=so), write_sidecar=True, recompute=True)
+    assert json.loads(fs.cat_file(f"{reader.store.root}/{PCA_SIDECAR}"))["components"] == owner["components"]
+    assert rgb_pca(StoreReader(url, storage_options=so)) == owner
+    fs.rm(f"{reader.store.root}/{PCA_SIDECAR}")
     rgba = apply_pca(np.array([[np.nan] * 7, pca["mean"]], dtype=np.float32), pca)
     assert rgba[0, 3] == 0 and rgba[1, 3] == 255
 

@@ -7,6 +7,7 @@ import math
 import socket
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -81,7 +82,25 @@ def test_info_dates_and_page(client):
     for f in ("app.js", "style.css"):
         assert client.get(f"/static/{f}").status_code == 200
     assert client.get("/openapi.json").json()["info"]["title"] == "embedder store service"
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower()  # offline: every asset comes from this server
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert client.get(f"/docs-assets/{asset}").status_code == 200
+
+
+def test_read_only_and_short_validation_errors(server, client):
+    info = client.get("/api/info").json()
+    store = Path(info["url"].removeprefix("file://"))
+    files = sorted(p for p in store.rglob("*") if p.is_file())
+    assert files
+    lon, lat = pixel_lonlat(UNITS[0], 10, 10)
+    x, y = _tile_of(lon, lat, 15)
+    assert client.get(f"/tiles/15/{x}/{y}.png", params={"date": info["dates"][10]}).status_code == 200
+    assert sorted(p for p in store.rglob("*") if p.is_file()) == files and not (store / "_serve").exists()
+    body = {"points": [[0.0, 0.0]] * 200_000, "note": "x" * 1_000_000}  # several MB
+    r = client.post("/api/points", json=body)
+    assert r.status_code == 422 and len(r.content) < 4000 and "10000" in r.text, len(r.content)
 
 
 def test_probe_json_and_csv_equal_stored(server, client):
