@@ -4,7 +4,9 @@ Embeds the evaluation region (the convergence run's six 64 px scenes over a year
 seed: no training cube came from them) with a fusion checkpoint, then runs the probe protocol of
 ``embedder.evaluation.quality``: blocked splits that share no 15 x 15 window, 5 seeds, linear and
 gradient-boosting probes, the per-date embedding beside single-date bands, bands + S1, the 11-date stack
-and its PCA-7, and the year-mean embedding; then the window-length table (1 date, month, season, year).
+and its PCA-7, and the year-mean embedding; then the window-length table (1 date, month, season, year);
+then the real CropHarvest Togo cube (``embedder.realdata.togo_figures``: S2 centre error beside its
+frame-mean floor, composite rule and SPEC 7's gap rule).
 
     .venv/bin/python bench/quality.py                       # weights/fusion.pt
     .venv/bin/python bench/quality.py --checkpoint RUN/best.pt --seeds 0,1,2,3,4
@@ -64,6 +66,8 @@ def _plot(flat: dict[str, Any], png: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit code."""
     from embedder.evaluation.quality import QualityConfig, run_quality
+    from embedder.realdata import togo_figures
+    from embedder.training import load_fusion
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, default=Path("weights/fusion.pt"), help="fusion checkpoint")
@@ -79,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         QualityConfig(), seeds=tuple(int(s) for s in a.seeds.split(",")), nonlinear=not a.linear_only
     )
     flat = run_quality(a.work, a.checkpoint, cfg, log=lambda m: print(m, flush=True))
+    flat.update(togo_figures(load_fusion(a.checkpoint)))  # the real CropHarvest cube (seconds)
     targets = {
         "probe_emb_linear >= probe_bands_linear": flat["probe_emb_linear"] >= flat["probe_bands_linear"],
         "probe_emb_linear >= 0.9 x probe_stack_pca7_linear": flat["probe_emb_linear"]
@@ -95,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     _plot(flat, a.out.with_suffix(".png"))
     for k, v in flat.items():
-        if k.startswith(("probe_", "window_")) and not k.endswith("_ci95") and isinstance(v, float):
+        if (
+            k.startswith(("probe_", "window_", "realdata_"))
+            and not k.endswith("_ci95")
+            and isinstance(v, float)
+        ):
             ci = flat.get(f"{k}_ci95")
             print(f"{k:36s} {v:.3f}" + (f" +- {ci:.3f}" if ci is not None else ""))
     for k, v in targets.items():
