@@ -6,7 +6,10 @@ seed: no training cube came from them) with a fusion checkpoint, then runs the p
 gradient-boosting probes, the per-date embedding beside single-date bands, bands + S1, the 11-date stack
 and its PCA-7, and the year-mean embedding; then the window-length table (1 date, month, season, year);
 then the real CropHarvest Togo cube (``embedder.realdata.togo_figures``: S2 centre error beside its
-frame-mean floor, composite rule and SPEC 7's gap rule).
+frame-mean floor, composite rule and SPEC 7's gap rule); then GPP at six flux towers (``embedder.towers``:
+footprints of the site's class driven by its fAPAR, real GPP, 2017-2019 train / 2020 test and
+leave-one-site-out, the paper's regressor and 90-day windows; ``gpp_r2_*`` and the NDVI gate; skip with
+``--no-gpp``).
 
     .venv/bin/python bench/quality.py                       # weights/fusion.pt
     .venv/bin/python bench/quality.py --checkpoint RUN/best.pt --seeds 0,1,2,3,4
@@ -20,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +69,10 @@ def _plot(flat: dict[str, Any], png: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit code."""
+    from embedder.config import GppConfig
     from embedder.evaluation.quality import QualityConfig, run_quality
     from embedder.realdata import togo_figures
+    from embedder.towers import gpp_figures, run_gpp_towers
     from embedder.training import load_fusion
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -74,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("bench/work/quality"), help="work folder (region)")
     p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated split seeds")
     p.add_argument("--linear-only", action="store_true", help="skip the gradient-boosting probe")
+    p.add_argument(
+        "--no-gpp",
+        action="store_true",
+        help="skip the tower GPP run (six towers, 2017-2020: ~25 min on 2 cores)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     a = p.parse_args(argv)
     if not a.checkpoint.is_file():
@@ -84,12 +95,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     flat = run_quality(a.work, a.checkpoint, cfg, log=lambda m: print(m, flush=True))
     flat.update(togo_figures(load_fusion(a.checkpoint)))  # the real CropHarvest cube (seconds)
+    if not a.no_gpp:  # towers whose footprint is the site's class, driven by its fAPAR; real GPP
+        t0 = time.perf_counter()
+        table = run_gpp_towers(a.work / "gpp", checkpoint=a.checkpoint, gpp_cfg=GppConfig(), progress=True)
+        flat.update(gpp_figures(table))
+        flat["gpp_minutes"] = (time.perf_counter() - t0) / 60
+        flat["minutes"] += flat["gpp_minutes"]
+        print(flat["gpp_verdict"], flush=True)
     targets = {
         "probe_emb_linear >= probe_bands_linear": flat["probe_emb_linear"] >= flat["probe_bands_linear"],
         "probe_emb_linear >= 0.9 x probe_stack_pca7_linear": flat["probe_emb_linear"]
         >= 0.9 * flat["probe_stack_pca7_linear"],
         "minutes <= 60": flat["minutes"] <= 60,
     }
+    if "gpp_discriminates" in flat:
+        targets["gpp_r2_ndvi >= 0.5 (the GPP test discriminates)"] = flat["gpp_discriminates"]
+        targets["gpp_r2_emb >= gpp_r2_bands and >= gpp_r2_ndvi"] = flat["gpp_discriminates"] and flat[
+            "gpp_r2_emb"
+        ] >= max(flat["gpp_r2_bands"], flat["gpp_r2_ndvi"])
     flat.update({f"target_met: {k}": v for k, v in targets.items()})
     per_seed = flat.pop("per_seed")
     settings = flat.pop("settings")
@@ -101,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     _plot(flat, a.out.with_suffix(".png"))
     for k, v in flat.items():
         if (
-            k.startswith(("probe_", "window_", "realdata_"))
+            k.startswith(("probe_", "window_", "realdata_", "gpp_r2"))
             and not k.endswith("_ci95")
             and isinstance(v, float)
         ):

@@ -435,12 +435,22 @@ class SceneSpec:
     """Shift of every class's seasonal calendar, days (positive = later, e.g. higher or further north)."""
     swath_edge_frac: float = 0.15
     """Share of S2 dates whose swath edge cuts through the scene (a slanted strip of DN 0 / SCL 0)."""
+    footprint_class: str | None = None
+    """Land-cover class name (``embedder.sample.CLASSES``) painted on a disc at the scene centre, e.g. a
+    flux tower's vegetation; None: the centre is whatever the landscape draws there."""
+    footprint_radius_px: int = 0
+    """Radius of that disc in 10 m pixels (0 with ``footprint_class`` None)."""
 
     def __post_init__(self) -> None:
         if not self.name or not all(ch.isalnum() or ch in "_-" for ch in self.name):
             raise ConfigError(f"SceneSpec.name {self.name!r} must be non-empty letters, digits, '_' or '-'")
         if not 0.0 <= self.swath_edge_frac <= 1.0:
             raise ConfigError(f"SceneSpec.swath_edge_frac={self.swath_edge_frac} must be in [0, 1]")
+        if self.footprint_radius_px < 0 or (self.footprint_class is None) != (self.footprint_radius_px == 0):
+            raise ConfigError(
+                f"SceneSpec {self.name!r}: footprint_class={self.footprint_class!r} and footprint_radius_px="
+                f"{self.footprint_radius_px} must be given together (a class name and a positive radius)"
+            )
 
 
 def _default_scenes() -> tuple[SceneSpec, ...]:

@@ -610,6 +610,13 @@ class _Scene:
         phase, wiggle = rng.uniform(0, 2 * np.pi), rng.uniform(0.05, 0.12) * n
         river_col = rng.uniform(0.25, 0.75) * n + wiggle * np.sin(2 * np.pi * rr / (0.8 * n) + phase)
         lc[np.abs(cc - river_col) < max(1.0, n / 40)] = _C["water"]
+        if spec.footprint_class is not None:  # e.g. a flux tower's vegetation around the scene centre
+            if spec.footprint_class not in _C:
+                raise SampleRegionError(
+                    f"scene {spec.name!r}: footprint_class {spec.footprint_class!r} is not one of {sorted(_C)}"
+                )
+            disc = np.hypot(rr - (n - 1) / 2, cc - (n - 1) / 2) <= spec.footprint_radius_px
+            lc[disc] = _C[spec.footprint_class]
         self.landcover = lc  # [H, W] uint8
         self.parcel_id = np.where(np.isin(lc, farm_classes), self.parcel_id, -1).astype(np.int32)
 
@@ -671,7 +678,7 @@ class _Scene:
                 )
             broad = needle = grass = np.broadcast_to(np.clip(series, 0, 1)[:, None, None], doy.shape)
         mow = np.ones_like(doy)
-        for k in range(self.mow_days.shape[0]):
+        for k in range(self.mow_days.shape[0] if self.driver is None else 0):  # a real series has its cuts
             since = doy - self.mow_days[k][None]
             mow *= 1.0 - 0.6 * np.where(since >= 0, np.exp(-np.maximum(since, 0) / 18.0), 0.0)
         crops = self._crop_state(t, shift)

@@ -59,11 +59,15 @@ from embedder.sensors import EMBEDDING_DIM, PRIMARY_SENSOR, WINDOW_DATES
 
 __all__ = [
     "DEFAULT_GPP_DIR",
+    "FOOTPRINT_RADIUS_PX",
+    "IGBP_CLASS",
+    "NDVI_GATE_R2",
     "TOWER_SITES",
     "TowerError",
     "band_dataset",
     "cli_main",
     "embed_scene",
+    "gpp_figures",
     "load_scene_cube",
     "quick_train_fusion",
     "run_gpp_towers",
@@ -95,10 +99,37 @@ def _site_info(gpp_dir: Path) -> pd.DataFrame:
     return pd.read_csv(path).set_index("sitename")
 
 
+IGBP_CLASS: dict[str, str] = {
+    "GRA": "grassland",
+    "SAV": "grassland",
+    "WSA": "grassland",
+    "CSH": "grassland",
+    "OSH": "grassland",
+    "DBF": "broadleaf_forest",
+    "MF": "broadleaf_forest",
+    "ENF": "needleleaf_forest",
+    "EBF": "needleleaf_forest",
+}
+"""The sample region's class for a site's IGBP land use (``igbp_land_use`` of the site table): grasses,
+savannas and shrubs -> grassland; deciduous and mixed forest -> broadleaf; evergreen -> needleleaf (the
+region's evergreen class, small seasonal cycle)."""
+
+FOOTPRINT_RADIUS_PX = 10
+"""Radius of the disc of the site's class around each tower (100 m: the 50 m feature radius lies inside)."""
+
+
 def tower_scene_specs(
-    sites: Sequence[str], *, gpp_dir: str | Path = DEFAULT_GPP_DIR
+    sites: Sequence[str],
+    *,
+    gpp_dir: str | Path = DEFAULT_GPP_DIR,
+    footprint_radius_px: int = FOOTPRINT_RADIUS_PX,
 ) -> tuple[SceneSpec, ...]:
-    """One :class:`SceneSpec` per site, centred on the tower, on the UTM zone of the tower (named like the site)."""
+    """One :class:`SceneSpec` per site, centred on the tower, on the UTM zone of the tower (named like the site).
+
+    The tower's footprint (a disc of ``footprint_radius_px``; 0: none) is the site's vegetation class
+    (:data:`IGBP_CLASS`), so the pixels the GPP features average are the vegetation the tower measures and
+    their greenness follows the site's fAPAR.
+    """
     info = _site_info(Path(gpp_dir))
     unknown = [s for s in sites if s not in info.index]
     if unknown:
@@ -115,9 +146,21 @@ def tower_scene_specs(
                 lat=lat,
                 s2_relative_orbit=1 + (37 * (i + 5)) % 143,
                 s1_relative_orbits=(1 + (29 * i + 7) % 175, 1 + (53 * i + 19) % 175),
+                footprint_class=_site_class(info, site) if footprint_radius_px > 0 else None,
+                footprint_radius_px=footprint_radius_px,
             )
         )
     return tuple(specs)
+
+
+def _site_class(info: pd.DataFrame, site: str) -> str:
+    igbp = str(info.loc[site, "igbp_land_use"]) if "igbp_land_use" in info.columns else "?"
+    if igbp not in IGBP_CLASS:
+        raise TowerError(
+            f"site {site!r} has IGBP land use {igbp!r}, which has no class in the sample region; known: "
+            f"{sorted(IGBP_CLASS)} (add it to embedder.towers.IGBP_CLASS)"
+        )
+    return IGBP_CLASS[igbp]
 
 
 def _fapar_drivers(sites: Sequence[str], gpp_dir: Path, start: dt.date, end: dt.date) -> dict[str, Any]:
@@ -391,9 +434,10 @@ def run_gpp_towers(
     start, end = dt.date(y0, 1, 1), dt.date(y1, 12, 31)
     if (out / "region" / MANIFEST_NAME).is_file():  # resume: scenes of an earlier run with these settings
         region = read_region_manifest(out / "region")
-        want = ([*sites], start - dt.timedelta(days=CONTEXT_DAYS), end, size_px, cadence_days)
+        want = ([*sites], start - dt.timedelta(days=CONTEXT_DAYS), end, size_px, cadence_days,
+                FOOTPRINT_RADIUS_PX)  # fmt: skip
         have = ([s.name for s in region.scenes], region.start, region.end, region.cfg.size_px,
-                region.cfg.s2_cadence_days)  # fmt: skip
+                region.cfg.s2_cadence_days, max(s.footprint_radius_px for s in region.cfg.scenes))  # fmt: skip
         if have != want:
             raise TowerError(f"{out / 'region'} holds scenes {have}, not {want}; use a new output folder")
     else:
@@ -452,13 +496,63 @@ def run_gpp_towers(
     table.to_csv(out / "metrics.csv", index=False)
     (out / "metrics.md").write_text(
         f"# GPP at tower scenes ({', '.join(sites)}; {y0}-{y1}, {size_px} px, S2 every {cadence_days} d)\n\n"
-        "Synthetic imagery driven by each tower's real fAPAR; GPP is the towers' real observation.\n\n"
-        + _markdown(table)
+        "Synthetic imagery driven by each tower's real fAPAR (the tower footprint is the site's vegetation "
+        "class); GPP is the towers' real observation.\n\n"
+        f"**{gpp_figures(table)['gpp_verdict']}.**\n\n" + _markdown(table)
     )
     (out / "timings.json").write_text(
         json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=1) + "\n"
     )
     return table
+
+
+NDVI_GATE_R2 = 0.5
+"""The test discriminates only when the NDVI baseline explains this much of the towers' GPP (R²)."""
+
+
+def gpp_figures(table: pd.DataFrame) -> dict[str, Any]:
+    """Flat keys of a :func:`run_gpp_towers` table and the gate's verdict.
+
+    ``gpp_r2_emb`` / ``gpp_r2_bands``: the transformer regressor (the paper's) on the embedding / on the raw
+    bands; ``gpp_r2_emb_linear`` / ``gpp_r2_bands_linear`` the linear one; ``gpp_r2_ndvi`` the NDVI
+    baseline, ``gpp_r2_lue`` light-use efficiency (fAPAR x PPFD). Temporal split unsuffixed, leave-one-site-
+    out with ``_loso``. ``gpp_discriminates`` is whether NDVI reaches :data:`NDVI_GATE_R2` on the temporal
+    split; ``gpp_verdict`` says what the run can claim.
+    """
+    pick = {
+        "emb": ("embedding", "transformer"),
+        "emb_linear": ("embedding", "linear"),
+        "bands": ("bands", "transformer"),
+        "bands_linear": ("bands", "linear"),
+        "ndvi": ("bands", "ndvi"),
+        "lue": ("embedding", "lue"),
+    }
+    out: dict[str, Any] = {}
+    for split, suffix in (("temporal", ""), ("loso", "_loso")):
+        for key, (features, model) in pick.items():
+            row = table[
+                (table["split"] == split) & (table["features"] == features) & (table["model"] == model)
+            ]
+            if len(row):
+                out[f"gpp_r2_{key}{suffix}"] = float(row["r2"].iloc[0])
+    ndvi = out.get("gpp_r2_ndvi")
+    out["gpp_discriminates"] = bool(ndvi is not None and ndvi >= NDVI_GATE_R2)
+    if ndvi is None:
+        out["gpp_verdict"] = "no NDVI baseline on the temporal split: the test cannot say anything"
+    elif not out["gpp_discriminates"]:
+        out["gpp_verdict"] = (
+            f"cannot discriminate: the NDVI baseline reaches R² {ndvi:.2f} < {NDVI_GATE_R2} on the held-out "
+            "year, so the features of the tower pixels do not carry the towers' GPP signal; no comparison "
+            "of embeddings and bands is claimed"
+        )
+    else:
+        emb, bands = out.get("gpp_r2_emb", float("nan")), out.get("gpp_r2_bands", float("nan"))
+        better = "above" if emb >= max(bands, ndvi) else "not above"
+        out["gpp_verdict"] = (
+            f"discriminates (NDVI R² {ndvi:.2f} >= {NDVI_GATE_R2}): embedding R² {emb:.2f}, bands {bands:.2f}, "
+            f"NDVI {ndvi:.2f}: the embedding is {better} both baselines"
+        )
+    return out
 
 
 def cli_main(argv: list[str] | None = None) -> int:
@@ -494,5 +588,6 @@ def cli_main(argv: list[str] | None = None) -> int:
         train_epochs=args.train_epochs, gpp_dir=args.gpp_dir, progress=True,
     )  # fmt: skip
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(gpp_figures(table)["gpp_verdict"])
     print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s")
     return 0

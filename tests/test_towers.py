@@ -21,8 +21,10 @@ from embedder.models.modality import ModalityAutoencoder
 from embedder.sensors import S1, S2
 from embedder.towers import (
     DEFAULT_GPP_DIR,
+    FOOTPRINT_RADIUS_PX,
     FORCING,
     TowerError,
+    gpp_figures,
     quick_train_fusion,
     run_gpp_towers,
     tower_scene_specs,
@@ -45,6 +47,26 @@ def test_scene_specs_sit_on_the_towers() -> None:
     assert specs[0].lon == pytest.approx(-79.9333)
     with pytest.raises(TowerError, match="unknown site"):
         tower_scene_specs(["XX-Nop"])
+    # the footprint is the site's vegetation: DBF -> broadleaf, ENF -> needleleaf, GRA -> grassland
+    assert [s.footprint_class for s in specs] == ["broadleaf_forest", "needleleaf_forest"]
+    assert tower_scene_specs(["CH-Aws"])[0].footprint_class == "grassland"
+    assert tower_scene_specs(["CH-Aws"], footprint_radius_px=0)[0].footprint_class is None
+
+
+def _table(ndvi: float, emb: float, bands: float) -> pd.DataFrame:
+    rows = [("bands", "ndvi", ndvi), ("embedding", "transformer", emb), ("bands", "transformer", bands),
+            ("embedding", "lue", 0.6)]  # fmt: skip
+    return pd.DataFrame([{"features": f, "split": "temporal", "model": m, "r2": r} for f, m, r in rows])
+
+
+def test_gpp_gate_claims_a_comparison_only_when_ndvi_discriminates() -> None:
+    weak = gpp_figures(_table(ndvi=0.3, emb=0.4, bands=0.2))
+    assert not weak["gpp_discriminates"] and weak["gpp_verdict"].startswith("cannot discriminate")
+    assert "R² 0.30 < 0.5" in weak["gpp_verdict"] and weak["gpp_r2_emb"] == 0.4
+    strong = gpp_figures(_table(ndvi=0.6, emb=0.7, bands=0.5))
+    assert strong["gpp_discriminates"] and "is above both" in strong["gpp_verdict"]
+    assert strong["gpp_r2_lue"] == 0.6 and "gpp_r2_emb_loso" not in strong
+    assert "not above" in gpp_figures(_table(ndvi=0.6, emb=0.55, bands=0.5))["gpp_verdict"]
 
 
 def test_vegetation_follows_the_real_fapar(tmp_path: Path) -> None:
@@ -60,6 +82,9 @@ def test_vegetation_follows_the_real_fapar(tmp_path: Path) -> None:
     fapar = f.reindex(pd.to_datetime(truth["dates"])).to_numpy()
     natural = np.isin(truth["landcover"], (1, 2, 3))  # needleleaf, broadleaf, grassland follow the driver
     assert natural.any()
+    lc = truth["landcover"]  # the tower's footprint (CH-Fru: GRA) is grassland
+    rr, cc = np.mgrid[0:16, 0:16]
+    assert (lc[np.hypot(rr - 7.5, cc - 7.5) <= FOOTPRINT_RADIUS_PX] == 3).all()
     veg = truth["veg_state"][:, natural].mean(axis=1)  # [T]
     assert np.corrcoef(veg, fapar)[0, 1] > 0.5
     with pytest.raises(TowerError, match="covers"):
