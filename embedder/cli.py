@@ -8,6 +8,7 @@ Modules are imported only when their command runs, so ``embedder --help`` is ins
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 __all__ = ["COMMANDS", "main"]
@@ -67,7 +68,26 @@ def main(argv: list[str] | None = None) -> int:
     target, _ = COMMANDS[name]
     module_name, func_name = target.split(":")
     func = getattr(importlib.import_module(module_name), func_name)
-    return int(func(rest) or 0)
+    try:
+        return int(func(rest) or 0)
+    except Exception as err:
+        if not _is_user_error(err) or os.environ.get("EMBEDDER_TRACEBACK"):
+            raise
+        print(f"embedder {name}: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+
+
+def _is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` is a named error about the user's input (printed as one line, not a traceback).
+
+    The project's own exceptions (every class defined under ``embedder``, which name the offending value
+    and what to do) and missing or unreadable files. Anything else is a bug and keeps its traceback;
+    ``EMBEDDER_TRACEBACK=1`` shows the traceback of named errors too.
+    """
+    own = any(c.__module__.split(".")[0] == "embedder" for c in type(err).__mro__)
+    return own or isinstance(
+        err, FileNotFoundError | NotADirectoryError | PermissionError | IsADirectoryError
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

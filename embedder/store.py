@@ -210,7 +210,10 @@ def as_store(store: Store | str, storage_options: dict[str, Any] | None = None) 
     fs, root = url_to_fs(store, storage_options)
     attrs_doc = get_json(fs, f"{root}/zarr.json")
     if attrs_doc is None:
-        raise StoreError(f"no embedding store at {store!r} (no zarr.json); create it with create_store()")
+        raise StoreError(
+            f"no embedding store at {store!r} (no zarr.json there); check the URL, or write one with the "
+            "embed job (python -m ray_jobs.embed, or make demo)"
+        )
     attrs = attrs_doc.get("attributes", {})
     if attrs.get("embedder:format") != STORE_FORMAT:
         raise StoreError(

@@ -712,7 +712,13 @@ def load_checkpoint(
         raise FileNotFoundError(
             f"checkpoint {str(path)!r} does not exist; pass the path of a .pt file written by fit"
         )
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle, zip and weights-only errors all mean "not a checkpoint of ours"
+        raise CheckpointMismatchError(
+            f"{str(path)!r} is not a readable checkpoint (torch.load failed: {type(err).__name__}); "
+            "pass a .pt file written by embedder.training (a fit run's best.pt or weights/*.pt)"
+        ) from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointMismatchError(
             f"{str(path)!r} is not an embedder checkpoint (format {CHECKPOINT_FORMAT!r}); "

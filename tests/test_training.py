@@ -147,6 +147,9 @@ def test_checkpoint_mismatch_errors(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
         load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointMismatchError, match=r"garbage\.pt' is not a readable checkpoint"):
+        load_checkpoint(tmp_path / "garbage.pt")
     # A model of another size refuses the state with a clear message.
     with pytest.raises(CheckpointMismatchError, match="does not fit this model's size"):
         fit(
