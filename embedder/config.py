@@ -788,12 +788,20 @@ class TrainConfig:
     frame-mean floor. S1 has no SSIM/SAM weight, so the option changes nothing there."""
     mae_warm_steps: int = 0
     """Steps of MAE-only loss before the paper weights (``loss: mae_warm``)."""
+    temporal_decay: float | None = None
+    """Temporal weight ``r^|t - 5|`` of the context-aware loss (option). None: SPEC 4's ``r = 0.1``, which
+    puts ~90 % of the weight on the centre date, so a 7-d code mostly compresses that date's bands; a
+    larger ``r`` makes the code carry the pixel's seasonal course (docs/convergence.md)."""
     init_from: str = ""
     """Provenance, set by the training jobs: ``sha256:<16 hex>`` of the weights a fine-tuning run started
     from (``init_checkpoint``), empty for a run from random initialisation. Saved in every checkpoint; the
     embed job records it in the store's attributes (``embedder:params.pretrained``)."""
 
     def __post_init__(self) -> None:
+        if self.temporal_decay is not None and not 0 < self.temporal_decay <= 1:
+            raise ConfigError(
+                f"TrainConfig.temporal_decay={self.temporal_decay} must be in (0, 1] or null (SPEC: 0.1)"
+            )
         if self.schedule == "cosine" and (self.total_steps is None or self.total_steps <= self.warmup_steps):
             raise ConfigError(
                 f"TrainConfig.schedule 'cosine' needs total_steps > warmup_steps = {self.warmup_steps}, got "

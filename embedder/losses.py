@@ -54,27 +54,32 @@ CENTRE_DATE = WINDOW_DATES // 2
 CENTRE_PX = WINDOW_PX // 2
 
 
-def _unnormalised_weights(n_channels: int, *, centre_weight: float) -> torch.Tensor:
+def _unnormalised_weights(
+    n_channels: int, *, centre_weight: float, temporal_decay: float = 0.1
+) -> torch.Tensor:
     """``w_s * w_t`` with the centre entry set to ``c``: ``[T, C, H, W]``."""
     idx = torch.arange(WINDOW_PX, dtype=torch.float64)
     cheb = torch.maximum((idx[:, None] - CENTRE_PX).abs(), (idx[None, :] - CENTRE_PX).abs())  # [H, W]
     w_s = torch.where(cheb == 0, torch.ones_like(cheb), 0.01 * 0.1 ** (cheb - 1))  # [H, W]
     tau = (torch.arange(WINDOW_DATES, dtype=torch.float64) - CENTRE_DATE).abs()  # [T]
-    w_t = 0.1**tau  # [T]
+    w_t = temporal_decay**tau  # [T]
     w = w_t[:, None, None, None] * w_s[None, None] * torch.ones(1, n_channels, 1, 1, dtype=torch.float64)
     w[CENTRE_DATE, :, CENTRE_PX, CENTRE_PX] = centre_weight
     return w  # [T, C, H, W]
 
 
-def context_weights(n_channels: int, *, centre_weight: float) -> torch.Tensor:
+def context_weights(n_channels: int, *, centre_weight: float, temporal_decay: float = 0.1) -> torch.Tensor:
     """The context weight map ``W`` ``[T, C, H, W]`` (float32), normalised to sum to 1 per sample.
 
     Spatial weight 1 at the centre and ``0.01 * 0.1^(d-1)`` at Chebyshev distance ``d >= 1``; temporal
-    weight ``0.1^|t - 5|``; the single centre entry (per channel) is set to ``centre_weight``.
+    weight ``temporal_decay^|t - 5|`` (SPEC: 0.1); the single centre entry (per channel) is set to
+    ``centre_weight``.
     """
     if centre_weight <= 0:
         raise ValueError(f"centre_weight = {centre_weight} must be positive (SPEC: 1, 1.5 or 1.75)")
-    w = _unnormalised_weights(n_channels, centre_weight=centre_weight)
+    if not 0 < temporal_decay <= 1:
+        raise ValueError(f"temporal_decay = {temporal_decay} must be in (0, 1] (SPEC: 0.1)")
+    w = _unnormalised_weights(n_channels, centre_weight=centre_weight, temporal_decay=temporal_decay)
     return (w / w.sum()).float()
 
 
@@ -202,8 +207,14 @@ class ContextAwareLoss(nn.Module):
     def __init__(self, n_channels: int, *, weights: LossWeights) -> None:
         super().__init__()
         self.weights = weights
+        self.n_channels = n_channels
+        self._map_key = (weights.centre_weight, weights.temporal_decay)
         self.register_buffer(
-            "weight_map", context_weights(n_channels, centre_weight=weights.centre_weight), persistent=False
+            "weight_map",
+            context_weights(
+                n_channels, centre_weight=weights.centre_weight, temporal_decay=weights.temporal_decay
+            ),
+            persistent=False,
         )
 
     @classmethod
@@ -217,6 +228,11 @@ class ContextAwareLoss(nn.Module):
         """Loss terms for prediction ``y_hat``, target ``y`` and validity ``mask`` ``[B, T, C, H, W]``."""
         y_hat, y = y_hat.float(), y.float()
         w = self.weights
+        if (w.centre_weight, w.temporal_decay) != self._map_key:  # weights replaced (TrainConfig options)
+            self._map_key = (w.centre_weight, w.temporal_decay)
+            self.weight_map = context_weights(
+                self.n_channels, centre_weight=w.centre_weight, temporal_decay=w.temporal_decay
+            ).to(self.weight_map.device)
         # The loss always runs in float32, also when the model runs under bf16 autocast.
         with torch.autocast(device_type=y.device.type, enabled=False):
             mae = masked_weighted_mae(y_hat, y, mask, weights=self.weight_map)

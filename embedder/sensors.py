@@ -49,6 +49,9 @@ class LossWeights:
     """Weight of the weighted spectral angle (only meaningful with more than one channel)."""
     centre_weight: float
     """``c``: the weight of the single centre entry before normalisation."""
+    temporal_decay: float = 0.1
+    """``r`` of the temporal weight ``r^|t - 5|`` (SPEC 4: 0.1). A larger ``r`` (option, set through
+    ``TrainConfig.temporal_decay``) makes the other dates of the window count more."""
 
 
 @dataclass(frozen=True)

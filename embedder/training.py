@@ -109,12 +109,14 @@ class Objective(Protocol):
 
 
 def loss_weights_at(weights: LossWeights, cfg: TrainConfig, step: int) -> LossWeights:
-    """The loss weights in force at optimiser ``step`` under ``cfg.loss`` (``paper``, ``mae``, ``mae_warm``).
+    """The loss weights in force at optimiser ``step`` under ``cfg.loss`` and ``cfg.temporal_decay``.
 
-    MAE-only weights keep ``l_mae`` and the centre weight ``c`` of ``weights`` and switch SSIM and SAM
+    ``cfg.loss`` is ``paper``, ``mae`` or ``mae_warm``. MAE-only weights keep ``l_mae`` and the centre weight ``c`` of ``weights`` and switch SSIM and SAM
     off; a sensor whose paper weights are MAE-only (S1) is unchanged by any mode.
     """
     mae_only = cfg.loss == "mae" or (cfg.loss == "mae_warm" and step < cfg.mae_warm_steps)
+    if cfg.temporal_decay is not None:
+        weights = dataclasses.replace(weights, temporal_decay=cfg.temporal_decay)
     return dataclasses.replace(weights, ssim=0.0, sam=0.0) if mae_only else weights
 
 

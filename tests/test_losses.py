@@ -49,6 +49,12 @@ def test_weight_map_structure():
     assert float(context_weights(2, centre_weight=3.0)[5, 0, 7, 7]) > float(w[5, 0, 7, 7])
     with pytest.raises(ValueError, match="centre_weight = 0"):
         context_weights(2, centre_weight=0)
+    slow = context_weights(2, centre_weight=1.0, temporal_decay=0.5).double()  # the option, SPEC 0.1
+    assert float(slow[3, 0, 7, 7] / slow[5, 0, 7, 7]) == pytest.approx(0.25) and float(
+        slow.sum()
+    ) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="temporal_decay = 0"):
+        context_weights(2, centre_weight=1.0, temporal_decay=0)
 
 
 def test_masked_weighted_mae_by_hand():

@@ -5,12 +5,13 @@ import json
 import pytest
 import torch
 
-from embedder.config import FusionConfig, ModelConfig, TrainConfig
+from embedder.config import ConfigError, FusionConfig, ModelConfig, TrainConfig
 from embedder.models import FusionModel, ModalityAutoencoder
 from embedder.sensors import S1, S2
 from embedder.training import (
     MONITOR,
     CheckpointMismatchError,
+    FusionObjective,
     ModalityObjective,
     build_optimizer,
     build_schedulers,
@@ -289,6 +290,22 @@ def test_loss_modes_switch_ssim_and_sam_off():
         ae, _batch(S2, 2, seed=0), objective=objective, optimizer=opt, warmup=sched, cfg=warm
     )
     assert "s2/sam" in metrics and objective.loss.weights == paper
+
+
+def test_temporal_decay_option_reweights_the_window_dates():
+    from embedder.training import loss_weights_at
+
+    cfg = TrainConfig(temporal_decay=0.5)
+    weights = loss_weights_at(S2.stage2_loss, cfg, 0)
+    assert weights.temporal_decay == 0.5 and weights.centre_weight == S2.stage2_loss.centre_weight
+    objective = FusionObjective([S1, S2])
+    objective.schedule_loss(cfg, 0)
+    part = objective.loss.parts["s2"]
+    part(torch.zeros(1, 11, 10, 15, 15), torch.ones(1, 11, 10, 15, 15), torch.ones(1, 11, 10, 15, 15))
+    w = part.weight_map  # rebuilt for the new decay: the date next to the centre weighs 0.5 / 1.75
+    assert float(w[4, 0, 7, 7] / w[5, 0, 7, 7]) == pytest.approx(0.5 / 1.75, rel=1e-5)
+    with pytest.raises(ConfigError, match=r"temporal_decay=1\.5"):
+        TrainConfig(temporal_decay=1.5)
 
 
 def test_fit_standardises_bands_logs_floors_and_learns(tmp_path, caplog):
