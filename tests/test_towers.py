@@ -24,6 +24,7 @@ from embedder.towers import (
     FOOTPRINT_RADIUS_PX,
     FORCING,
     TowerError,
+    fapar_ceiling,
     gpp_figures,
     quick_train_fusion,
     run_gpp_towers,
@@ -67,6 +68,20 @@ def test_gpp_gate_claims_a_comparison_only_when_ndvi_discriminates() -> None:
     assert strong["gpp_discriminates"] and "is above both" in strong["gpp_verdict"]
     assert strong["gpp_r2_lue"] == 0.6 and "gpp_r2_emb_loso" not in strong
     assert "not above" in gpp_figures(_table(ndvi=0.6, emb=0.55, bands=0.5))["gpp_verdict"]
+    capped = gpp_figures(_table(ndvi=0.1, emb=0.2, bands=0.2), fapar_r2=0.43)
+    assert capped["gpp_r2_fapar_ceiling"] == 0.43 and "true fAPAR" in capped["gpp_verdict"]
+
+
+def test_fapar_ceiling_is_the_r2_of_a_linear_fapar_model_on_the_last_year() -> None:
+    days = pd.date_range("2019-01-01", "2020-12-31", freq="D")
+    rng = np.random.default_rng(0)
+    fapar = 0.5 + 0.4 * np.sin(np.arange(len(days)) / 58.0)
+    forcing = pd.DataFrame({"site": "A", "date": days, "fapar": fapar})
+    exact = pd.DataFrame({"site": "A", "date": days, "gpp": 2.0 + 10.0 * fapar})
+    assert fapar_ceiling(exact, forcing, sites=["A"], years=(2019, 2020)) == pytest.approx(1.0)
+    light = exact.assign(gpp=exact["gpp"] + rng.normal(0, 5.0, len(days)))  # what fAPAR cannot see
+    assert fapar_ceiling(light, forcing, sites=["A"], years=(2019, 2020)) < 0.6
+    assert np.isnan(fapar_ceiling(exact, forcing, sites=["B"], years=(2019, 2020)))
 
 
 def test_vegetation_follows_the_real_fapar(tmp_path: Path) -> None:
