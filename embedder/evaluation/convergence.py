@@ -41,7 +41,7 @@ from embedder.fidelity import (
 from embedder.floors import centre_floors
 from embedder.sensors import S1, S2, SensorSpec
 
-__all__ = ["ConvergenceConfig", "ConvergenceResult", "run_convergence", "train_seed"]
+__all__ = ["ConvergenceConfig", "ConvergenceResult", "probe_scores", "run_convergence", "train_seed"]
 
 _KIND = {"s1": "s1only", "s2": "fused"}
 """Training windows of each stage-1 autoencoder (S1 on its own time axis, S2 on fused windows)."""
@@ -68,6 +68,8 @@ class ConvergenceConfig:
     lr: tuple[tuple[str, float], ...] = (("fusion", 3e-4),)
     """Per-stage peak learning rates overriding ``TrainConfig.cpu``'s (1e-3, the autoencoders' rate;
     the fusion keeps the 3e-4 it was measured at)."""
+    temporal_decay: tuple[tuple[str, float], ...] = ()
+    """Per-stage ``TrainConfig.temporal_decay`` (option; absent: SPEC 4's 0.1)."""
     batch_size: int = 16
     """Samples per step."""
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -79,7 +81,8 @@ class ConvergenceConfig:
         """``TrainConfig.cpu`` for ``stage`` (``s1``, ``s2``, ``fusion``) with this run's budget and seed."""
         cfg = TrainConfig.cpu(total_steps=dict(self.steps)[stage])
         lr = dict(self.lr).get(stage, cfg.lr)
-        return dataclasses.replace(cfg, seed=seed, batch_size=self.batch_size, lr=lr)
+        decay = dict(self.temporal_decay).get(stage)
+        return dataclasses.replace(cfg, seed=seed, batch_size=self.batch_size, lr=lr, temporal_decay=decay)
 
     @classmethod
     def tiny(cls) -> ConvergenceConfig:
@@ -289,7 +292,11 @@ def _probe_seeds(
 
     Every scene is embedded once; the splits reuse the embeddings.
     """
-    inputs = _probe_inputs(predictor, region, cubes)
+    return probe_scores(_probe_inputs(predictor, region, cubes), cfg, seed=seed)
+
+
+def probe_scores(inputs: list[Any], cfg: ConvergenceConfig, *, seed: int) -> dict[str, Any]:
+    """The probe of :func:`_probe_seeds` on already embedded scenes (``embedder.fidelity._probe_inputs``)."""
     scores = [
         p
         for k in range(cfg.probe_seeds)
