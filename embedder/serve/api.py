@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import re
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -869,23 +870,38 @@ def export_region(
     )
     if kind not in ("geotiff", "netcdf", "zarr"):
         raise ServeError(f"cannot tell the export format of {str(dest)!r}: use .tif, .nc or .zarr (or fmt=)")
+    if not dest.parent.is_dir():
+        raise ServeError(
+            f"the folder {str(dest.parent)!r} of the export {str(dest)!r} does not exist; create it first "
+            f"(mkdir -p {dest.parent})"
+        )
     kw = {"start": start, "end": end, "window": window, "reduce": reduce}
-    if kind == "netcdf":
-        ds = read_region(r, bbox, **kw)
-        _netcdf_ready(ds).to_netcdf(dest, engine="scipy")
-        return dest
-    strips = iter_region_strips(r, bbox, **kw)
-    if kind == "zarr":
-        for i, strip in enumerate(strips):
-            strip = _netcdf_ready(strip)
-            if i == 0:
-                strip.to_zarr(dest, mode="w", consolidated=False, zarr_format=3)
-            else:
-                strip.drop_vars(["time", "x", "spatial_ref", "time_end"], errors="ignore").to_zarr(
-                    dest, append_dim="y", consolidated=False, zarr_format=3
-                )
-        return dest
-    return _write_geotiff(strips, r, bbox, dest)
+    # All or nothing: written under a temporary name beside dest, renamed when complete.
+    part = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+    try:
+        if kind == "netcdf":
+            ds = read_region(r, bbox, **kw)
+            _netcdf_ready(ds).to_netcdf(part, engine="scipy")
+        elif kind == "zarr":
+            for i, strip in enumerate(iter_region_strips(r, bbox, **kw)):
+                strip = _netcdf_ready(strip)
+                if i == 0:
+                    strip.to_zarr(part, mode="w", consolidated=False, zarr_format=3)
+                else:
+                    strip.drop_vars(["time", "x", "spatial_ref", "time_end"], errors="ignore").to_zarr(
+                        part, append_dim="y", consolidated=False, zarr_format=3
+                    )
+        else:
+            _write_geotiff(iter_region_strips(r, bbox, **kw), r, bbox, part)
+        if dest.is_dir():
+            shutil.rmtree(dest)  # an earlier zarr export of the same name
+        os.replace(part, dest)
+    finally:
+        if part.is_dir():
+            shutil.rmtree(part, ignore_errors=True)
+        elif part.exists():
+            part.unlink()
+    return dest
 
 
 def _netcdf_ready(ds: Any) -> Any:

@@ -289,6 +289,15 @@ def test_export_formats_round_trip(gcs_store, tmp_path):
     np.testing.assert_array_equal(z["y"].values, ref["y"].values)
     with pytest.raises(ServeError, match="export format"):
         export_region(reader, bbox, tmp_path / "r.csv", **kw)
+    with pytest.raises(ServeError, match=r"does not exist; create it first \(mkdir -p"):
+        export_region(reader, bbox, tmp_path / "missing" / "r.tif", **kw)
+    # all or nothing: a failed export leaves neither the file nor a partial one behind
+    with pytest.raises(Exception):  # noqa: B017 - any failure mid-write
+        export_region(reader, bbox, tmp_path / "bad.tif", **{**kw, "window": "nonsense"})
+    assert not (tmp_path / "bad.tif").exists() and not list(tmp_path.glob(".bad.tif.partial-*"))
+    # a second zarr export of the same name replaces the first
+    again = export_region(strip_reader, bbox, tmp_path / "r.zarr", **kw)
+    assert again == tmp_path / "r.zarr" and not list(tmp_path.glob(".r.zarr.partial-*"))
 
 
 def test_pca_computed_once_cached_outside_the_store(gcs_store, tmp_path):
