@@ -98,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.no_gpp:  # towers whose footprint is the site's class, driven by its fAPAR; real GPP
         t0 = time.perf_counter()
         table = run_gpp_towers(a.work / "gpp", checkpoint=a.checkpoint, gpp_cfg=GppConfig(), progress=True)
-        ceiling = json.loads((a.work / "gpp" / "fapar_ceiling.json").read_text())["gpp_r2_fapar_ceiling"]
-        flat.update(gpp_figures(table, fapar_r2=ceiling))
+        flat.update(gpp_figures(table))
         flat["gpp_minutes"] = (time.perf_counter() - t0) / 60
         flat["minutes"] += flat["gpp_minutes"]
         print(flat["gpp_verdict"], flush=True)

@@ -806,26 +806,13 @@ def frame_mean_baselines(shard_root: str | Path, split: str, cfg: FidelityConfig
 def _probe_inputs(
     predictor: Any, region: SampleRegion, cubes: Mapping[str, xr.Dataset]
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per scene: embeddings ``[T, 7, h, w]``, raw bands ``[T, 10, h, w]`` of the same dates, labels ``[h, w]``."""
-    import rasterio
+    """Per scene: embeddings ``[T, 7, h, w]``, raw bands ``[T, 10, h, w]`` of the same dates, labels ``[h, w]``.
 
-    from embedder.towers import band_dataset, embed_scene
+    The probe's view of :func:`embedder.evaluation.quality.scene_features` (one embedding per scene).
+    """
+    from embedder.evaluation.quality import scene_features
 
-    out = []
-    for scene in region.scenes:
-        cube = cubes[scene.name]
-        emb = embed_scene(cube, predictor, start=region.start, end=region.end)  # (time, y, x, feature)
-        bands = band_dataset(cube, halo_px=_HALO_PX)["bands"]  # (time, y, x, feature), all cube dates
-        cube_days = bands["time"].values.astype("datetime64[D]")
-        pick = [int(np.flatnonzero(cube_days == d)[0]) for d in emb["time"].values.astype("datetime64[D]")]
-        e = emb["embedding"].transpose("time", "feature", "y", "x").values  # [T, 7, h, w]
-        b = (
-            bands.isel(time=pick).transpose("time", "feature", "y", "x").values.astype(np.float32)
-        )  # [T, 10, h, w]
-        with rasterio.open(scene.landcover_path) as src:
-            labels = src.read(1)[_HALO_PX:-_HALO_PX, _HALO_PX:-_HALO_PX]  # [h, w] class codes
-        out.append((e, b, labels))
-    return out
+    return [(f.emb, f.bands, f.labels) for f in scene_features(predictor, region, cubes)]
 
 
 def _probe_pooled(

@@ -497,11 +497,12 @@ def run_gpp_towers(
     table.to_csv(out / "metrics.csv", index=False)
     ceiling = fapar_ceiling(gpp, forcing, sites=sites, years=(y0, y1))
     (out / "fapar_ceiling.json").write_text(json.dumps({"gpp_r2_fapar_ceiling": ceiling}) + "\n")
+    table.attrs["gpp_r2_fapar_ceiling"] = ceiling  # read by gpp_figures
     (out / "metrics.md").write_text(
         f"# GPP at tower scenes ({', '.join(sites)}; {y0}-{y1}, {size_px} px, S2 every {cadence_days} d)\n\n"
         "Synthetic imagery driven by each tower's real fAPAR (the tower footprint is the site's vegetation "
         "class); GPP is the towers' real observation.\n\n"
-        f"**{gpp_figures(table, fapar_r2=ceiling)['gpp_verdict']}.**\n\n" + _markdown(table)
+        f"**{gpp_figures(table)['gpp_verdict']}.**\n\n" + _markdown(table)
     )
     (out / "timings.json").write_text(
         json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=1) + "\n"
@@ -542,7 +543,8 @@ def gpp_figures(table: pd.DataFrame, *, fapar_r2: float | None = None) -> dict[s
     bands; ``gpp_r2_emb_linear`` / ``gpp_r2_bands_linear`` the linear one; ``gpp_r2_ndvi`` the NDVI
     baseline, ``gpp_r2_lue`` light-use efficiency (fAPAR x PPFD). Temporal split unsuffixed, leave-one-site-
     out with ``_loso``. ``gpp_discriminates`` is whether NDVI reaches :data:`NDVI_GATE_R2` on the temporal
-    split; ``gpp_verdict`` says what the run can claim.
+    split; ``gpp_verdict`` says what the run can claim. ``fapar_r2`` (:func:`fapar_ceiling`) defaults to the
+    one :func:`run_gpp_towers` records in ``table.attrs``.
     """
     pick = {
         "emb": ("embedding", "transformer"),
@@ -561,6 +563,8 @@ def gpp_figures(table: pd.DataFrame, *, fapar_r2: float | None = None) -> dict[s
             if len(row):
                 out[f"gpp_r2_{key}{suffix}"] = float(row["r2"].iloc[0])
     ndvi = out.get("gpp_r2_ndvi")
+    if fapar_r2 is None:
+        fapar_r2 = table.attrs.get("gpp_r2_fapar_ceiling")  # set by run_gpp_towers
     if fapar_r2 is not None:
         out["gpp_r2_fapar_ceiling"] = fapar_r2
     out["gpp_discriminates"] = bool(ndvi is not None and ndvi >= NDVI_GATE_R2)
@@ -621,7 +625,6 @@ def cli_main(argv: list[str] | None = None) -> int:
         train_epochs=args.train_epochs, gpp_dir=args.gpp_dir, progress=True,
     )  # fmt: skip
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    ceiling = json.loads((args.out / "fapar_ceiling.json").read_text())["gpp_r2_fapar_ceiling"]
-    print(gpp_figures(table, fapar_r2=ceiling)["gpp_verdict"])
+    print(gpp_figures(table)["gpp_verdict"])
     print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s")
     return 0
