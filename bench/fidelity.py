@@ -11,10 +11,12 @@ epochs, steps and batch sizes, then the held-out centre MAE, the land-cover prob
 
 The work folder (``--work``, default ``$TMPDIR/embedder-fidelity``) keeps the region, shards and tower
 scenes, so a second run with the same data settings only retrains and re-scores. The default run takes
-about 10-15 minutes on 2 shared CPU cores; scale up with ``--epochs``, ``--steps-per-epoch``,
-``--cubes`` and ``--scene-px``.
+about 10-15 minutes on 2 shared CPU cores with ``--sampling smoke``; scale up with ``--epochs``,
+``--steps-per-epoch``, ``--cubes`` and ``--scene-px``. Samples are cut as SPEC 2 says
+(``FidelityConfig.spec``: 20-date windows, stride 17, 11 drawn, spatial stride 9, on 128 px cubes) unless
+``--sampling smoke`` (the demo's dense 11-date windows on 32 px cubes) or ``--tiny`` (the test budget).
 
-    .venv/bin/python bench/fidelity.py [--epochs 3 --steps-per-epoch 30 --cubes 8 --scene-px 64]
+    .venv/bin/python bench/fidelity.py [--sampling spec --epochs 3 --steps-per-epoch 30 --cubes 8]
 """
 
 from __future__ import annotations
@@ -39,8 +41,14 @@ WORK_DEFAULT = Path(tempfile.gettempdir()) / "embedder-fidelity"
 
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison, print the table and write the JSON."""
-    d = FidelityConfig()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "--sampling", choices=["spec", "smoke"], default="spec",
+        help="spec: SPEC 2's windows on 128 px cubes (FidelityConfig.spec, the default); smoke: the demo's "
+        "dense 11-date windows on 32 px cubes (FidelityConfig())",
+    )  # fmt: skip
+    pre, _ = ap.parse_known_args(argv)
+    d = FidelityConfig() if pre.sampling == "smoke" else FidelityConfig.spec()
     ap.add_argument("--epochs", type=int, help=f"epochs per training stage ({d.epochs})")
     ap.add_argument(
         "--steps-per-epoch", type=int, help=f"optimiser steps per epoch and stage ({d.steps_per_epoch})"

@@ -299,7 +299,7 @@ class SweepResult:
             target_ratio=TARGET_RATIO, eval_split=self.eval_split, lrs=",".join(f"{lr:g}" for lr in self.cfg.lrs),
             seeds=",".join(str(x) for x in self.cfg.seeds), epochs=b.epochs, steps_per_epoch=b.steps_per_epoch,
             batch_size=b.batch_size, eval_samples=b.eval_samples, cubes=b.cubes, cube_px=b.cube_px,
-            scene_px=b.scene_px, runs=len(self.records), runs_ok=sum(r.ok for r in self.records),
+            scene_px=b.scene_px, sampling=b.sampling, runs=len(self.records), runs_ok=sum(r.ok for r in self.records),
             runs_failed=sum(not r.ok for r in self.records), runs_reused=self.reused, workers=self.cfg.workers,
         )  # fmt: skip
         out.update({f"shards_{k}": v for k, v in self.shard_counts.items()})

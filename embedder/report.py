@@ -271,6 +271,10 @@ def _maps_figure(e: np.ndarray, b: np.ndarray, dates: np.ndarray, out_png: Path,
     return out_png
 
 
+TOWERS_MARKER = "features_embedding.csv"
+"""A file only ``embedder gpp-towers`` writes at the top of its output (beside the overall ``metrics.md``)."""
+
+
 def _gpp_sections(run_dir: Path, fig_dir: Path, out_dir: Path) -> tuple[list[str], list[str]]:
     from embedder.gpp import plot_gpp
 
@@ -281,12 +285,25 @@ def _gpp_sections(run_dir: Path, fig_dir: Path, out_dir: Path) -> tuple[list[str
         return lines, [
             "GPP: no folder with predictions.csv under the run (run `embedder gpp-towers` or `embedder gpp`)"
         ]
+    # a tower run (`embedder gpp-towers`) has one metrics table over its runs with the NDVI gate's verdict on
+    # top: shown once, before the per-site figures of its runs
+    towers = {
+        p.parent
+        for p in run_dir.rglob(TOWERS_MARKER)
+        if out_dir not in p.parents and (p.parent / "metrics.md").is_file()
+    }
+    shown: set[Path] = set()
     for pred_path in found:
         folder = pred_path.parent
         rel = folder.relative_to(run_dir)
-        lines.append(f"### GPP: `{rel}`\n")
+        root = next((t for t in towers if t in folder.parents), None)
+        if root is not None and root not in shown:
+            shown.add(root)
+            lines.append(f"### GPP at flux towers: `{root.relative_to(run_dir)}`\n")
+            lines.append((root / "metrics.md").read_text().split("\n", 1)[-1].strip() + "\n")
+        lines.append(f"#### GPP: `{rel}`\n" if root is not None else f"### GPP: `{rel}`\n")
         metrics_md = folder / "metrics.md"
-        if metrics_md.is_file():
+        if root is None and metrics_md.is_file():
             body = metrics_md.read_text().split("\n", 1)[-1]
             lines.append(body.strip() + "\n")
         pred = pd.read_csv(pred_path, parse_dates=["date"])

@@ -118,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
         "--smallest", action="store_true", help="the smallest end-to-end run (tests): 32 px, 1 epoch"
     )
     p.add_argument("--fresh", action="store_true", help="start over: delete OUT first")
+    p.add_argument(
+        "--no-gpp",
+        dest="gpp",
+        action="store_false",
+        help="skip the GPP-at-flux-towers stage (about 3 minutes; the report then says GPP is missing)",
+    )
     return p
 
 
@@ -322,7 +328,25 @@ def main(argv: list[str] | None = None) -> int:
 
         copy = runner.stage("local copy of the store", [store_url], mirror)
 
-    # 7. figures
+    # 7. GPP at the flux towers through the fine-tuned model (the report's GPP section and its gate)
+    gpp_dir = out / "gpp"
+
+    def gpp() -> dict[str, Any]:
+        if gpp_dir.exists():
+            shutil.rmtree(gpp_dir)
+        # every Sentinel-era tower (embedder.towers.TOWER_SITES); two with --smallest
+        sites = ["--sites", *GPP_SITES_SMALLEST] if args.smallest else []
+        _run(
+            [py, "-m", "embedder.cli", "gpp-towers", str(gpp_dir), "--checkpoint", embedded["checkpoint"],
+             "--years", *GPP_YEARS, "--size-px", str(GPP_SCENE_PX), "--split", "temporal", *sites]
+        )  # fmt: skip
+        return {"metrics": str(gpp_dir / "metrics.md")}
+
+    gpp_result = None
+    if args.gpp:
+        gpp_result = runner.stage("GPP at flux towers", [embedded["checkpoint"], args.smallest], gpp)
+
+    # 8. figures
     figures = out / "figures"
 
     def curves() -> dict[str, Any]:
@@ -339,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
 
     figs = runner.stage("figures and report", None, curves)
 
-    # 8. summary
+    # 9. summary
     total = time.perf_counter() - t_all
     summary = embedded["summary"]
     print("\n== summary")
@@ -362,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"   pixel-dates embedded: {summary.get('pixel_dates')}  ({summary.get('units_written')} units)")
     print(f"   store: {store_url}  ({copy['bytes'] / 1e6:.2f} MB; local copy {local_store})")
     print(f"   figures: {', '.join(figs['figures'])}")
+    if gpp_result is not None:
+        bold = Path(gpp_result["metrics"]).read_text().split("**")  # the verdict is the bold line
+        print(f"   GPP at flux towers: {bold[1] if len(bold) > 2 else gpp_result['metrics']}")
     print("\nQuery and serve the store:")
     lon, lat = _probe_point(region_arg)
     print(f"   {py} -m embedder.cli probe {local_store} {lon:.5f} {lat:.5f}")
@@ -369,6 +396,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"   {py} -m embedder.cli serve {local_store} --port 8765")
     return 0
 
+
+GPP_SITES_SMALLEST = ("CH-Aws", "ES-LM2")
+"""``--smallest``: two grassland towers (the test checks the stage and the report, not the figures)."""
+GPP_YEARS = ("2019", "2020")
+"""Train on 2019, evaluate 2020 (``bench/quality.py`` runs the full 2017-2020 test)."""
+GPP_SCENE_PX = 24
+"""Tower scene side, px: the 15 px window leaves a 10 px embedded core around the 5 px feature disc."""
 
 WEIGHTS_DIR = REPO_ROOT / "weights"
 """The committed CPU-preset weights the demo fine-tunes (``make weights`` regenerates them)."""

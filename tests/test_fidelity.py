@@ -109,3 +109,41 @@ def test_config_refuses_budgets_without_a_validation_split() -> None:
         3e-4, 1e-3, 1e-3,
     )  # fmt: skip
     assert dataclasses.replace(own, lr=2e-3).lr_for("paper", "s2") == 2e-3
+
+
+def test_spec_preset_cuts_spec_windows_from_a_year_of_cubes() -> None:
+    """Non-smoke runs sample as SPEC 2 says, and the preset's cubes are large enough to give windows."""
+    import numpy as np
+    import xarray as xr
+
+    from embedder.config import PatchConfig
+    from embedder.data.patches import sample_fused_patches
+    from embedder.sensors import S1, S2
+
+    spec, smoke = FidelityConfig.spec(), FidelityConfig()
+    assert spec.patches == PatchConfig() and spec.sampling == "spec" and smoke.sampling == "smoke"
+    assert FidelityConfig.spec(cubes=32).cubes == 32 and FidelityConfig.spec().cubes_per_scene == 4
+    # a year of 5-day S2 with ~30 % of dates cloudy: 20-usable-date windows 17 apart, positions 9 px apart
+    rng = np.random.default_rng(0)
+    time = np.arange("2021-07-01", "2022-07-01", 5, dtype="datetime64[D]").astype("datetime64[ns]")
+    usable = rng.random(time.size) > 0.3
+    px = spec.cube_px
+    cube = xr.Dataset(
+        {
+            "s2": (
+                ("time", S2.band_dim, "y", "x"),
+                np.full((time.size, S2.n_channels, px, px), 0.2, np.float32),
+            ),
+            "s1": (
+                ("time", S1.band_dim, "y", "x"),
+                np.full((time.size, S1.n_channels, px, px), 0.1, np.float32),
+            ),
+            "s2_usable": ("time", usable),
+            "s1_time": ("time", time),
+        },
+        coords={"time": time},
+    )
+    samples, _ = sample_fused_patches(cube, cfg=spec.patches, seed=0)
+    windows = (int(usable.sum()) - 20) // 17 + 1
+    positions = ((px - 15) // 9 + 1) ** 2
+    assert windows >= 2 and len(samples["s2"]) == windows * positions  # every window kept (short gaps)

@@ -83,6 +83,12 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (gpp / "metrics.md").write_text(
         "# GPP evaluation (temporal split)\n\n| model | r2 |\n|---|---|\n| linear | 0.5 |\n"
     )
+    # the top of an `embedder gpp-towers` folder: its features and the table with the gate's verdict
+    (gpp.parent / "features_embedding.csv").write_text("site,date\n")
+    (gpp.parent / "metrics.md").write_text(
+        "# GPP at tower scenes\n\n**cannot discriminate: the NDVI baseline reaches R² 0.10**\n\n"
+        "| features | split | model | r2 |\n|---|---|---|---|\n| embedding | temporal | linear | 0.25 |\n"
+    )
     return out
 
 
@@ -94,7 +100,10 @@ def test_report_has_every_part(run_dir: Path) -> None:
     maps = list(figs.glob("maps-*.png"))
     assert len(maps) == 1 and maps[0].stat().st_size > 1000
     assert (figs / "gpp-gpp-towers_gpp-embedding-temporal-CH-Aws.png").is_file()
-    assert "stage2-fusion" in text and "| linear | 0.5 |" in text
+    assert "stage2-fusion" in text
+    # a tower run: its overall table with the NDVI gate's verdict once, not each run's own table
+    assert "GPP at flux towers: `gpp-towers`" in text and "cannot discriminate" in text
+    assert "| embedding | temporal | linear | 0.25 |" in text and "| linear | 0.5 |" not in text
     probe = pd.read_csv(path.parent / "probe.csv")
     assert len(probe) == 1 and probe["n_test"].iloc[0] > 0 and probe["n_classes"].iloc[0] >= 2
     for col in ("accuracy_embedding", "accuracy_bands", "accuracy_majority"):

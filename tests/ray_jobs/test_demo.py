@@ -46,6 +46,7 @@ def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
         "stage 1 s2",
         "stage 2 fusion",
         "embed region",
+        "GPP at flux towers",
     ):
         assert f"== {stage}" in stdout
     store = out / "store.zarr"
@@ -57,6 +58,9 @@ def test_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     # the training table holds each stage's floors beside its centre MAE, the summary its verdict
     assert "val floor: frame mean" in report and "val floor: PCA-k" in report and "accuracy_bands" in report
     assert stdout.count("vs frame-mean floor") == 3
+    # the GPP section: the tower run's table under the NDVI gate's verdict, and its figures
+    assert "GPP at flux towers: `gpp`" in report and "discriminate" in report  # the verdict, either way
+    assert list((out / "report" / "figures").glob("gpp-gpp_gpp-embedding-temporal-*.png"))
     # the stages fine-tuned the committed weights, and the store records which
     import json
 
