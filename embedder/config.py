@@ -866,7 +866,7 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Embedding store (embedder/store.py, embedder/grid.py): layout and quantisation; see docs/store.md.
+# Embedding store (embedder/store/, embedder/grid.py): layout and quantisation; see docs/store.md.
 # ---------------------------------------------------------------------------------------------------
 
 

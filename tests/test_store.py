@@ -185,10 +185,10 @@ def test_interrupted_write_is_detected_and_rewritten(local_store, monkeypatch):
             raise ConnectionError("simulated worker loss")
         real_put(fs, path, data)
 
-    monkeypatch.setattr(store_mod, "put_object", failing_put)
+    monkeypatch.setattr(store_mod.writer, "put_object", failing_put)
     with pytest.raises(ConnectionError):
         write_unit(st, u, d["embeddings"], d["flags"], d["dates"])
-    monkeypatch.setattr(store_mod, "put_object", real_put)
+    monkeypatch.setattr(store_mod.writer, "put_object", real_put)
     assert not is_done(st, u)  # data landed partly, but no marker: the unit is not done
     rep = verify(st.url)
     assert not rep.ok and u.id in rep.missing
@@ -199,7 +199,7 @@ def test_interrupted_write_is_detected_and_rewritten(local_store, monkeypatch):
     # an interrupted *rewrite* of a done unit un-does it before touching any data object
     d2 = fake_unit_data(u, seed=2)
     calls.clear()
-    monkeypatch.setattr(store_mod, "put_object", failing_put)
+    monkeypatch.setattr(store_mod.writer, "put_object", failing_put)
     with pytest.raises(ConnectionError):
         write_unit(st, u, d2["embeddings"], d2["flags"], d2["dates"])
     assert not is_done(st, u)

@@ -1,0 +1,190 @@
+"""What a store is: format id, error, quality flags, the opened-store handle, zone groups and georeferencing."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Sequence
+from typing import Any
+
+from embedder.config import StoreConfig, from_dict
+from embedder.grid import PIXEL_M, Tile, WorkUnit
+from embedder.store._fs import get_json, url_to_fs
+
+STORE_FORMAT = "embedder-store/1"
+"""Format id in the root attributes; bump when the layout changes incompatibly."""
+
+
+class StoreError(RuntimeError):
+    """The store is missing, inconsistent, or a unit's data does not fit it."""
+
+
+class Flag(enum.IntFlag):
+    """Bits of the ``flags`` array (uint8). 0 means no embedding at this pixel and date."""
+
+    VALID = 1
+    """An embedding is stored here."""
+    GAP_RULE = 2
+    """The window's 10 gaps summed to >= 200 days and were replaced by 1-day steps (SPEC.md 7)."""
+    S1_MISSING = 4
+    """No Sentinel-1 acquisition could be matched to the centre date (S1 inputs were masked)."""
+    S1_GAP_LARGE = 8
+    """The matched S1 acquisition is far from the S2 date (beyond the cube's large-gap threshold)."""
+    EDGE = 16
+    """Fewer than 5 usable dates existed on one side of the centre (period or archive edge)."""
+    CENTRE_FILLED = 32
+    """The pixel's own S2 value on this date was missing (cloud, shadow, no data) and gap-filled."""
+    S1_FILLED = 64
+    """The pixel's matched S1 value on this date was missing and gap-filled."""
+
+
+_ARRAYS = ("embedding", "flags", "valid_px")
+
+# ---------------------------------------------------------------------------------------------------
+# store handle
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Store:
+    """An opened store: where it is and its resolved layout. Pass it (or the URL) to the functions."""
+
+    url: str
+    """Root URL (local path, ``file://``, ``gs://``, ``s3://``, ``memory://``)."""
+    storage_options: dict[str, Any]
+    """fsspec options for ``url`` (empty for local paths)."""
+    cfg: StoreConfig
+    """Layout and quantisation."""
+    attrs: dict[str, Any]
+    """Root group attributes."""
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec filesystem of the store."""
+        return url_to_fs(self.url, self.storage_options)[0]
+
+    @property
+    def root(self) -> str:
+        """The store's root path inside :attr:`fs`."""
+        return url_to_fs(self.url, self.storage_options)[1]
+
+
+def as_store(store: Store | str, storage_options: dict[str, Any] | None = None) -> Store:
+    """Open a store by URL (reads its root attributes once), or pass an opened :class:`Store` through.
+
+    Raises :class:`StoreError` when there is no store or it is of another format.
+    """
+    if isinstance(store, Store):
+        return store
+    fs, root = url_to_fs(store, storage_options)
+    attrs_doc = get_json(fs, f"{root}/zarr.json")
+    if attrs_doc is None:
+        raise StoreError(
+            f"no embedding store at {store!r} (no zarr.json there); check the URL, or write one with the "
+            "embed job (python -m ray_jobs.embed, or make demo)"
+        )
+    attrs = attrs_doc.get("attributes", {})
+    if attrs.get("embedder:format") != STORE_FORMAT:
+        raise StoreError(
+            f"{store!r} is not an embedding store of format {STORE_FORMAT!r} "
+            f"(found {attrs.get('embedder:format')!r})"
+        )
+    cfg = from_dict(StoreConfig, attrs["embedder:store_config"], where=f"{store}/zarr.json")
+    return Store(url=store, storage_options=dict(storage_options or {}), cfg=cfg, attrs=attrs)
+
+
+def zone_attrs(store: Store, zone: str) -> dict[str, Any]:
+    """Attributes of a zone group (StoreError if the store has no such zone)."""
+    doc = get_json(store.fs, f"{store.root}/{zone}/zarr.json")
+    if doc is None:
+        raise StoreError(f"store {store.url!r} has no zone group {zone!r}")
+    return doc.get("attributes", {})
+
+
+# ---------------------------------------------------------------------------------------------------
+# zone extents
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ZoneExtent:
+    """The tiles and periods one UTM zone group of a store spans (its ``embedder:extent`` attribute)."""
+
+    name: str
+    """Zone group name, e.g. ``utm32N``."""
+    epsg: int
+    """EPSG code of the zone's UTM CRS."""
+    col0: int
+    """Westmost tile column."""
+    row_top: int
+    """Northmost tile row."""
+    n_cols: int
+    """Tile columns."""
+    n_rows: int
+    """Tile rows."""
+    n_periods: int
+    """Periods from the store epoch (the time axis is ``n_periods * period_days`` days long)."""
+    first_period: int = 0
+    """First period with planned units (no unit is read before it; 0 in stores made before it existed)."""
+
+    @classmethod
+    def from_attrs(cls, name: str, a: dict[str, Any]) -> ZoneExtent:
+        """The extent from a zone group's attributes."""
+        e = a["embedder:extent"]
+        return cls(
+            name, int(a["proj:epsg"]), e["col0"], e["row_top"], e["n_cols"], e["n_rows"], e["n_periods"],
+            int(e.get("first_period", 0)),
+        )  # fmt: skip
+
+    def tile_index(self, tile: Tile) -> tuple[int, int]:
+        """(tile_y, tile_x) of a tile inside this zone's arrays, or StoreError."""
+        ty, tx = self.row_top - tile.row, tile.col - self.col0
+        if not (0 <= ty < self.n_rows and 0 <= tx < self.n_cols):
+            raise StoreError(
+                f"tile {tile.id} is outside the store's {self.name} extent (tile columns "
+                f"{self.col0}..{self.col0 + self.n_cols - 1}, rows {self.row_top - self.n_rows + 1}..{self.row_top}); "
+                "create the store with all the units it must hold"
+            )
+        return ty, tx
+
+
+def zone_extents(units: Sequence[WorkUnit]) -> dict[str, ZoneExtent]:
+    """The extent of each UTM zone group that ``units`` need, by zone name (sorted)."""
+    by_zone: dict[str, list[WorkUnit]] = {}
+    for u in units:
+        by_zone.setdefault(u.tile.zone_name, []).append(u)
+    out = {}
+    for name, us in sorted(by_zone.items()):
+        cols = [u.tile.col for u in us]
+        rows = [u.tile.row for u in us]
+        out[name] = ZoneExtent(
+            name=name,
+            epsg=us[0].tile.epsg,
+            col0=min(cols),
+            row_top=max(rows),
+            n_cols=max(cols) - min(cols) + 1,
+            n_rows=max(rows) - min(rows) + 1,
+            n_periods=max(u.period.index for u in us) + 1,
+            first_period=min(u.period.index for u in us),
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# georeferencing
+# ---------------------------------------------------------------------------------------------------
+
+
+def georef_attrs(zone: ZoneExtent, cfg: StoreConfig) -> tuple[dict[str, Any], tuple[float, ...]]:
+    """CF grid-mapping attributes of a zone's ``spatial_ref`` and its GDAL GeoTransform."""
+    from pyproj import CRS
+
+    crs = CRS.from_epsg(zone.epsg)
+    tile_m = cfg.tile_px * PIXEL_M
+    x0 = zone.col0 * tile_m
+    y0 = (zone.row_top + 1) * tile_m
+    gt = (x0, PIXEL_M, 0.0, y0, 0.0, -PIXEL_M)
+    wkt = crs.to_wkt()
+    cf = crs.to_cf()
+    cf.update({"crs_wkt": wkt, "spatial_ref": wkt, "GeoTransform": " ".join(repr(v) for v in gt)})
+    return cf, gt

@@ -1,0 +1,243 @@
+"""Reading a store: pixel series by byte range, everything else through zarr and xarray.
+
+:class:`SeriesReader` reads point series with one byte range per array and unit (the shard index from the
+done-marker); :func:`open_store` opens the zone groups lazily as xarray Datasets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from embedder.grid import Period, Tile, WorkUnit
+from embedder.sensors import EMBEDDING_DIM
+from embedder.store._codec import FILL_CODE, MISSING_CHUNK, ShardIndex, decode_chunk
+from embedder.store._fs import get_json, zarr_store
+from embedder.store._layout import Flag, Store, ZoneExtent, as_store, zone_attrs
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelSeries:
+    """The stored values of one pixel over a day range: only days with :attr:`Flag.VALID`."""
+
+    days: np.ndarray
+    """``[T]`` int64 days since the store epoch, ascending."""
+    codes: np.ndarray
+    """``[T, 7]`` uint16 quantised features (value = code * quant_step)."""
+    flags: np.ndarray
+    """``[T]`` uint8 :class:`Flag` bits."""
+
+
+_EMPTY_SERIES_DAYS = np.zeros(0, np.int64)
+
+
+class SeriesReader:
+    """Reads pixel time series with one byte-range read per array and unit (``docs/store.md``).
+
+    A unit's done-marker holds the shard index of its ``embedding`` and ``flags`` objects, and the chunks
+    of one spatial block lie together in a shard (:func:`encode_shard`), so the series of any pixels of
+    one block over a period costs the marker (one small read, cached here) and one range of each array,
+    the ranges fetched concurrently. Units without a marker are not done and give no data (a partly
+    written unit is never read). Markers are cached (up to ``cache_units``); a unit rewritten after this
+    reader cached it needs :meth:`clear_cache`. Safe to share between threads.
+    """
+
+    def __init__(
+        self, store: Store | str, *, storage_options: dict[str, Any] | None = None, cache_units: int = 4096
+    ) -> None:
+        import threading
+        from collections import OrderedDict
+
+        self.store = as_store(store, storage_options)
+        self.fs = self.store.fs
+        self.root = self.store.root
+        self.cache_units = cache_units
+        # (zone, unit id) -> (done-marker or None, its shard indexes parsed once)
+        self._markers: OrderedDict[tuple[str, str], tuple[dict[str, Any] | None, dict[str, ShardIndex]]]
+        self._markers = OrderedDict()
+        self._lock = threading.Lock()
+        self._zones: dict[str, ZoneExtent] = {}
+
+    def clear_cache(self) -> None:
+        """Forget the cached done-markers (after units of the store were rewritten)."""
+        with self._lock:
+            self._markers.clear()
+
+    def zone(self, name: str) -> ZoneExtent:
+        """The extent of zone group ``name`` (cached)."""
+        if name not in self._zones:
+            self._zones[name] = ZoneExtent.from_attrs(name, zone_attrs(self.store, name))
+        return self._zones[name]
+
+    def marker(self, zone: str, unit_id: str) -> dict[str, Any] | None:
+        """The done-marker of a unit (None: not done), cached."""
+        return self._entry(zone, unit_id)[0]
+
+    def _entry(self, zone: str, unit_id: str) -> tuple[dict[str, Any] | None, dict[str, ShardIndex]]:
+        key = (zone, unit_id)
+        with self._lock:
+            if key in self._markers:
+                self._markers.move_to_end(key)
+                return self._markers[key]
+        return self._remember({key: get_json(self.fs, f"{self.root}/_units/{zone}/{unit_id}.json")})[key]
+
+    def _remember(
+        self, docs: dict[tuple[str, str], dict[str, Any] | None]
+    ) -> dict[tuple[str, str], tuple[dict[str, Any] | None, dict[str, ShardIndex]]]:
+        """Cache markers with their shard indexes parsed (evicting the least recently used)."""
+        entries = {
+            key: (
+                doc,
+                {name: ShardIndex.from_json(d) for name, d in (doc or {}).get("shard_index", {}).items()},
+            )
+            for key, doc in docs.items()
+        }
+        with self._lock:
+            for key, entry in entries.items():
+                self._markers[key] = entry
+                self._markers.move_to_end(key)
+            while len(self._markers) > self.cache_units:
+                self._markers.popitem(last=False)
+        return entries
+
+    def prefetch(self, zone: str, unit_ids: Iterable[str]) -> None:
+        """Read the markers of ``unit_ids`` not cached yet, concurrently (one request each)."""
+        with self._lock:
+            todo = sorted({u for u in unit_ids if (zone, u) not in self._markers})
+        if len(todo) <= 1:
+            return  # marker() reads a single one
+        paths = {f"{self.root}/_units/{zone}/{u}.json": u for u in todo}
+        got = self.fs.cat(list(paths), on_error="omit")
+        got = got if isinstance(got, dict) else {}
+        self._remember(
+            {(zone, uid): json.loads(got[path]) if path in got else None for path, uid in paths.items()}
+        )
+
+    def _cat_ranges(self, reqs: list[tuple[str, int, int]]) -> list[bytes]:
+        paths, starts, ends = (list(v) for v in zip(*reqs, strict=True))
+        return [bytes(b) for b in self.fs.cat_ranges(paths, starts, ends)]
+
+    def series(
+        self, zone: str, rows: np.ndarray, cols: np.ndarray, d0: int, d1: int
+    ) -> list[PixelSeries] | None:
+        """Series of the pixels ``(rows[i], cols[i])`` of zone group ``zone`` over days ``[d0, d1)``.
+
+        Returns None when a unit the query needs is done but its marker has no shard index (written by
+        an earlier version): read those through zarr instead.
+        """
+        cfg = self.store.cfg
+        tp, cp, pd_, cd = cfg.tile_px, cfg.chunk_px, cfg.period_days, cfg.chunk_days
+        z = self.zone(zone)
+        rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+        d0, d1 = max(d0, z.first_period * pd_), min(d1, z.n_periods * pd_)
+        # (unit id, period, tile y, tile x, block y, block x) -> indices of the points in it
+        groups: dict[tuple[str, int, int, int, int, int], list[int]] = {}
+        periods = range(d0 // pd_, (d1 - 1) // pd_ + 1) if d1 > d0 else range(0)
+        for i, (r, c) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
+            ty, tx = r // tp, c // tp
+            tile = Tile(
+                zone=int(zone[3:5]), south=zone.endswith("S"), col=z.col0 + tx, row=z.row_top - ty, size_px=tp
+            )
+            for p in periods:
+                uid = WorkUnit(tile=tile, period=Period(index=p, period_days=pd_)).id
+                groups.setdefault((uid, p, ty, tx, (r % tp) // cp, (c % tp) // cp), []).append(i)
+
+        # 1. markers (one small read per unit, cached) -> one byte range per array and block
+        self.prefetch(zone, (key[0] for key in groups))
+        reqs: list[tuple[str, int, int]] = []  # (object path, start, end)
+        parts: list[tuple[tuple[Any, ...], str, list[tuple[int, int, int]]]] = []  # (group, array, chunks)
+        for key in groups:
+            uid, p, ty, tx, by, bx = key
+            doc, indexes = self._entry(zone, uid)
+            if doc is None:
+                continue  # not done: no data
+            if "shard_index" not in doc:
+                return None
+            c0 = max(d0 - p * pd_, 0) // cd
+            c1 = (min(d1 - p * pd_, pd_) - 1) // cd + 1
+            for name, sel, coords in (
+                ("embedding", (slice(c0, c1), 0, by, bx), (p, 0, ty, tx)),
+                ("flags", (slice(c0, c1), by, bx), (p, ty, tx)),
+            ):
+                idx = indexes.get(name)
+                if idx is None:
+                    continue  # all fill
+                offs, nbs = idx.offsets[sel].astype(np.int64), idx.nbytes[sel].astype(np.int64)
+                have = np.flatnonzero(idx.offsets[sel] != np.uint64(MISSING_CHUNK))
+                if have.size == 0:
+                    continue
+                start, end = int(offs[have].min()), int((offs[have] + nbs[have]).max())
+                path = f"{self.root}/{zone}/{name}/c/" + "/".join(str(v) for v in coords)
+                reqs.append((path, start, end))
+                parts.append((key, name, [(int(c0 + k), int(offs[k]) - start, int(nbs[k])) for k in have]))
+
+        # 2. all ranges at once (concurrent requests on object storage)
+        blobs = self._cat_ranges(reqs) if reqs else []
+        chunks: dict[tuple[tuple[Any, ...], str], dict[int, bytes]] = {}
+        for (key, name, cs), blob in zip(parts, blobs, strict=True):
+            chunks[(key, name)] = {c: blob[o : o + n] for c, o, n in cs}
+
+        # 3. decode each chunk once, pick the points' pixels
+        found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(rows.size)]
+        for key, members in groups.items():
+            p = key[1]
+            embs, flags = chunks.get((key, "embedding"), {}), chunks.get((key, "flags"), {})
+            for c in sorted(flags):
+                fl = decode_chunk(flags[c], (cd, cp, cp), np.uint8)
+                em = decode_chunk(embs[c], (cd, EMBEDDING_DIM, cp, cp), np.uint16) if c in embs else None
+                days = p * pd_ + c * cd + np.arange(cd)
+                for i in members:
+                    r, cc = int(rows[i]) % cp, int(cols[i]) % cp
+                    f = fl[:, r, cc]
+                    keep = ((f & Flag.VALID) > 0) & (days >= d0) & (days < d1)
+                    if keep.any():
+                        codes = (
+                            em[keep, :, r, cc]
+                            if em is not None
+                            else np.full((int(keep.sum()), EMBEDDING_DIM), FILL_CODE, np.uint16)
+                        )
+                        found[i].append((days[keep], codes, f[keep]))
+        out = []
+        for got in found:
+            got.sort(key=lambda t: int(t[0][0]))
+            out.append(
+                PixelSeries(
+                    days=np.concatenate([g[0] for g in got]) if got else _EMPTY_SERIES_DAYS.copy(),
+                    codes=np.concatenate([g[1] for g in got])
+                    if got
+                    else np.zeros((0, EMBEDDING_DIM), np.uint16),
+                    flags=np.concatenate([g[2] for g in got]).astype(np.uint8)
+                    if got
+                    else np.zeros(0, np.uint8),
+                )
+            )
+        return out
+
+
+def open_store(
+    url: str, *, storage_options: dict[str, Any] | None = None, chunks: Any = None
+) -> dict[str, Any]:
+    """Open the store lazily: ``{zone name: xarray.Dataset}`` (e.g. ``"utm32N"``).
+
+    Each Dataset has ``embedding`` (time, feature, y, x; float32 after CF decoding, NaN = none),
+    ``flags``, ``valid_px``, a datetime ``time`` axis, ``x``/``y`` in metres and a ``spatial_ref``
+    coordinate that rioxarray understands. ``chunks=None`` gives lazily indexed arrays (each selection
+    reads only the chunks it needs); pass ``chunks={}`` for dask arrays on the zarr chunks.
+    """
+    import xarray as xr
+
+    st = as_store(url, storage_options)
+    out = {}
+    for zone in st.attrs["embedder:zones"]:
+        out[zone] = xr.open_zarr(
+            zarr_store(url, storage_options, read_only=True),
+            group=zone,
+            zarr_format=3,
+            consolidated=False,
+            chunks=chunks,
+        )
+    return out
