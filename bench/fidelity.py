@@ -5,7 +5,7 @@ Writes ``bench/results/fidelity.json`` (flat JSON) with, per encoder, the held-o
 accuracy (``paper_landcover_acc``, ``dense_landcover_acc``), the GPP skill (``paper_gpp_r2``,
 ``dense_gpp_r2``; transformer regressor, temporal split), the ratios ``dense_vs_paper_mae_{s1,s2,fusion}``
 (issue target: dense centre MAE within 10 % of paper, i.e. a ratio <= 1.10) and the settings (epochs,
-steps, cubes, seconds). The work itself is :func:`embedder.fidelity.compare_encoders`: a sample region
+steps, cubes, seconds). The work itself is :func:`embedder.evaluation.fidelity.compare_encoders`: a sample region
 and its shards, both encoders trained in process with the small preset on identical shards, seeds,
 epochs, steps and batch sizes, then the held-out centre MAE, the land-cover probe and the GPP check.
 
@@ -32,9 +32,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from embedder.fidelity import RESULT_FILE, FidelityConfig, compare_encoders  # noqa: E402
-from embedder.fidelity_sweep import RESULT_FILE as SWEEP_RESULT  # noqa: E402
-from embedder.fidelity_sweep import best_checkpoints, best_lrs  # noqa: E402
+from embedder.evaluation.fidelity import RESULT_FILE, FidelityConfig, compare_encoders  # noqa: E402
+from embedder.evaluation.sweep import RESULT_FILE as SWEEP_RESULT  # noqa: E402
+from embedder.evaluation.sweep import best_checkpoints, best_lrs  # noqa: E402
 
 WORK_DEFAULT = Path(tempfile.gettempdir()) / "embedder-fidelity"
 

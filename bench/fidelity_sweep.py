@@ -7,7 +7,7 @@ held-out centre MAE best against best (issue target: dense / paper <= 1.10). Wri
 ``paper_best_lr_s1``, ``paper_centre_mae_s1`` (mean over seeds at the best lr), ``..._sd``,
 ``dense_vs_paper_mae_s1_lr0.001`` (at a common lr), ``dense_vs_paper_mae_s1_seed_min/_max``,
 ``baseline_centre_mae_s1``, ``meets_target_s1``, settings and seconds) and
-``bench/results/fidelity_sweep.png``. The work is :func:`embedder.fidelity_sweep.sweep_encoders`; the
+``bench/results/fidelity_sweep.png``. The work is :func:`embedder.evaluation.sweep.sweep_encoders`; the
 work folder keeps region, shards and finished runs, so an interrupted sweep resumes.
 
 The default (3 learning rates x 3 seeds x 2 sensors x 2 encoders = 36 runs of 1,200 steps, 32 cubes)
@@ -30,8 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from embedder.fidelity import FidelityConfig  # noqa: E402
-from embedder.fidelity_sweep import RESULT_FILE, SweepConfig, best_lrs, plot_sweep, sweep_encoders  # noqa: E402
+from embedder.evaluation.fidelity import FidelityConfig  # noqa: E402
+from embedder.evaluation.sweep import RESULT_FILE, SweepConfig, best_lrs, plot_sweep, sweep_encoders  # noqa: E402
 
 DEFAULT_BASE = FidelityConfig.spec(cubes=32, epochs=8, steps_per_epoch=150, gpp=False)
 """The sweep's data and budget: SPEC 2's sampling on 32 cubes of 128 px (8 scenes), 8 x 150 steps per run."""

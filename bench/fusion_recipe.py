@@ -39,11 +39,11 @@ def run_variant(name: str, spec: dict[str, Any], work: Path, weights: Path) -> d
     """Train (or resume) one variant's fusion, score it and probe it; flat figures keyed by ``name``."""
     from embedder.data.shards import ShardDataset
     from embedder.evaluation.convergence import ConvergenceConfig, _fit_stage, prepare, probe_scores
-    from embedder.fidelity import _probe_inputs
+    from embedder.evaluation.fidelity import _probe_inputs
+    from embedder.evaluation.towers import load_scene_cube
     from embedder.inference import Predictor
     from embedder.models.fusion import FusionModel
     from embedder.sensors import S1, S2
-    from embedder.towers import load_scene_cube
     from embedder.training import FusionObjective, load_autoencoder, seed_everything
 
     base = ConvergenceConfig()

@@ -5,8 +5,8 @@ seed: no training cube came from them) with a fusion checkpoint, then runs the p
 ``embedder.evaluation.quality``: blocked splits that share no 15 x 15 window, 5 seeds, linear and
 gradient-boosting probes, the per-date embedding beside single-date bands, bands + S1, the 11-date stack
 and its PCA-7, and the year-mean embedding; then the window-length table (1 date, month, season, year);
-then the real CropHarvest Togo cube (``embedder.realdata.togo_figures``: S2 centre error beside its
-frame-mean floor, composite rule and SPEC 7's gap rule); then GPP at six flux towers (``embedder.towers``:
+then the real CropHarvest Togo cube (``embedder.evaluation.realdata.togo_figures``: S2 centre error beside its
+frame-mean floor, composite rule and SPEC 7's gap rule); then GPP at six flux towers (``embedder.evaluation.towers``:
 footprints of the site's class driven by its fAPAR, real GPP, 2017-2019 train / 2020 test and
 leave-one-site-out, the paper's regressor and 90-day windows; ``gpp_r2_*`` and the NDVI gate; skip with
 ``--no-gpp``).
@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit code."""
     from embedder.config import GppConfig
     from embedder.evaluation.quality import QualityConfig, run_quality
-    from embedder.realdata import togo_figures
-    from embedder.towers import gpp_figures, run_gpp_towers
+    from embedder.evaluation.realdata import togo_figures
+    from embedder.evaluation.towers import gpp_figures, run_gpp_towers
     from embedder.training import load_fusion
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

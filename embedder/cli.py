@@ -33,12 +33,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "gpp": ("embedder.gpp:cli_main", "evaluate per-date features against flux-tower GPP (SPEC 8)"),
     "gpp-towers": (
-        "embedder.towers:cli_main",
+        "embedder.evaluation.towers:cli_main",
         "tower-site scenes driven by real fAPAR -> embeddings -> GPP vs real towers",
     ),
-    "report": ("embedder.report:cli_main", "Markdown + PNG report of a demo run folder"),
+    "report": ("embedder.evaluation.report:cli_main", "Markdown + PNG report of a demo run folder"),
     "real-data": (
-        "embedder.realdata:cli_main",
+        "embedder.evaluation.realdata:cli_main",
         "embed the real CropHarvest S1+S2 cube; reconstruction error",
     ),
     "probe": ("embedder.serve.api:cli_probe", "one pixel's embedding time series from a store (CSV/JSON)"),

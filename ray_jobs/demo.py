@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     def gpp() -> dict[str, Any]:
         if gpp_dir.exists():
             shutil.rmtree(gpp_dir)
-        # every Sentinel-era tower (embedder.towers.TOWER_SITES); two with --smallest
+        # every Sentinel-era tower (embedder.evaluation.towers.TOWER_SITES); two with --smallest
         sites = ["--sites", *GPP_SITES_SMALLEST] if args.smallest else []
         _run(
             [py, "-m", "embedder.cli", "gpp-towers", str(gpp_dir), "--checkpoint", embedded["checkpoint"],

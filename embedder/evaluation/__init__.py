@@ -1,4 +1,6 @@
-"""Experiments over the library: convergence of the training recipe (more to move here, issue 17).
+"""Experiments over the library, importing it and never imported by it.
 
-Modules here import the library and are never imported by it.
+``fidelity`` (paper vs dense encoder) and ``sweep`` (its learning-rate x seed sweep), ``towers`` (tower-site
+scenes -> embeddings -> GPP), ``report`` (a demo run's report), ``realdata`` (the real CropHarvest cube),
+``quality`` (embeddings vs bands) and ``convergence`` (of the training recipe).
 """

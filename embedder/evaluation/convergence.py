@@ -2,13 +2,13 @@
 
 One run (``bench/convergence.py``):
 
-1. the sample region and training shards of ``embedder.fidelity`` (24 cubes of 32 px from 6 scenes, one
+1. the sample region and training shards of ``embedder.evaluation.fidelity`` (24 cubes of 32 px from 6 scenes, one
    year; the cubes are dealt to train/val/test, so the test split is spatially disjoint from training);
 2. per seed: the S1 and S2 autoencoders (``ModelConfig.cpu`` + ``TrainConfig.cpu``), then the fusion
    (``FusionConfig.cpu``) over them; each stage's best checkpoint (validation centre MAE) is scored on
    the test split beside the floors of the same test windows (``embedder.floors``);
 3. the land-cover probe of the fused 7-d embedding against the raw bands of the same pixel-dates
-   (``embedder.report.land_cover_probe``, spatially blocked split) over every scene of the region.
+   (``embedder.evaluation.report.land_cover_probe``, spatially blocked split) over every scene of the region.
 
 The flat figures (``ConvergenceResult.flat``) are what ``bench/results/convergence.json`` holds: per seed
 and as mean / sd over seeds, ``s2_centre_mae`` next to ``s2_floor_frame_mean`` (and the other floors),
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from embedder.config import FusionConfig, ModelConfig, TrainConfig
-from embedder.fidelity import (
+from embedder.evaluation.fidelity import (
     FidelityConfig,
     _batches,
     _probe_inputs,
@@ -54,7 +54,7 @@ class ConvergenceConfig:
     data: FidelityConfig = field(
         default_factory=lambda: FidelityConfig(cubes=24, gpp=False, eval_samples=None)
     )
-    """Sample region, cubes and sampling (``embedder.fidelity``'s, 24 cubes of 32 px from 6 scenes over a
+    """Sample region, cubes and sampling (``embedder.evaluation.fidelity``'s, 24 cubes of 32 px from 6 scenes over a
     year; every test window is scored). With the fidelity comparison's 8 cubes (6 for training) the
     autoencoders overfit: S1 training error fell to half its floor while validation stayed above it."""
     model: ModelConfig = field(default_factory=ModelConfig.cpu)
@@ -241,10 +241,10 @@ def train_seed(
 ) -> dict[str, Any]:
     """S1 and S2 autoencoders, then the fusion, for one seed; test scores and the probe."""
     from embedder.data.shards import ShardDataset
+    from embedder.evaluation.towers import load_scene_cube
     from embedder.inference import Predictor
     from embedder.models.fusion import FusionModel
     from embedder.models.modality import ModalityAutoencoder
-    from embedder.towers import load_scene_cube
     from embedder.training import FusionObjective, ModalityObjective, load_autoencoder, seed_everything
 
     root, held = prepared["shards"], prepared["eval_split"]
@@ -297,7 +297,7 @@ def _probe_seeds(
 
 
 def probe_scores(inputs: list[Any], cfg: ConvergenceConfig, *, seed: int) -> dict[str, Any]:
-    """The probe of :func:`_probe_seeds` on already embedded scenes (``embedder.fidelity._probe_inputs``)."""
+    """The probe of :func:`_probe_seeds` on already embedded scenes (``embedder.evaluation.fidelity._probe_inputs``)."""
     scores = [
         p
         for k in range(cfg.probe_seeds)

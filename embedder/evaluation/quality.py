@@ -370,7 +370,7 @@ def scene_features(predictor: Any, region: Any, cubes: Mapping[str, Any]) -> lis
     """Embed every scene of a sample region once: per-date embeddings, bands, matched S1 and labels."""
     import rasterio
 
-    from embedder.towers import band_dataset, embed_scene
+    from embedder.evaluation.towers import band_dataset, embed_scene
 
     halo = WINDOW_PX // 2
     out = []
@@ -419,9 +419,9 @@ def run_quality(
     """
     from pathlib import Path
 
-    from embedder.fidelity import prepare_region
+    from embedder.evaluation.fidelity import prepare_region
+    from embedder.evaluation.towers import load_scene_cube
     from embedder.inference import Predictor
-    from embedder.towers import load_scene_cube
     from embedder.training import checkpoint_digest, load_fusion
 
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Tests of embedder/towers.py: tower scenes driven by real fAPAR and the embeddings -> GPP pipeline.
+"""Tests of embedder/evaluation/towers.py: tower scenes driven by real fAPAR and the embeddings -> GPP pipeline.
 
 Uses the real FluxDataKit files of /work/shared/realdata/gpp with two Swiss towers, 24 px scenes,
 S2 every 30 days and S1 every 60 days (the smallest set-up that still has train and evaluation years).
@@ -16,10 +16,7 @@ import torch
 
 from embedder.config import FusionConfig, GppConfig, ModelConfig
 from embedder.data.testing import make_test_cube
-from embedder.models.fusion import FusionModel
-from embedder.models.modality import ModalityAutoencoder
-from embedder.sensors import S1, S2
-from embedder.towers import (
+from embedder.evaluation.towers import (
     DEFAULT_GPP_DIR,
     FOOTPRINT_RADIUS_PX,
     FORCING,
@@ -31,6 +28,9 @@ from embedder.towers import (
     tower_scene_specs,
     write_tower_scenes,
 )
+from embedder.models.fusion import FusionModel
+from embedder.models.modality import ModalityAutoencoder
+from embedder.sensors import S1, S2
 from embedder.training import load_fusion, save_checkpoint
 
 pytestmark = [
@@ -143,8 +143,8 @@ def test_tower_in_the_halo_moves_to_the_nearest_embedded_pixel() -> None:
     import xarray as xr
     from pyproj import Transformer
 
+    from embedder.evaluation.towers import _inside
     from embedder.gpp import GppInputError, tower_features
-    from embedder.towers import _inside
 
     x = 500_005.0 + 10 * np.arange(4)
     y = 5_000_035.0 - 10 * np.arange(4)

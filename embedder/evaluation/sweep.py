@@ -1,13 +1,13 @@
 """Learning-rate and seed sweep of the paper vs dense fidelity comparison (issue 9).
 
-One comparison at one learning rate and one seed (:func:`embedder.fidelity.compare_encoders`) cannot
+One comparison at one learning rate and one seed (:func:`embedder.evaluation.fidelity.compare_encoders`) cannot
 tell an architecture's fidelity from its learning-rate sensitivity or from the luck of one
 initialisation: the two encoders swapped places between lr 1e-3 and 3e-4 (``docs/dense.md``). This
 module runs the fair protocol instead, on the same region, shards and budget for both encoders:
 
 1. for every encoder, stage-1 sensor (``s1``, ``s2``), peak learning rate and seed, train one
-   stage-1 autoencoder (:func:`embedder.fidelity.train_stage1`: the small preset, the budget of the
-   :class:`~embedder.fidelity.FidelityConfig`, the best epoch on the validation split) and score its
+   stage-1 autoencoder (:func:`embedder.evaluation.fidelity.train_stage1`: the small preset, the budget of the
+   :class:`~embedder.evaluation.fidelity.FidelityConfig`, the best epoch on the validation split) and score its
    best checkpoint's centre MAE on the held-out split;
 2. per encoder and sensor, pick the learning rate with the lowest **validation** centre MAE averaged
    over the seeds (the held-out split never chooses anything);
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from embedder.config import ConfigError, to_dict
-from embedder.fidelity import (
+from embedder.evaluation.fidelity import (
     ENCODERS,
     FidelityConfig,
     FidelityError,
@@ -369,7 +369,7 @@ _RUN_FIELDS = (
     "scene_px", "cube_px", "cubes", "start", "end", "s2_cadence_days", "region_seed", "patches", "seed",
     "epochs", "steps_per_epoch", "batch_size", "eval_samples",
 )  # fmt: skip
-"""The :class:`~embedder.fidelity.FidelityConfig` fields a stage-1 run depends on (data, shards, budget,
+"""The :class:`~embedder.evaluation.fidelity.FidelityConfig` fields a stage-1 run depends on (data, shards, budget,
 scoring); the others (the comparison's own learning rates, fusion, probe and GPP settings) do not."""
 
 
@@ -539,7 +539,7 @@ def sweep_encoders(
 def best_lrs(path: str | Path) -> dict[str, float]:
     """``{"paper.s1": lr, ...}``: each encoder's best stage-1 learning rate in a sweep's flat JSON.
 
-    The keys are those of :attr:`embedder.fidelity.FidelityConfig.stage_lrs`.
+    The keys are those of :attr:`embedder.evaluation.fidelity.FidelityConfig.stage_lrs`.
     """
     flat = json.loads(Path(path).read_text())
     out = {}
@@ -559,7 +559,7 @@ def best_checkpoints(work_dir: str | Path, *, seed: int) -> dict[str, dict[str, 
 
     Read from the work folder's ``fidelity_sweep.json`` (the last sweep run there, whose budget names the
     run folders); for
-    :func:`embedder.fidelity.compare_encoders` ``(stage1_checkpoints=...)``.
+    :func:`embedder.evaluation.fidelity.compare_encoders` ``(stage1_checkpoints=...)``.
     """
     root = Path(work_dir)
     lrs = best_lrs(root / RESULT_FILE)

@@ -159,7 +159,7 @@ def _site_class(info: pd.DataFrame, site: str) -> str:
     if igbp not in IGBP_CLASS:
         raise TowerError(
             f"site {site!r} has IGBP land use {igbp!r}, which has no class in the sample region; known: "
-            f"{sorted(IGBP_CLASS)} (add it to embedder.towers.IGBP_CLASS)"
+            f"{sorted(IGBP_CLASS)} (add it to embedder.evaluation.towers.IGBP_CLASS)"
         )
     return IGBP_CLASS[igbp]
 

@@ -1,4 +1,4 @@
-"""Tests of embedder/fidelity_sweep.py: the learning-rate x seed sweep of paper vs dense (issue 9).
+"""Tests of embedder/evaluation/sweep.py: the learning-rate x seed sweep of paper vs dense (issue 9).
 
 The selection and ratio logic is checked on hand-made records (where the validation and the held-out
 split disagree, so choosing on the wrong one fails the test); one tiny real sweep (two learning rates,
@@ -18,8 +18,14 @@ import pytest
 import torch
 
 from embedder.config import ConfigError
-from embedder.fidelity import FidelityConfig, FidelityError, compare_encoders, score_stage1, train_stage1
-from embedder.fidelity_sweep import (
+from embedder.evaluation.fidelity import (
+    FidelityConfig,
+    FidelityError,
+    compare_encoders,
+    score_stage1,
+    train_stage1,
+)
+from embedder.evaluation.sweep import (
     RESULT_FILE,
     RunRecord,
     SweepConfig,
@@ -197,7 +203,7 @@ def test_tiny_sweep_trains_every_run_picks_on_validation_and_resumes(tmp_path: P
 
 
 def test_a_run_that_cannot_train_is_recorded_with_its_reason_and_retried(tmp_path: Path) -> None:
-    from embedder.fidelity_sweep import RUN_RESULT, _reusable, _settings, _train_one
+    from embedder.evaluation.sweep import RUN_RESULT, _reusable, _settings, _train_one
 
     base = FidelityConfig.tiny(gpp=False)
     run = tmp_path / "run"
@@ -212,7 +218,7 @@ def test_a_diverged_stage_says_so_and_names_the_learning_rate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import embedder.training
-    from embedder.fidelity import prepare_region, prepare_shards
+    from embedder.evaluation.fidelity import prepare_region, prepare_shards
 
     base = FidelityConfig.tiny(gpp=False)
     region = prepare_region(tmp_path / "region", base)

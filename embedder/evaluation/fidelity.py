@@ -18,17 +18,17 @@ on the same held-out data and downstream checks. In order:
 4. **Centre MAE** (SPEC 4) of each best checkpoint on the held-out split
    (:func:`embedder.training.evaluate`): the test split, or the validation split when no cube was
    dealt to test (then it also chose the checkpoint: :attr:`FidelityResult.eval_split` says which).
-5. **Land-cover probe** (:func:`embedder.report.land_cover_probe`): each model embeds every region
+5. **Land-cover probe** (:func:`embedder.evaluation.report.land_cover_probe`): each model embeds every region
    scene (:class:`embedder.inference.Predictor`; the dense model takes its dense path) and a logistic
    regression on the embedding is scored against the scenes' ground-truth land cover on held-out
    spatial blocks (accuracy pooled over scenes by test pixel-dates).
-6. **GPP skill**: tower scenes driven by real fAPAR (:func:`embedder.towers.write_tower_scenes`), each
-   model's embedding at the towers (:func:`embedder.towers.tower_scene_features`) and
+6. **GPP skill**: tower scenes driven by real fAPAR (:func:`embedder.evaluation.towers.write_tower_scenes`), each
+   model's embedding at the towers (:func:`embedder.evaluation.towers.tower_scene_features`) and
    :func:`embedder.gpp.run_evaluation` against the towers' observed GPP (temporal split: train on all
    years but the last, evaluate the last). Needs the FluxDataKit files (``gpp_dir``); skipped with a
    reason otherwise.
 
-The imagery is synthetic (see :mod:`embedder.sample` and :mod:`embedder.towers`), the models are the
+The imagery is synthetic (see :mod:`embedder.sample` and :mod:`embedder.evaluation.towers`), the models are the
 small preset, trained briefly on CPU: the numbers compare the two encoders under one budget, they are
 not the paper-scale fidelity. ``bench/fidelity.py`` is the command line.
 """
@@ -62,11 +62,11 @@ from embedder.config import (
     TrainConfig,
     to_dict,
 )
+from embedder.evaluation.towers import DEFAULT_GPP_DIR, TOWER_SITES
 from embedder.models.fusion import FusionModel
 from embedder.models.modality import ModalityAutoencoder
 from embedder.sample import SampleRegion
 from embedder.sensors import S1, S2
-from embedder.towers import DEFAULT_GPP_DIR, TOWER_SITES
 
 __all__ = [
     "ENCODERS",
@@ -836,8 +836,8 @@ def _probe_inputs(
 def _probe_pooled(
     inputs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], *, block_px: int, seed: int
 ) -> ProbeScore | None:
-    """:func:`embedder.report.land_cover_probe` of every scene of :func:`_probe_inputs`, pooled."""
-    from embedder.report import ReportError, land_cover_probe
+    """:func:`embedder.evaluation.report.land_cover_probe` of every scene of :func:`_probe_inputs`, pooled."""
+    from embedder.evaluation.report import ReportError, land_cover_probe
 
     results = []
     for e, b, labels in inputs:
@@ -864,7 +864,7 @@ def _probe_pooled(
 def _probe(
     predictor: Any, region: SampleRegion, cubes: Mapping[str, xr.Dataset], *, block_px: int, seed: int
 ) -> ProbeScore | None:
-    """Embed every scene and pool :func:`embedder.report.land_cover_probe` over them."""
+    """Embed every scene and pool :func:`embedder.evaluation.report.land_cover_probe` over them."""
     return _probe_pooled(_probe_inputs(predictor, region, cubes), block_px=block_px, seed=seed)
 
 
@@ -873,8 +873,8 @@ def _probe(
 
 def _tower_cubes(out_dir: Path, cfg: FidelityConfig) -> dict[str, xr.Dataset]:
     """Tower scenes (written once, reused when the settings match) and their cubes."""
+    from embedder.evaluation.towers import CONTEXT_DAYS, load_scene_cube, write_tower_scenes
     from embedder.sample import MANIFEST_NAME, read_region_manifest
-    from embedder.towers import CONTEXT_DAYS, load_scene_cube, write_tower_scenes
 
     y0, y1 = cfg.gpp_years
     start, end = dt.date(y0, 1, 1) - dt.timedelta(days=CONTEXT_DAYS), dt.date(y1, 12, 31)
@@ -922,7 +922,7 @@ def compare_encoders(
 
     ``out_dir`` keeps the sample region, shards and tower scenes for the next run with the same
     settings (models are always retrained). ``log`` receives progress lines. ``stage1_checkpoints``
-    (encoder -> sensor -> checkpoint, e.g. :func:`embedder.fidelity_sweep.best_checkpoints`) builds the
+    (encoder -> sensor -> checkpoint, e.g. :func:`embedder.evaluation.sweep.best_checkpoints`) builds the
     fusion over those stage-1 autoencoders instead of training new ones; they must have been trained
     on this comparison's shards.
     """
@@ -937,7 +937,7 @@ def compare_encoders(
     eval_split = heldout_split(counts)
     baseline = frame_mean_baselines(out / "shards", eval_split, cfg)
 
-    from embedder.towers import load_scene_cube
+    from embedder.evaluation.towers import load_scene_cube
 
     scene_cubes = {s.name: load_scene_cube(region, s) for s in region.scenes}
     gpp_note = ""
@@ -950,8 +950,8 @@ def compare_encoders(
     elif not (gpp_dir / "fdk_rsofun_11sites_daily_forcing.csv.gz").is_file():
         gpp_note = f"no FluxDataKit files in {str(gpp_dir)!r}"
     else:
+        from embedder.evaluation.towers import FLUX, tower_gpp_config
         from embedder.gpp import read_flux
-        from embedder.towers import FLUX, tower_gpp_config
 
         t0 = time.perf_counter()
         tower_cubes = _tower_cubes(out / "towers", cfg)
@@ -962,8 +962,8 @@ def compare_encoders(
         base = GppConfig.small(epochs=cfg.gpp_epochs, models=("transformer", "linear"), seed=cfg.seed)
         gcfg = tower_gpp_config(base, split="temporal", years=cfg.gpp_years)
 
+    from embedder.evaluation.towers import tower_scene_features
     from embedder.inference import Predictor
-    from embedder.towers import tower_scene_features
 
     tower_kw: dict[str, Any] = {
         "start": dt.date(cfg.gpp_years[0], 1, 1), "end": dt.date(cfg.gpp_years[1], 12, 31),

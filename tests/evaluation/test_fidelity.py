@@ -1,4 +1,4 @@
-"""Tests of embedder/fidelity.py: the paper vs dense comparison on a tiny budget (FidelityConfig.tiny).
+"""Tests of embedder/evaluation/fidelity.py: the paper vs dense comparison on a tiny budget (FidelityConfig.tiny).
 
 One 32 px scene over four months cut into three 16 px cubes (2 train, 1 validation), one epoch of two
 steps per stage, one GPP tower on a 16 px scene: about half a minute. The numbers mean nothing at this
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from embedder.config import ConfigError
-from embedder.fidelity import (
+from embedder.evaluation.fidelity import (
     RESULT_FILE,
     FidelityConfig,
     FidelityError,
@@ -23,7 +23,7 @@ from embedder.fidelity import (
     prepare_region,
     train_variant,
 )
-from embedder.towers import DEFAULT_GPP_DIR, FORCING
+from embedder.evaluation.towers import DEFAULT_GPP_DIR, FORCING
 from embedder.training import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

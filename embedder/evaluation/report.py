@@ -405,9 +405,9 @@ def write_run_report(
     elif not store_dir.exists():
         missing.append("maps and probe: no store.zarr (local copy of the store)")
     else:
+        from embedder.evaluation.towers import load_scene_cube
         from embedder.sample import read_region_manifest
         from embedder.store import open_store
-        from embedder.towers import load_scene_cube
 
         region = read_region_manifest(region_dir)
         zones = open_store(str(store_dir))

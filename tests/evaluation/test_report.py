@@ -1,4 +1,4 @@
-"""Tests of embedder/report.py on a tiny fabricated run folder (no demo run).
+"""Tests of embedder/evaluation/report.py on a tiny fabricated run folder (no demo run).
 
 One 32 px sample-region scene (S2 every 10 days, 2021-10..2022-05), an untrained small fusion model,
 embeddings written with Predictor into a 32 px-tile store, a fake metrics.jsonl and a fake GPP folder.
@@ -19,11 +19,11 @@ import torch
 from embedder.config import FusionConfig, ModelConfig, SampleRegionConfig, StoreConfig
 from embedder.data.cubes import load_cube
 from embedder.data.stac import open_catalog
+from embedder.evaluation.report import ReportError, land_cover_probe, pca_rgb, write_run_report
 from embedder.grid import work_units
 from embedder.inference import Predictor, masked_embeddings, prepare_tile
 from embedder.models.fusion import FusionModel
 from embedder.models.modality import ModalityAutoencoder
-from embedder.report import ReportError, land_cover_probe, pca_rgb, write_run_report
 from embedder.sample import write_sample_region
 from embedder.sensors import S1, S2
 from embedder.store import create_store, write_unit

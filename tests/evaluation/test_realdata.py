@@ -1,4 +1,4 @@
-"""Tests of embedder/realdata.py on the real CropHarvest cube (17 x 17 px, 12 monthly steps)."""
+"""Tests of embedder/evaluation/realdata.py on the real CropHarvest cube (17 x 17 px, 12 monthly steps)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,15 @@ import pytest
 import torch
 
 from embedder.config import FusionConfig, ModelConfig
+from embedder.evaluation.realdata import (
+    CROPHARVEST_TIF,
+    RealDataError,
+    cli_main,
+    composite_gaps,
+    embed_cropharvest,
+)
 from embedder.models.fusion import FusionModel
 from embedder.models.modality import ModalityAutoencoder
-from embedder.realdata import CROPHARVEST_TIF, RealDataError, cli_main, composite_gaps, embed_cropharvest
 from embedder.sensors import S1, S2
 from embedder.training import save_checkpoint
 
