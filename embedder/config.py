@@ -411,7 +411,7 @@ class GppConfig:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Sample region (embedder/sample.py): the synthetic S1 + S2 catalog that is the embedded default.
+# Sample region (embedder/sample/): the synthetic S1 + S2 catalog that is the embedded default.
 # ---------------------------------------------------------------------------------------------------
 
 
