@@ -309,7 +309,7 @@ class BuildShardsConfig:
             raise ConfigError(f"BuildShardsConfig.max_cubes = {self.max_cubes} must be at least 1 (or null)")
 
 
-# --- GPP downstream evaluation (embedder/gpp.py, SPEC.md section 8) --------------------------------
+# --- GPP downstream evaluation (embedder/gpp/, SPEC.md section 8) ----------------------------------
 
 GppModelName = Literal["transformer", "lstm", "linear", "ndvi", "evi", "lue"]
 """Regressors and baselines :func:`embedder.gpp.evaluate` knows."""

@@ -12,6 +12,7 @@ from pyproj import CRS, Transformer
 from embedder import gpp as G
 from embedder.cli import main as cli
 from embedder.config import ConfigError, GppConfig, GppModelConfig, load_config
+from embedder.gpp.data import years_of
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "gpp"
 US_WI7 = REAL / "FLX_US-Wi7_FLUXNET2015_FULLSET_DD_2005-2005_1-4.csv"
@@ -254,15 +255,15 @@ def test_split_windows_has_no_leakage():
     w = G.make_windows(daily, gpp, window_days=90, stride_days=1)
     # Evaluation year before the training years: training windows must not read 2017 days.
     train, test = G.split_windows(w, train_years=[2018, 2019], eval_years=[2017])
-    assert G._years(train.start).min() == 2018 and G._years(train.end).min() == 2018
-    assert set(G._years(test.end)) == {2017}
+    assert years_of(train.start).min() == 2018 and years_of(train.end).min() == 2018
+    assert set(years_of(test.end)) == {2017}
     first_train_end = pd.Timestamp(train.end.min())
     assert first_train_end == pd.Timestamp("2018-03-31")  # 2018-01-01 .. 2018-03-31 is 90 days
     assert len(train) + len(test) < len(w)  # the purged windows (ending 2018-01-01..03-30) are gone
     # Reference order (train 2017-2018, validate 2019): validation windows may read 2018 features.
     train, test = G.split_windows(w, train_years=[2017, 2018], eval_years=[2019])
-    assert G._years(train.end).max() == 2018 and pd.Timestamp(test.end.min()) == pd.Timestamp("2019-01-01")
-    assert not set(G._years(train.start)) & {2019} and not set(G._years(train.end)) & {2019}
+    assert years_of(train.end).max() == 2018 and pd.Timestamp(test.end.min()) == pd.Timestamp("2019-01-01")
+    assert not set(years_of(train.start)) & {2019} and not set(years_of(train.end)) & {2019}
     with pytest.raises(G.GppInputError, match="2018"):
         G.split_windows(w, train_years=[2018], eval_years=[2018])
     # Leave one site out: windows never cross sites.

@@ -381,14 +381,14 @@ def write_run_report(
         if floors and not best_val < floor:
             not_learned.append(r.name)
     if table:
-        from embedder.gpp import _markdown
+        from embedder.gpp.evaluation import markdown_table
 
         md.append(
             "Centre MAE (centre pixel of the centre date, [0, 1] units) against its floors on the same validation "
             "windows: a constant per frame (frame mean), the pixel's own temporal mean, and PCA with the "
             "bottleneck's number of components (fusion: the mean over S1 and S2; see docs/convergence.md).\n"
         )
-        md.append(_markdown(pd.DataFrame(table)))
+        md.append(markdown_table(pd.DataFrame(table)))
     if not_learned:
         md.append(
             f"**Warning: {', '.join(not_learned)} ended above the frame-mean floor: predicting each frame's mean "
@@ -437,7 +437,7 @@ def write_run_report(
             probe_rows.append({"scene": scene.name, "dates": len(dates), **res.__dict__})
             protocol_scenes.append(_protocol_scene(scene.name, e, b, dates, cube, labels))
     if probe_rows:
-        from embedder.gpp import _markdown
+        from embedder.gpp.evaluation import markdown_table
 
         probe = pd.DataFrame(probe_rows)
         probe.to_csv(out / "probe.csv", index=False)
@@ -445,7 +445,7 @@ def write_run_report(
             "Land-cover probe (logistic regression, same pixel-dates, test = held-out "
             f"{block_px} x {block_px} px blocks; synthetic land cover and imagery):\n"
         )
-        md.append(_markdown(probe))
+        md.append(markdown_table(probe))
     if protocol_scenes:
         protocol_lines, protocol_err = _protocol_section(protocol_scenes, out)
         md += protocol_lines

@@ -418,7 +418,8 @@ def run_gpp_towers(
     (the ``ALL`` rows of every run) and ``timings.json``. The temporal split trains on all years but
     the last and evaluates the last; ``gpp_cfg`` defaults to :meth:`GppConfig.small`.
     """
-    from embedder.gpp import _markdown, read_flux, read_forcing, run_evaluation, write_report
+    from embedder.gpp import read_flux, read_forcing, run_evaluation, write_report
+    from embedder.gpp.evaluation import markdown_table
     from embedder.inference import Predictor
     from embedder.training import load_fusion
 
@@ -502,7 +503,7 @@ def run_gpp_towers(
         f"# GPP at tower scenes ({', '.join(sites)}; {y0}-{y1}, {size_px} px, S2 every {cadence_days} d)\n\n"
         "Synthetic imagery driven by each tower's real fAPAR (the tower footprint is the site's vegetation "
         "class); GPP is the towers' real observation.\n\n"
-        f"**{gpp_figures(table)['gpp_verdict']}.**\n\n" + _markdown(table)
+        f"**{gpp_figures(table)['gpp_verdict']}.**\n\n" + markdown_table(table)
     )
     (out / "timings.json").write_text(
         json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=1) + "\n"
