@@ -41,9 +41,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "embedder.evaluation.realdata:cli_main",
         "embed the real CropHarvest S1+S2 cube; reconstruction error",
     ),
-    "probe": ("embedder.serve.api:cli_probe", "one pixel's embedding time series from a store (CSV/JSON)"),
-    "region": ("embedder.serve.api:cli_region", "summarise a store region per date or time window"),
-    "export": ("embedder.serve.api:cli_export", "export a store region to GeoTIFF, NetCDF or Zarr"),
+    "probe": ("embedder.serve.cli:cli_probe", "one pixel's embedding time series from a store (CSV/JSON)"),
+    "region": ("embedder.serve.cli:cli_region", "summarise a store region per date or time window"),
+    "export": ("embedder.serve.cli:cli_export", "export a store region to GeoTIFF, NetCDF or Zarr"),
     "serve": ("embedder.serve.http:cli_serve", "read-only HTTP service + web map of a store"),
 }
 

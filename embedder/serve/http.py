@@ -46,7 +46,6 @@ from embedder.serve.api import (
     RegionTooLargeError,
     ServeError,
     StoreReader,
-    _day,
     apply_pca,
     check_region,
     default_cache_dir,
@@ -58,6 +57,7 @@ from embedder.serve.api import (
     sample_points,
     series_csv,
 )
+from embedder.serve.parse import day_index
 from embedder.store import dequantise
 
 __all__ = ["STATIC_DIR", "TileRenderer", "cli_serve", "create_app"]
@@ -167,7 +167,7 @@ class TileRenderer:
                 filled.ravel()[tgt] = True
                 continue
             ys, xs = slice(r0, r1), slice(c0, c1)
-            days = r.region_days(zi.name, _day(d0), _day(d1) + 1, ys, xs)
+            days = r.region_days(zi.name, day_index(d0), day_index(d1) + 1, ys, xs)
             if days.size > r.cfg.max_tile_dates:
                 raise ServeError(
                     f"the window {d0}..{d1} holds {days.size} store dates here, over the tile limit of "

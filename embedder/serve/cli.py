@@ -1,0 +1,138 @@
+"""The query commands: ``embedder probe``, ``embedder region`` and ``embedder export``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from embedder.sensors import EMBEDDING_DIM
+from embedder.serve.export import (
+    export_region,
+)
+from embedder.serve.parse import (
+    NoDataError,
+    ServeError,
+)
+from embedder.serve.query import (
+    REDUCERS,
+    probe,
+    read_region,
+    series_csv,
+)
+from embedder.store import (
+    StoreError,
+)
+
+__all__ = [
+    "cli_export",
+    "cli_probe",
+    "cli_region",
+]
+
+# ---------------------------------------------------------------------------------------------------
+# command line: embedder probe / region / export
+# ---------------------------------------------------------------------------------------------------
+
+
+def _cli_common(prog: str, doc: str | None) -> Any:
+    import argparse
+
+    p = argparse.ArgumentParser(prog=prog, description=doc)
+    p.add_argument("url", help="store URL (path, file://, gs://, s3://)")
+    p.add_argument("--storage-options", default=None, help="fsspec storage options as JSON")
+    return p
+
+
+def _region_args(p: Any) -> None:
+    p.add_argument("--bbox", required=True, help="min_lon,min_lat,max_lon,max_lat in degrees")
+    p.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
+    p.add_argument("--end", required=True, help="last date, YYYY-MM-DD (inclusive)")
+    p.add_argument(
+        "--window", default=None, help="aggregate over windows: 10D, W, MS, season, YS (default: per date)"
+    )
+    p.add_argument("--reduce", default="mean", choices=REDUCERS, help="how to aggregate a window")
+
+
+def _run_cli(fn: Any) -> int:
+    """Run ``fn``; user errors print one line to stderr and exit 2 (no data: 3)."""
+    import sys
+
+    try:
+        return int(fn())
+    except NoDataError as exc:
+        print(f"no data: {exc}", file=sys.stderr)
+        return 3
+    except (ServeError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cli_probe(argv: list[str]) -> int:
+    """``embedder probe STORE LON LAT``: one pixel's embedding time series as CSV or JSON (exit 3: no data)."""
+    p = _cli_common("embedder probe", cli_probe.__doc__)
+    p.add_argument("lon", type=float, help="longitude, degrees east")
+    p.add_argument("lat", type=float, help="latitude, degrees north")
+    p.add_argument("--start", default=None, help="first date, YYYY-MM-DD")
+    p.add_argument("--end", default=None, help="last date, YYYY-MM-DD (inclusive)")
+    p.add_argument("--format", default="csv", choices=("csv", "json"), help="output format")
+    a = p.parse_args(argv)
+
+    def run() -> int:
+        so = json.loads(a.storage_options) if a.storage_options else None
+        s = probe(a.url, a.lon, a.lat, start=a.start, end=a.end, storage_options=so)
+        print(
+            json.dumps(s.to_json(), indent=1) if a.format == "json" else series_csv([s]),
+            end="\n" if a.format == "json" else "",
+        )
+        if s.status != "ok":
+            raise NoDataError(s.reason)
+        return 0
+
+    return _run_cli(run)
+
+
+def cli_region(argv: list[str]) -> int:
+    """``embedder region STORE --bbox ... --start ... --end ...``: summarise a region per date or window."""
+    p = _cli_common("embedder region", cli_region.__doc__)
+    _region_args(p)
+    a = p.parse_args(argv)
+
+    def run() -> int:
+        so = json.loads(a.storage_options) if a.storage_options else None
+        ds = read_region(
+            a.url, a.bbox, start=a.start, end=a.end, window=a.window, reduce=a.reduce, storage_options=so
+        )
+        emb = ds["embedding"].values  # [T, 7, h, w]
+        print(
+            f"zone {ds.attrs['zone']} {ds.rio.crs}  {ds.sizes['y']} x {ds.sizes['x']} px  window: {ds.attrs['window']}"
+        )
+        print("time        valid%  " + "  ".join(f"f{i}_mean" for i in range(EMBEDDING_DIM)))
+        for t in range(emb.shape[0]):
+            ok = np.isfinite(emb[t]).all(axis=0)  # [h, w]
+            means = [float(emb[t, f][ok].mean()) if ok.any() else float("nan") for f in range(EMBEDDING_DIM)]
+            print(
+                f"{str(ds['time'].values[t])[:10]}  {100 * ok.mean():6.1f}  "
+                + "  ".join(f"{m:7.3f}" for m in means)
+            )
+        return 0
+
+    return _run_cli(run)
+
+
+def cli_export(argv: list[str]) -> int:
+    """``embedder export STORE OUT --bbox ... --start ... --end ...``: write a region to .tif, .nc or .zarr."""
+    p = _cli_common("embedder export", cli_export.__doc__)
+    p.add_argument("out", help="output file: .tif (GeoTIFF), .nc (NetCDF) or .zarr")
+    _region_args(p)
+    a = p.parse_args(argv)
+
+    def run() -> int:
+        so = json.loads(a.storage_options) if a.storage_options else None
+        out = export_region(a.url, a.bbox, a.out, start=a.start, end=a.end, window=a.window, reduce=a.reduce,
+                            storage_options=so)  # fmt: skip
+        print(f"wrote {out}")
+        return 0
+
+    return _run_cli(run)

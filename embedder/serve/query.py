@@ -1,0 +1,409 @@
+"""Queries on an opened store: point series (one or many points) and regions per date or time window."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import io
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from embedder.grid import PIXEL_M
+from embedder.sensors import EMBEDDING_DIM
+from embedder.serve.parse import (
+    RegionTooLargeError,
+    ServeError,
+    check_lonlat,
+    day_index,
+    index_date,
+    parse_date,
+    window_bins,
+)
+from embedder.serve.reader import (
+    RegionWindow,
+    StoreReader,
+    as_reader,
+    region_window,
+    series_at,
+)
+from embedder.store import (
+    Flag,
+    dequantise,
+)
+
+__all__ = [
+    "CSV_HEADER",
+    "REDUCERS",
+    "PointSeries",
+    "check_region",
+    "iter_region_strips",
+    "probe",
+    "read_region",
+    "sample_points",
+    "series_csv",
+]
+
+REDUCERS = ("mean", "median", "min", "max")
+"""How :func:`read_region` aggregates the dates inside one window."""
+
+# ---------------------------------------------------------------------------------------------------
+# points
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PointSeries:
+    """One pixel's time series, or why there is none (``status == "no_data"``)."""
+
+    lon: float
+    """Requested longitude (degrees)."""
+    lat: float
+    """Requested latitude (degrees)."""
+    status: str
+    """``"ok"``: dates with embeddings; ``"no_data"``: none (see :attr:`reason`); never zeros instead."""
+    reason: str = ""
+    """Why there is no data (outside coverage, no valid date in the period)."""
+    zone: str | None = None
+    """Store group that served the point."""
+    row: int | None = None
+    """Pixel row in the zone grid."""
+    col: int | None = None
+    """Pixel column in the zone grid."""
+    x_m: float | None = None
+    """Pixel centre easting (metres, zone CRS)."""
+    y_m: float | None = None
+    """Pixel centre northing (metres, zone CRS)."""
+    dates: tuple[dt.date, ...] = ()
+    """Dates with an embedding, ascending."""
+    embedding: np.ndarray = dataclasses.field(
+        default_factory=lambda: np.zeros((0, EMBEDDING_DIM), np.float32)
+    )
+    """``[T, 7]`` float32 features, dequantised."""
+    flags: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.uint8))
+    """``[T]`` uint8 :class:`~embedder.store.Flag` bits."""
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able dict (dates as ISO strings, features as lists, flags also by name)."""
+        return {
+            "lon": self.lon,
+            "lat": self.lat,
+            "status": self.status,
+            "reason": self.reason,
+            "zone": self.zone,
+            "row": self.row,
+            "col": self.col,
+            "x_m": self.x_m,
+            "y_m": self.y_m,
+            "dates": [d.isoformat() for d in self.dates],
+            "embedding": [[round(float(v), 6) for v in row] for row in self.embedding],
+            "flags": [int(f) for f in self.flags],
+            "flag_names": [[str(b.name).lower() for b in Flag if int(f) & int(b)] for f in self.flags],
+        }
+
+    def csv_rows(self) -> list[list[Any]]:
+        """Rows ``lon, lat, date, f0..f6, flags`` (no rows when there is no data)."""
+        return [
+            [self.lon, self.lat, d.isoformat(), *(f"{float(v):.6f}" for v in e), int(f)]
+            for d, e, f in zip(self.dates, self.embedding, self.flags, strict=True)
+        ]
+
+
+CSV_HEADER = ["lon", "lat", "date", *(f"f{i}" for i in range(EMBEDDING_DIM)), "flags"]
+"""Header of the CSV point series."""
+
+
+def series_csv(series: Sequence[PointSeries]) -> str:
+    """CSV text of point series (:data:`CSV_HEADER`)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_HEADER)
+    for s in series:
+        w.writerows(s.csv_rows())
+    return buf.getvalue()
+
+
+def _no_data(lon: float, lat: float, reason: str, **kw: Any) -> PointSeries:
+    return PointSeries(lon=lon, lat=lat, status="no_data", reason=reason, **kw)
+
+
+def sample_points(
+    store: StoreReader | str,
+    points: Sequence[tuple[float, float]] | np.ndarray,
+    *,
+    start: Any = None,
+    end: Any = None,
+    storage_options: dict[str, Any] | None = None,
+) -> list[PointSeries]:
+    """Time series at many ``(lon, lat)`` points, grouped per zone and per spatial chunk (each read once).
+
+    Returns one :class:`PointSeries` per point, in order; points outside coverage get ``status="no_data"``.
+    """
+    r = as_reader(store, storage_options)
+    r.day_range(start, end)  # validate the dates even when no point is covered
+    pts = [tuple(p) for p in points]
+    if len(pts) > r.cfg.max_points:
+        raise RegionTooLargeError(
+            f"{len(pts)} points exceed the limit of {r.cfg.max_points}; split the request"
+        )
+    checked = []
+    for p in pts:
+        if len(p) != 2:
+            raise ServeError(f"point {p!r} must be a (lon, lat) pair")
+        checked.append(check_lonlat(p[0], p[1]))
+    results: list[PointSeries | None] = [None] * len(checked)
+    groups: dict[str, list[tuple[int, int, int]]] = {}
+    for i, (lon, lat) in enumerate(checked):
+        where = r.locate(lon, lat)
+        if where is None:
+            results[i] = _no_data(lon, lat, "outside the store's coverage (no zone group holds this point)")
+        else:
+            groups.setdefault(where[0], []).append((i, where[1], where[2]))
+    for zone, members in groups.items():
+        zi = r.zones[zone]
+        d0, d1 = r.day_range(start, end, zone=zone)
+        idx = np.array([m[0] for m in members])
+        rows = np.array([m[1] for m in members], dtype=np.int64)
+        cols = np.array([m[2] for m in members], dtype=np.int64)
+        for i, row, col, (days, codes, flags) in zip(
+            idx, rows, cols, series_at(r, zone, rows, cols, d0, d1), strict=True
+        ):
+            lon, lat = checked[i]
+            where_kw = {
+                "zone": zone,
+                "row": int(row),
+                "col": int(col),
+                "x_m": zi.x0 + (col + 0.5) * PIXEL_M,
+                "y_m": zi.y0 - (row + 0.5) * PIXEL_M,
+            }
+            if days.size == 0:
+                span = f"{index_date(d0)}..{index_date(d1 - 1)}" if d1 > d0 else "the requested period"
+                results[i] = _no_data(lon, lat, f"no valid embedding at this pixel in {span}", **where_kw)
+                continue
+            results[i] = PointSeries(
+                lon=lon,
+                lat=lat,
+                status="ok",
+                dates=tuple(index_date(d) for d in days),
+                embedding=dequantise(codes, step=r.quant_step),  # [T, 7]
+                flags=flags.astype(np.uint8),
+                **where_kw,
+            )
+    return [s for s in results if s is not None]
+
+
+def probe(
+    store: StoreReader | str,
+    lon: float,
+    lat: float,
+    *,
+    start: Any = None,
+    end: Any = None,
+    storage_options: dict[str, Any] | None = None,
+) -> PointSeries:
+    """One pixel's embedding time series (dates x 7, flags) at ``(lon, lat)``, from the right zone group.
+
+    ``start``/``end`` (inclusive, ``YYYY-MM-DD``) default to the store's whole time axis. Outside
+    coverage, or without a valid date, the result has ``status="no_data"`` and a ``reason``.
+    """
+    return sample_points(store, [(lon, lat)], start=start, end=end, storage_options=storage_options)[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# regions
+# ---------------------------------------------------------------------------------------------------
+
+
+def _reduce(vals: np.ndarray, how: str) -> np.ndarray:
+    """NaN-aware reduction over axis 0 of ``[T, ...]`` without warnings for all-NaN pixels."""
+    valid = np.isfinite(vals)
+    n = valid.sum(axis=0)
+    if how == "mean":
+        out = np.where(valid, vals, 0).sum(axis=0) / np.maximum(n, 1)
+    elif how == "min":
+        out = np.where(valid, vals, np.inf).min(axis=0)
+    elif how == "max":
+        out = np.where(valid, vals, -np.inf).max(axis=0)
+    else:  # median
+        srt = np.sort(np.where(valid, vals, np.inf), axis=0)  # NaN last
+        lo = np.take_along_axis(srt, np.maximum((n - 1) // 2, 0)[None], axis=0)[0]
+        hi = np.take_along_axis(srt, np.maximum(n // 2, 0)[None], axis=0)[0]
+        out = (lo + hi) / 2
+    return np.where(n > 0, out, np.nan).astype(np.float32)
+
+
+def _region_plan(
+    r: StoreReader, bbox: Any, start: Any, end: Any, window: Any, reduce: str, *, limit_px: int | None
+) -> tuple[RegionWindow, np.ndarray, list[tuple[dt.date, dt.date]] | None]:
+    if reduce not in REDUCERS:
+        raise ServeError(f"reduce={reduce!r} is not one of {', '.join(REDUCERS)}")
+    if start is None or end is None:
+        raise ServeError("a region needs both start and end (YYYY-MM-DD)")
+    s, e = parse_date(start, name="start"), parse_date(end, name="end")
+    if e < s:
+        raise ServeError(f"end={end!r} is before start={start!r}; swap them")
+    bins = None if window is None else window_bins(window, start=s, end=e)  # validate before coverage
+    reg = region_window(r, bbox)
+    h, w = reg.ys.stop - reg.ys.start, reg.xs.stop - reg.xs.start
+    if limit_px is not None and h * w > limit_px:
+        raise RegionTooLargeError(
+            f"bbox {bbox!r} covers {h} x {w} = {h * w} pixels, over the limit of {limit_px}; "
+            "ask for a smaller bbox (or export it strip by strip with export_region)"
+        )
+    d0, d1 = r.day_range(s, e, zone=reg.zone.name)
+    days = r.region_days(reg.zone.name, d0, d1, reg.ys, reg.xs)
+    return reg, days, bins
+
+
+def iter_region_strips(
+    store: StoreReader | str,
+    bbox: Any,
+    *,
+    start: Any,
+    end: Any,
+    window: Any = None,
+    reduce: str = "mean",
+    strip_px: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Iterator[Any]:
+    """Yield the region as xarray Datasets of ``strip_px`` rows each (top to bottom); see :func:`read_region`.
+
+    Memory stays bounded by one strip of daily data, whatever the region's size.
+    """
+    r = as_reader(store, storage_options)
+    reg, days, bins = _region_plan(r, bbox, start, end, window, reduce, limit_px=None)
+    yield from _strips(r, reg, days, bins, window=window, reduce=reduce, strip_px=strip_px)
+
+
+def _strips(
+    r: StoreReader,
+    reg: RegionWindow,
+    days: np.ndarray,
+    bins: list[tuple[dt.date, dt.date]] | None,
+    *,
+    window: Any,
+    reduce: str,
+    strip_px: int | None,
+) -> Iterator[Any]:
+    import xarray as xr
+
+    zi = reg.zone
+    step = strip_px or r.cfg.strip_px
+    xs = reg.xs
+    x = zi.x0 + (np.arange(xs.start, xs.stop) + 0.5) * PIXEL_M
+    for y0 in range(reg.ys.start, reg.ys.stop, step):
+        ys = slice(y0, min(y0 + step, reg.ys.stop))
+        y = zi.y0 - (np.arange(ys.start, ys.stop) + 0.5) * PIXEL_M
+        coords: dict[str, Any] = {"y": y, "x": x}
+        if bins is None:
+            codes = r.read_codes(zi.name, days, ys, xs)  # [T, 7, h, w]
+            flags = (
+                np.asarray(r.array(zi.name, "flags").get_orthogonal_selection((days, ys, xs)))
+                if days.size
+                else np.zeros((0, ys.stop - ys.start, xs.stop - xs.start), np.uint8)
+            )  # [T, h, w]
+            coords["time"] = np.array(
+                [np.datetime64(index_date(d), "ns") for d in days], dtype="datetime64[ns]"
+            )
+            ds = xr.Dataset(
+                {
+                    "embedding": (("time", "feature", "y", "x"), dequantise(codes, step=r.quant_step)),
+                    "flags": (("time", "y", "x"), flags),
+                },
+                coords=coords,
+            )
+        else:
+            emb = np.full(
+                (len(bins), EMBEDDING_DIM, ys.stop - ys.start, xs.stop - xs.start), np.nan, np.float32
+            )
+            count = np.zeros((len(bins), ys.stop - ys.start, xs.stop - xs.start), np.uint16)
+            for k, (a, b) in enumerate(bins):
+                sel = days[(days >= day_index(a)) & (days <= day_index(b))]
+                if sel.size == 0:
+                    continue
+                vals = dequantise(r.read_codes(zi.name, sel, ys, xs), step=r.quant_step)  # [T, 7, h, w]
+                emb[k] = _reduce(vals, reduce)
+                count[k] = np.isfinite(vals).all(axis=1).sum(axis=0)
+            coords["time"] = np.array([np.datetime64(a, "ns") for a, _ in bins], dtype="datetime64[ns]")
+            coords["time_end"] = (
+                "time",
+                np.array([np.datetime64(b, "ns") for _, b in bins], dtype="datetime64[ns]"),
+            )
+            ds = xr.Dataset(
+                {
+                    "embedding": (("time", "feature", "y", "x"), emb),
+                    "count": (("time", "y", "x"), count),
+                },
+                coords=coords,
+            )
+        ds["embedding"].attrs.update({"long_name": "7-d embedding", "units": "1"})
+        ds.attrs.update(
+            {
+                "crs": f"EPSG:{zi.zone.epsg}",
+                "zone": zi.name,
+                "window": "per date" if bins is None else str(window),
+                "reduce": "none" if bins is None else reduce,
+            }
+        )
+        yield _georef(ds, zi.zone.epsg)
+
+
+def _georef(ds: Any, epsg: int) -> Any:
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    return ds.rio.write_crs(f"EPSG:{epsg}").rio.write_coordinate_system()
+
+
+def _checked_plan(
+    r: StoreReader, bbox: Any, start: Any, end: Any, window: Any, reduce: str
+) -> tuple[RegionWindow, np.ndarray, list[tuple[dt.date, dt.date]] | None]:
+    reg, days, bins = _region_plan(r, bbox, start, end, window, reduce, limit_px=r.cfg.max_region_px)
+    n_t = len(days) if bins is None else len(bins)
+    values = n_t * EMBEDDING_DIM * (reg.ys.stop - reg.ys.start) * (reg.xs.stop - reg.xs.start)
+    if values > r.cfg.max_region_values:
+        raise RegionTooLargeError(
+            f"the extract would hold {values} values ({n_t} dates/windows), over the limit of "
+            f"{r.cfg.max_region_values}; shorten the period, use a window, or export it"
+        )
+    return reg, days, bins
+
+
+def check_region(
+    store: StoreReader, bbox: Any, *, start: Any, end: Any, window: Any = None, reduce: str = "mean"
+) -> None:
+    """Raise what :func:`read_region` would raise for these arguments (bad input, no data, over a limit)."""
+    _checked_plan(store, bbox, start, end, window, reduce)
+
+
+def read_region(
+    store: StoreReader | str,
+    bbox: Any,
+    *,
+    start: Any,
+    end: Any,
+    window: Any = None,
+    reduce: str = "mean",
+    storage_options: dict[str, Any] | None = None,
+) -> Any:
+    """A lon/lat ``bbox`` on its native 10 m grid, per date or aggregated over windows, as a Dataset.
+
+    Without ``window``: ``embedding (time, feature, y, x)`` on every date with data in the region plus
+    ``flags (time, y, x)``. With ``window`` (see :func:`window_bins`: days, ``"MS"``, ``"season"``,
+    custom pairs): ``embedding`` reduced by ``reduce`` (``mean``/``median``/``min``/``max``) over the
+    valid dates of each window, ``count (time, y, x)`` of the dates used, ``time`` = window start and
+    ``time_end`` = its last day. NaN = no valid date. Read strip by strip; raises
+    :class:`RegionTooLargeError` over ``ServeConfig.max_region_px`` (export large regions instead).
+    """
+    import xarray as xr
+
+    r = as_reader(store, storage_options)
+    reg, days, bins = _checked_plan(r, bbox, start, end, window, reduce)
+    strips = list(_strips(r, reg, days, bins, window=window, reduce=reduce, strip_px=None))
+    ds = (
+        xr.concat(strips, dim="y", data_vars="all", coords="minimal", compat="override", join="override")
+        if len(strips) > 1
+        else strips[0]
+    )
+    return _georef(ds, reg.zone.zone.epsg)
