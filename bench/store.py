@@ -1,7 +1,9 @@
 """Benchmark of the embedding store: bytes per pixel-year, quantisation error, reads per query.
 
 Writes ``bench/results/store.json`` (flat JSON). Targets: ``bytes_per_pixel_year`` <= 150,
-``quant_err_rel_std`` <= 0.01 (worst feature's RMS quantisation error over its std).
+``quant_err_rel_std`` <= 0.01 (worst feature's RMS quantisation error over its std),
+``checked_read_overhead`` <= 0.05 (time of the series reader with every chunk's crc32c checked, over the
+same reads unchecked, minus one).
 
 Data: :func:`embedder.testing.embeddings.fake_unit_data` -- embedding-like fields that follow
 parcels, vary with the season, carry pixel noise of 0.01 and have partial cloud holes; one S2 date
@@ -19,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +34,34 @@ from embedder.testing.objstore import CountingFS
 
 def _count_gets(counter: dict[str, int]) -> int:
     return sum(v for k, v in counter.items() if k.startswith("get"))
+
+
+def _checked_read_times(st: Any, t_start: int, repeats: int = 7) -> tuple[float, float]:
+    """Seconds to read a 64 x 64 px block's year of series with chunk checksums checked, and without.
+
+    The same reader code both ways; "without" reads the store as one written before chunks carried a
+    crc32c (the 4 trailing bytes are then ignored by Blosc). Best of ``repeats``, alternating, markers
+    cached, so the figure is the decoding and checking, not the file system.
+    """
+    import dataclasses
+
+    from embedder.store import SeriesReader
+
+    attrs = {k: v for k, v in st.attrs.items() if k != "embedder:chunk_checksum"}
+    readers = {
+        True: SeriesReader(st),
+        False: SeriesReader(dataclasses.replace(st, attrs=attrs)),
+    }
+    assert readers[True].store.checksummed and not readers[False].store.checksummed
+    rows, cols = (a.ravel() for a in np.mgrid[128:192, 256:320])  # one 64 px chunk block
+    best = {True: float("inf"), False: float("inf")}
+    for _ in range(repeats):
+        for checked, reader in readers.items():
+            t0 = time.perf_counter()
+            got = reader.series("utm32N", rows, cols, t_start, t_start + 365)
+            best[checked] = min(best[checked], time.perf_counter() - t0)
+            assert got is not None and got[0].days.size > 0
+    return best[True], best[False]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         got_px = reader.series("utm32N", np.array([100]), np.array([100]), t_start, t_start + 365)
         assert got_px is not None and np.array_equal(got_px[0].codes, series[got_px[0].days - t_start])
         reads_pixel_year_ranges = counted.reads
+        checked_s, unchecked_s = _checked_read_times(st, t_start)
         rep = verify(url)
     result = {
         "bytes_per_pixel_year": round(nbytes / pixel_years, 2),
@@ -124,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         "chunk_days": cfg.chunk_days,
         "units": a.units,
         "verify_ok": rep.ok,
+        "checked_read_s": round(checked_s, 4),
+        "unchecked_read_s": round(unchecked_s, 4),
+        "checked_read_overhead": round(checked_s / unchecked_s - 1, 4),
     }
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -290,6 +290,20 @@ def _serial(unit_ids: list[str], cfg: EmbedJobConfig) -> Any:
         yield write_result(actor(read_unit({"unit_id": unit_id}, cfg_dict=cfg_dict)), cfg_dict=cfg_dict)
 
 
+def _record_job(cfg: EmbedJobConfig, opts: dict[str, Any] | None) -> None:
+    """Record the job's configuration in the store (``embedder verify --repair`` runs it again).
+
+    Storage options are left out: they may hold credentials; the repair takes them from its caller.
+    """
+    from embedder.config import to_dict
+    from embedder.store import as_store, put_object
+    from embedder.store.verify import JOB_CONFIG
+
+    doc = {k: v for k, v in to_dict(cfg).items() if k != "storage_options"}
+    st = as_store(cfg.store, opts)
+    put_object(st.fs, f"{st.root}/{JOB_CONFIG}", json.dumps(doc, indent=1, default=str).encode())
+
+
 def run(cfg: EmbedJobConfig, *, serial: bool = False) -> dict[str, Any]:
     """Embed every not-yet-done unit of the region into the store; returns the run summary.
 
@@ -328,6 +342,7 @@ def run(cfg: EmbedJobConfig, *, serial: bool = False) -> dict[str, Any]:
         storage_options=opts,
         encoders=encoders,
     )
+    _record_job(cfg, opts)
     done = set(list_done(cfg.store, storage_options=opts))
     todo = [u.id for u in units if u.id not in done]
     print(f"[embed] {len(units)} units, {len(done)} already done, {len(todo)} to do", flush=True)

@@ -399,6 +399,76 @@ def test_encode_shard_is_bitwise_reproducible(monkeypatch):
     idx = store_mod.ShardIndex.from_shard_bytes(shard, (6, 1, 1, 1))
     for c in range(4):  # each chunk decodes back, where the index says
         o, n = int(idx.offsets[c, 0, 0, 0]), int(idx.nbytes[c, 0, 0, 0])
-        got = store_mod.decode_chunk(shard[o : o + n], (61, 7, 64, 64), np.uint16)
+        got = store_mod.decode_chunk(shard[o : o + n], (61, 7, 64, 64), np.uint16, checksum=True)
         np.testing.assert_array_equal(got, chunks[(c, 0, 0, 0)])
     assert not idx.present((5, 0, 0, 0))
+
+
+def _flip(st, path, offset):
+    data = bytearray(st.fs.cat_file(path))
+    data[offset] ^= 0x10
+    st.fs.pipe_file(path, bytes(data))
+
+
+def test_a_flipped_bit_in_a_chunk_is_never_read_back_as_values(local_store):
+    """Every chunk carries a crc32c: the series reader and zarr both refuse a damaged one."""
+    st, units = local_store
+    assert st.checksummed and st.attrs["embedder:chunk_checksum"] == store_mod.CHUNK_CHECKSUM
+    _written(st, units)
+    reader = store_mod.SeriesReader(st)
+    row, col, d0, d1 = 40, 10, 6 * 366, 7 * 366  # unit 0, spatial block (1, 0)
+    (before,) = reader.series("utm32N", np.array([row]), np.array([col]), d0, d1)
+    marker = json.loads(st.fs.cat_file(f"{st.root}/_units/utm32N/{units[0].id}.json"))
+    idx = store_mod.ShardIndex.from_json(marker["shard_index"]["embedding"])
+    c = int(np.flatnonzero(idx.offsets[:, 0, 1, 0] != np.uint64(store_mod.MISSING_CHUNK))[2])
+    o, n = int(idx.offsets[c, 0, 1, 0]), int(idx.nbytes[c, 0, 1, 0])
+    _flip(st, f"{st.root}/utm32N/embedding/c/6/0/0/0", o + n // 2)  # inside the compressed payload
+    reader.clear_cache()
+    with pytest.raises(store_mod.CorruptChunkError) as err:
+        reader.series("utm32N", np.array([row]), np.array([col]), d0, d1)
+    e = err.value
+    assert e.array == "utm32N/embedding" and e.key.startswith("c/6/0/0/0") and e.unit == units[0].id
+    assert "checksum" in str(e) and "embedder verify" in str(e) and "--repair" in str(e)
+    # another block of the same shard is intact and still reads
+    (other,) = reader.series("utm32N", np.array([5]), np.array([5]), d0, d1)
+    assert other.days.size > 0 and before.days.size > 0
+    # the zarr path (xarray, the API) checks the same crc32c and raises instead of returning values
+    arr = zarr.open_group(st.root, mode="r")["utm32N"]["embedding"]
+    day = c * CFG.chunk_days + 6 * 366
+    with pytest.raises(Exception, match=r"(?i)checksum"):
+        np.asarray(arr[day : day + CFG.chunk_days, :, 32:64, 0:32])
+
+
+def test_undecodable_chunk_and_stores_without_checksums():
+    """A chunk Blosc cannot decode is a CorruptChunkError too; unchecked (older) chunks still decode."""
+    import google_crc32c
+
+    rng = np.random.default_rng(1)
+    chunk = (rng.normal(size=(6, 7, 8, 8)) * 100).astype(np.uint16)
+    shard, idx = store_mod.encode_shard({(0, 0, 0, 0): chunk}, (1, 1, 1, 1), cfg=CFG, fill_value=FILL_CODE)
+    n = int(idx.nbytes[0, 0, 0, 0])
+    ref = store_mod.ChunkRef("gs://b/s.zarr", "utm32N/embedding", "c/0/0/0/0", "u1")
+    good = shard[:n]
+    np.testing.assert_array_equal(store_mod.decode_chunk(good, chunk.shape, np.uint16, checksum=True), chunk)
+    garbage = bytes(16) + good[16:-4]
+    with pytest.raises(store_mod.CorruptChunkError, match=r"cannot be decoded|decodes to"):
+        store_mod.decode_chunk(
+            garbage + google_crc32c.value(garbage).to_bytes(4, "little"),
+            chunk.shape,
+            np.uint16,
+            checksum=True,
+        )
+    with pytest.raises(
+        store_mod.CorruptChunkError,
+        match=r"utm32N/embedding/c/0/0/0/0 in store 'gs://b/s\.zarr'.*\(here u1\)",
+    ):
+        store_mod.decode_chunk(
+            good[:-1] + bytes([good[-1] ^ 1]), chunk.shape, np.uint16, checksum=True, ref=ref
+        )
+    old, _ = store_mod.encode_shard(
+        {(0, 0, 0, 0): chunk}, (1, 1, 1, 1), cfg=CFG, fill_value=FILL_CODE, checksum=False
+    )
+    assert len(old) == len(shard) - 4
+    np.testing.assert_array_equal(
+        store_mod.decode_chunk(old[: n - 4], chunk.shape, np.uint16, checksum=False), chunk
+    )

@@ -202,14 +202,14 @@ def _protocol_scene(
 def _protocol_section(scenes: list[Any], out: Path) -> tuple[list[str], str | None]:
     """Markdown of the probe protocol (``embedder.evaluation.quality``) over the report's scenes.
 
-    Linear probe, 5 blocked splits that share no 15 x 15 window, mean and 95 % interval; the window-length
-    table beside it. Writes ``out/quality.json``. Returns the lines and, when it cannot run, why.
+    Linear and nonlinear probes, 5 blocked splits that share no 15 x 15 window, mean and 95 % interval; the
+    window-length table beside it. Writes ``out/quality.json``. Returns the lines and, when it cannot run, why.
     """
     from embedder.evaluation.quality import FEATURES, WINDOWS, QualityConfig, run_probes
 
     side = min(min(s.labels.shape) for s in scenes)
     cfg = QualityConfig(
-        nonlinear=False, max_train_rows=8000, max_test_rows=8000, block_px=max(8, min(25, side // 2))
+        nonlinear=True, max_train_rows=8000, max_test_rows=8000, block_px=max(8, min(25, side // 2))
     )
     if min(s.emb.shape[0] for s in scenes) < 11:
         cfg = dataclasses.replace(cfg, features=("emb", "bands", "bands_s1", "emb_year"))
@@ -225,11 +225,15 @@ def _protocol_section(scenes: list[Any], out: Path) -> tuple[list[str], str | No
         return f"{res[key]:.3f} +- {res[key + '_ci95']:.3f}" if key in res else "-"
 
     lines = [
-        f"Probe protocol (docs/quality.md): linear probe, {res['seeds']} blocked splits whose train and test "
-        "pixels are at least 15 px apart (no shared input window), mean +- 95 % interval; "
-        f"majority class {cell('probe_majority')}.\n",
-        "| features | accuracy |\n|---|---|\n"
-        + "".join(f"| {n} | {cell(f'probe_{n}_linear')} |\n" for n in FEATURES if f"probe_{n}_linear" in res),
+        f"Probe protocol (docs/quality.md): linear probe (logistic regression) and nonlinear probe (gradient "
+        f"boosting), {res['seeds']} blocked splits whose train and test pixels are at least 15 px apart (no "
+        f"shared input window), mean +- 95 % interval; majority class {cell('probe_majority')}.\n",
+        "| features | linear | nonlinear |\n|---|---|---|\n"
+        + "".join(
+            f"| {n} | {cell(f'probe_{n}_linear')} | {cell(f'probe_{n}_nonlinear')} |\n"
+            for n in FEATURES
+            if f"probe_{n}_linear" in res
+        ),
         "Window length (features averaged over the pixel's valid dates in a window around each date):\n",
         "| window | embedding | bands |\n|---|---|---|\n"
         + "".join(f"| {r} | {cell(f'window_{r}_emb')} | {cell(f'window_{r}_bands')} |\n" for r, _ in WINDOWS),

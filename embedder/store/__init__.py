@@ -33,6 +33,7 @@ from embedder.config import StoreConfig
 from embedder.store._codec import (
     FILL_CODE,
     MISSING_CHUNK,
+    ChunkRef,
     ShardIndex,
     decode_chunk,
     dequantise,
@@ -40,7 +41,17 @@ from embedder.store._codec import (
     quantise,
 )
 from embedder.store._fs import get_json, put_object, url_to_fs, zarr_store
-from embedder.store._layout import STORE_FORMAT, Flag, Store, StoreError, ZoneExtent, as_store, zone_attrs
+from embedder.store._layout import (
+    CHUNK_CHECKSUM,
+    STORE_FORMAT,
+    CorruptChunkError,
+    Flag,
+    Store,
+    StoreError,
+    ZoneExtent,
+    as_store,
+    zone_attrs,
+)
 from embedder.store.reader import PixelSeries, SeriesReader, open_store
 from embedder.store.verify import VerifyReport, cli_verify, units_of, verify
 from embedder.store.writer import (
@@ -55,9 +66,12 @@ from embedder.store.writer import (
 )
 
 __all__ = [
+    "CHUNK_CHECKSUM",
     "FILL_CODE",
     "MISSING_CHUNK",
     "STORE_FORMAT",
+    "ChunkRef",
+    "CorruptChunkError",
     "Flag",
     "PixelSeries",
     "SeriesReader",

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from embedder.config import StoreConfig
-from embedder.store._layout import StoreError
+from embedder.store._layout import CorruptChunkError, StoreError
 
 FILL_CODE = 65535
 """uint16 code of "no embedding" (CF ``_FillValue``); codes 0..65534 are values ``code * quant_step``."""
@@ -47,16 +47,28 @@ def dequantise(codes: np.ndarray, *, step: float) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------
 
 
-def compressors(cfg: StoreConfig) -> Any:
-    """The zarr compressors of every store array (the same bytes as :func:`_blosc`)."""
-    from zarr.codecs import BloscCodec
+def compressors(cfg: StoreConfig, *, checksum: bool = True) -> Any:
+    """The zarr compressors of every store array: Blosc (the same bytes as :func:`_blosc`), then crc32c.
 
-    return [BloscCodec(cname="zstd", clevel=cfg.compression_level, shuffle="bitshuffle")]
+    The crc32c of the compressed bytes is appended when ``checksum`` (zarr verifies it on every read).
+    """
+    from zarr.codecs import BloscCodec, Crc32cCodec
+
+    blosc = BloscCodec(cname="zstd", clevel=cfg.compression_level, shuffle="bitshuffle")
+    return [blosc, Crc32cCodec()] if checksum else [blosc]
+
+
+def crc32c(data: bytes) -> bytes:
+    """The 4-byte little-endian crc32c that zarr's ``crc32c`` codec appends to a chunk."""
+    import google_crc32c
+
+    return int(google_crc32c.value(data)).to_bytes(4, "little")
 
 
 def encode_with_zarr(
     *, shape: tuple[int, ...], chunks: tuple[int, ...], shards: tuple[int, ...] | None, dtype: str,
     fill_value: int, cfg: StoreConfig, blocks: Iterable[tuple[tuple[slice, ...], np.ndarray]],
+    checksum: bool = True,
 ) -> bytes | None:  # fmt: skip
     """Encode one shard (or chunk) exactly as the store array would, in memory; None if all fill."""
     import zarr
@@ -71,7 +83,7 @@ def encode_with_zarr(
         shards=shards,
         dtype=dtype,
         fill_value=fill_value,
-        compressors=compressors(cfg),
+        compressors=compressors(cfg, checksum=checksum),
         config={"write_empty_chunks": False},
     )
     for sel, block in blocks:
@@ -157,9 +169,17 @@ class ShardIndex:
 
 
 def encode_shard(
-    chunks: dict[tuple[int, ...], np.ndarray], grid: tuple[int, ...], *, cfg: StoreConfig, fill_value: int
+    chunks: dict[tuple[int, ...], np.ndarray],
+    grid: tuple[int, ...],
+    *,
+    cfg: StoreConfig,
+    fill_value: int,
+    checksum: bool = True,
 ) -> tuple[bytes, ShardIndex] | None:
     """Encode inner chunks into one zarr v3 shard object (index at the end, crc32c); None if all fill.
+
+    With ``checksum`` each compressed chunk ends in its own crc32c (:func:`compressors`' chain), which
+    :func:`decode_chunk` checks.
 
     ``chunks`` maps chunk-grid coordinates (time first) to arrays of the inner chunk shape. Chunks equal
     to ``fill_value`` everywhere are left out (as zarr's ``write_empty_chunks=False``). The chunks are
@@ -176,6 +196,8 @@ def encode_shard(
     # chunks in parallel, each single-threaded in Blosc (_blosc): bitwise reproducible objects
     with ThreadPoolExecutor(max_workers=min(4, len(keys) or 1)) as pool:
         encoded = list(pool.map(lambda k: bytes(blosc.encode(np.ascontiguousarray(chunks[k]))), keys))
+    if checksum:
+        encoded = [enc + crc32c(enc) for enc in encoded]
     offsets = np.full(grid, MISSING_CHUNK, dtype=np.uint64)
     nbytes = np.full(grid, MISSING_CHUNK, dtype=np.uint64)
     parts: list[bytes] = []
@@ -191,8 +213,39 @@ def encode_shard(
     return b"".join(parts), ShardIndex(offsets=offsets, nbytes=nbytes)
 
 
-def decode_chunk(data: bytes, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """Decode one inner chunk of the store's arrays (Blosc) into an array of ``shape``."""
+@dataclasses.dataclass(frozen=True)
+class ChunkRef:
+    """Which chunk a byte string is, for the error that names it: store URL, array, chunk key, unit."""
+
+    store: str
+    array: str
+    key: str
+    unit: str | None = None
+
+
+def decode_chunk(
+    data: bytes, shape: tuple[int, ...], dtype: Any, *, checksum: bool, ref: ChunkRef | None = None
+) -> np.ndarray:
+    """Decode one inner chunk of the store's arrays (Blosc, then crc32c when ``checksum``) into ``shape``.
+
+    A checksum mismatch, a chunk Blosc cannot decode or one of the wrong size raises
+    :class:`CorruptChunkError` naming ``ref``: no value of a chunk that failed is ever returned.
+    """
     from numcodecs import Blosc
 
-    return np.frombuffer(Blosc().decode(data), dtype=dtype).reshape(shape)
+    def corrupt(reason: str) -> CorruptChunkError:
+        r = ref or ChunkRef(store="?", array="?", key="?")
+        return CorruptChunkError(r.store, r.array, r.key, reason, unit=r.unit)
+
+    if checksum:
+        if len(data) < 4 or crc32c(data[:-4]) != data[-4:]:
+            raise corrupt("crc32c checksum mismatch")
+        data = data[:-4]
+    try:
+        raw = Blosc().decode(data)
+    except Exception as e:  # numcodecs raises RuntimeError/ValueError/TypeError for damaged input
+        raise corrupt(f"cannot be decoded ({type(e).__name__}: {e})") from e
+    want = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if len(raw) != want:
+        raise corrupt(f"decodes to {len(raw)} bytes, expected {want}")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)

@@ -19,6 +19,27 @@ class StoreError(RuntimeError):
     """The store is missing, inconsistent, or a unit's data does not fit it."""
 
 
+class CorruptChunkError(StoreError):
+    """A chunk failed its checksum or could not be decoded: its values are never returned.
+
+    ``store``, ``array`` (``<zone>/<name>``) and ``key`` (the chunk's key inside the array, e.g.
+    ``c/0/0/1/2``) name it; ``unit`` is the work unit whose shard holds it, when known.
+    """
+
+    def __init__(self, store: str, array: str, key: str, reason: str, *, unit: str | None = None) -> None:
+        self.store, self.array, self.key, self.reason, self.unit = store, array, key, reason, unit
+        fix = f"run `embedder verify {store} --repair` to re-embed the damaged units" + (
+            f" (here {unit})" if unit else ""
+        )
+        super().__init__(f"corrupt chunk {array}/{key} in store {store!r}: {reason}; {fix}")
+
+
+CHUNK_CHECKSUM = "crc32c"
+"""Checksum appended to every compressed chunk of new stores (zarr v3 ``crc32c`` codec, little-endian);
+recorded as the root attribute ``embedder:chunk_checksum``. Stores without it were written before chunks
+carried checksums and are read unchecked."""
+
+
 class Flag(enum.IntFlag):
     """Bits of the ``flags`` array (uint8). 0 means no embedding at this pixel and date."""
 
@@ -57,6 +78,11 @@ class Store:
     """Layout and quantisation."""
     attrs: dict[str, Any]
     """Root group attributes."""
+
+    @property
+    def checksummed(self) -> bool:
+        """Whether every chunk carries a :data:`CHUNK_CHECKSUM` (stores written since checked reads)."""
+        return self.attrs.get("embedder:chunk_checksum") == CHUNK_CHECKSUM
 
     @property
     def fs(self) -> Any:

@@ -35,6 +35,9 @@ class VerifyReport:
     """Planned units without a done-marker."""
     failures: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     """Recorded failures."""
+    damaged: list[str] = dataclasses.field(default_factory=list)
+    """Done units whose objects are missing, differ from what was written, or do not decode (``embedder
+    verify --repair`` re-embeds them)."""
     feature_std: list[float] = dataclasses.field(default_factory=list)
     """Std of each stored feature over the checked units."""
     quant_err_rel_std: float = float("nan")
@@ -57,9 +60,12 @@ class VerifyReport:
             f"  units done {self.done} / planned {self.planned}, failures recorded {len(self.failures)}",
             f"  quantisation RMS error / feature std (worst) = {self.quant_err_rel_std:.4f} (bound 0.01)",
         ]
-        if self.missing:
-            more = f" (+{len(self.missing) - 10} more)" if len(self.missing) > 10 else ""
-            lines.append(f"  missing units: {', '.join(self.missing[:10])}{more}")
+        for name, units in (("missing", self.missing), ("damaged", self.damaged)):
+            if units:
+                more = f" (+{len(units) - 10} more)" if len(units) > 10 else ""
+                lines.append(f"  {name} units: {', '.join(units[:10])}{more}")
+        if self.damaged:
+            lines.append(f"  repair: embedder verify {self.url} --repair (re-embeds the damaged units only)")
         for f in self.failures[:10]:
             lines.append(f"  failed {f['unit']}: {f['reason']}")
         lines += [f"  problem: {p}" for p in self.problems]
@@ -197,9 +203,11 @@ def verify(
                 data = fs.cat_file(path)
             except FileNotFoundError:
                 problems.append(f"{unit_id}: object {rel} is missing")
+                _mark(report, unit_id)
                 continue
             if len(data) != meta["nbytes"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
                 problems.append(f"{unit_id}: object {rel} differs from what was written (size/sha256)")
+                _mark(report, unit_id)
         z = zones[zname]
         ty, tx = z.tile_index(unit.tile)
         t0 = unit.period.start_day
@@ -214,6 +222,7 @@ def verify(
             )  # [T, 7, H, W]
         except Exception as exc:
             problems.append(f"{unit_id}: data cannot be decoded ({type(exc).__name__}: {exc})")
+            _mark(report, unit_id)
             continue
         off_dates = np.setdiff1d(np.flatnonzero(flags.any(axis=(1, 2))) + t0, days)
         if off_dates.size:
@@ -249,6 +258,75 @@ def verify(
     return report
 
 
+def _mark(report: VerifyReport, unit_id: str) -> None:
+    if unit_id not in report.damaged:
+        report.damaged.append(unit_id)
+
+
+JOB_CONFIG = "_job/embed.json"
+"""Where the embed job records the configuration it ran with (without storage options), so that
+:func:`repair` can run the same job again."""
+
+
+def repair(
+    url: str,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    config: str | None = None,
+    log: Any = print,
+) -> tuple[VerifyReport, VerifyReport]:
+    """Re-embed the damaged units of a store through the normal embed job; returns (before, after).
+
+    :func:`verify` lists the damaged units (objects missing, changed since written, or undecodable);
+    their done-markers are removed, so they are not done any more, and the embed job
+    (``python -m ray_jobs.embed``; on the Ray cluster of ``RAY_ADDRESS`` when set, else a local one)
+    runs with ``config`` (an embed YAML) or the configuration the job recorded in the store
+    (:data:`JOB_CONFIG`). The job writes only units without a marker: the damaged ones, and planned
+    units never finished. Nothing else is rewritten; running it again on a repaired store does nothing.
+    """
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    before = verify(url, storage_options=storage_options)
+    if not before.damaged and not before.missing:
+        log(f"nothing to repair: {before.done} units done, none damaged or missing")
+        return before, before
+    st = as_store(url, storage_options)
+    if config is not None:
+        if not Path(config).is_file():
+            raise StoreError(f"--config {config!r} does not exist; pass the embed job's YAML")
+        job = yaml.safe_load(Path(config).read_text())
+    else:
+        job = get_json(st.fs, f"{st.root}/{JOB_CONFIG}")
+        if job is None:
+            raise StoreError(
+                f"store {url!r} has no recorded job configuration ({JOB_CONFIG}: written by embed jobs since "
+                "checked reads); pass the embed YAML it was written with: --config embed.yaml"
+            )
+    job = {**job, "store": url, "storage_options": dict(storage_options or {})}
+    for unit_id in before.damaged:
+        zone = WorkUnit.from_id(unit_id).tile.zone_name
+        st.fs.rm_file(f"{st.root}/_units/{zone}/{unit_id}.json")  # not done: the job writes it again
+    log(
+        f"re-embedding {len(before.damaged)} damaged unit(s) {before.damaged[:10]}"
+        + (f" and {len(before.missing)} never finished" if before.missing else "")
+    )
+    with tempfile.TemporaryDirectory(prefix="embedder-repair-") as tmp:
+        cfg_path = Path(tmp) / "embed.yaml"
+        cfg_path.write_text(yaml.safe_dump(job, sort_keys=False))
+        proc = subprocess.run(
+            [sys.executable, "-m", "ray_jobs.embed", "--config", str(cfg_path)], check=False
+        )
+    if proc.returncode not in (0, 1):
+        raise StoreError(f"the embed job was refused (exit {proc.returncode}); see its message above")
+    after = verify(url, storage_options=storage_options)
+    return before, after
+
+
 def _array(group: Any, path: str) -> Any:
     import zarr
 
@@ -266,8 +344,24 @@ def cli_verify(argv: list[str]) -> int:
     p.add_argument("url", help="store URL (path, file://, gs://, s3://)")
     p.add_argument("--storage-options", default=None, help="fsspec storage options as JSON")
     p.add_argument("--max-units-read", type=int, default=None, help="decode at most this many done units")
+    p.add_argument(
+        "--repair", action="store_true",
+        help="re-embed the damaged units (and planned units never finished) through the embed job",
+    )  # fmt: skip
+    p.add_argument(
+        "--config", default=None,
+        help="with --repair: the embed job's YAML (default: the configuration the job recorded in the store)",
+    )  # fmt: skip
     a = p.parse_args(argv)
     so = json.loads(a.storage_options) if a.storage_options else None
+    if a.repair:
+        before, after = repair(a.url, storage_options=so, config=a.config)
+        if after is not before:
+            print("before repair:\n" + before.summary())
+        print(after.summary())
+        return 0 if after.ok else 1
+    if a.config is not None:
+        p.error("--config is used only with --repair")
     report = verify(a.url, storage_options=so, max_units_read=a.max_units_read)
     print(report.summary())
     return 0 if report.ok else 1

@@ -19,6 +19,7 @@ from embedder.sensors import EMBEDDING_DIM
 from embedder.store._codec import FILL_CODE, compressors, encode_shard, encode_with_zarr, quantise
 from embedder.store._fs import get_json, put_object, url_to_fs, zarr_store
 from embedder.store._layout import (
+    CHUNK_CHECKSUM,
     STORE_FORMAT,
     Flag,
     Store,
@@ -239,6 +240,7 @@ def _root_attrs(
     quant = {"dtype": "uint16", "scale": cfg.quant_step, "offset": 0.0, "nodata": FILL_CODE}
     return {
         "embedder:format": STORE_FORMAT,
+        "embedder:chunk_checksum": CHUNK_CHECKSUM,
         "embedder:model_version": model_version,
         "embedder:fingerprint": fingerprint,
         "embedder:code_fingerprint": code_fingerprint(),
@@ -405,14 +407,15 @@ def write_unit(
                 flag_chunks[(int(c), by, bx)] = fl[:, ys, xs]
     counts_block = np.zeros((pd_, 1, 1), dtype=np.uint32)
     counts_block[local, 0, 0] = counts
-    emb_shard = encode_shard(emb_chunks, (n_ct, 1, n_s, n_s), cfg=cfg, fill_value=FILL_CODE)
-    flag_shard = encode_shard(flag_chunks, (n_ct, n_s, n_s), cfg=cfg, fill_value=0)
+    crc = st.checksummed  # chunks as the store's codec chain says (stores from before checks: none)
+    emb_shard = encode_shard(emb_chunks, (n_ct, 1, n_s, n_s), cfg=cfg, fill_value=FILL_CODE, checksum=crc)
+    flag_shard = encode_shard(flag_chunks, (n_ct, n_s, n_s), cfg=cfg, fill_value=0, checksum=crc)
     encoded = {
         "embedding": (None if emb_shard is None else emb_shard[0], (unit.period.index, 0, ty, tx)),
         "flags": (None if flag_shard is None else flag_shard[0], (unit.period.index, ty, tx)),
         "valid_px": (
             encode_with_zarr(shape=(pd_, 1, 1), chunks=(pd_, 1, 1), shards=None, dtype="uint32", fill_value=0,
-                          cfg=cfg, blocks=[((slice(None), slice(None), slice(None)), counts_block)]),
+                          cfg=cfg, blocks=[((slice(None), slice(None), slice(None)), counts_block)], checksum=crc),
             (unit.period.index, ty, tx),
         ),
     }  # fmt: skip

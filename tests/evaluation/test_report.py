@@ -110,7 +110,14 @@ def test_report_has_every_part(run_dir: Path) -> None:
         assert 0.0 <= probe[col].iloc[0] <= 1.0
     assert "Probe protocol" in text and "| window | embedding | bands |" in text
     quality = json.loads((path.parent / "quality.json").read_text())
-    for key in ("probe_emb_linear", "probe_bands_linear", "window_1date_emb", "window_year_bands"):
+    assert "| features | linear | nonlinear |" in text
+    for key in (
+        "probe_emb_linear",
+        "probe_emb_nonlinear",
+        "probe_bands_nonlinear",
+        "window_1date_emb",
+        "window_year_bands",
+    ):
         assert 0.0 <= quality[key] <= 1.0 and quality[f"{key}_ci95"] >= 0.0
     assert "Nothing: every part was made." in text
 

@@ -295,3 +295,57 @@ def test_dense_model_through_the_job(setup: Setup, gcs: Any, cluster: Any) -> No
     attrs = as_store(doc["store"], gcs.storage_options).attrs
     assert attrs["embedder:encoders"] == {"s1": "dense", "s2": "dense"}
     assert attrs["geoemb:model"]["encoders"] == {"s1": "dense", "s2": "dense"}
+
+
+def test_verify_repair_reembeds_only_the_damaged_unit(
+    setup: Setup, gcs: Any, reference: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flipped bit: reads refuse the chunk, verify names the unit, --repair re-embeds it and nothing else."""
+    import numpy as np
+
+    from embedder.config import EmbedJobConfig, load_config
+    from embedder.grid import WorkUnit
+    from embedder.store import CorruptChunkError, SeriesReader
+    from embedder.store.verify import cli_verify
+    from ray_jobs.embed import run
+
+    region, ref = reference
+    doc = _config(setup, gcs, "repair", region=region)
+    run(load_config(EmbedJobConfig, doc), serial=True)
+    fs, root = gcs.filesystem(), doc["store"].removeprefix("gs://")
+    good_markers, good_objects = _markers(gcs, doc["store"]), _data_objects(gcs, doc["store"])
+    assert good_objects == _data_objects(gcs, ref["store"])  # same job, same bytes as the reference
+
+    # damage one embedding shard in the middle of its first chunk
+    key = sorted(k for k in good_objects if "/embedding/" in k)[1]
+    data = bytearray(good_objects[key])
+    data[len(data) // 4] ^= 0x04
+    fs.pipe_file(f"{root}/{key}", bytes(data))
+    bad_unit = next(
+        m["unit"] for m in good_markers.values() if key in m["objects"]
+    )  # the unit whose shard it is
+    unit = WorkUnit.from_id(bad_unit)
+    reader = SeriesReader(doc["store"], storage_options=gcs.storage_options)
+    z = reader.zone(unit.tile.zone_name)
+    ty, tx = z.tile_index(unit.tile)
+    rows, cols = (a.ravel() for a in np.mgrid[ty * 32 : ty * 32 + 32, tx * 32 : tx * 32 + 32])
+    d0 = unit.period.start_day
+    with pytest.raises(CorruptChunkError, match=bad_unit):
+        reader.series(unit.tile.zone_name, rows, cols, d0, d0 + 366)
+    report = verify(doc["store"], storage_options=gcs.storage_options)
+    assert not report.ok and report.damaged == [bad_unit]
+
+    # one command repairs it, through the embed job (a local Ray instance), rewriting only that unit
+    for k, v in gcs.env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    opts = json.dumps(gcs.storage_options)
+    assert cli_verify([doc["store"], "--repair", "--storage-options", opts]) == 0
+    assert _data_objects(gcs, doc["store"]) == good_objects
+    after = _markers(gcs, doc["store"])
+    changed = {k for k in after if after[k] != good_markers[k]}
+    assert changed == {f"{bad_unit}.json"}  # only the damaged unit was written again
+    assert verify(doc["store"], storage_options=gcs.storage_options).ok
+    # idempotent: a repaired store has nothing to repair
+    assert cli_verify([doc["store"], "--repair", "--storage-options", opts]) == 0
+    assert _markers(gcs, doc["store"]) == after
