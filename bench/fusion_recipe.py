@@ -31,6 +31,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "spec": {"lr": 3e-4, "steps": 1000},  # the convergence run's fusion recipe (SPEC 4 loss weights)
     "lr1e3_2k": {"lr": 1e-3, "steps": 2000},
     "td05": {"lr": 1e-3, "steps": 2000, "temporal_decay": 0.5},
+    "td08": {"lr": 1e-3, "steps": 2000, "temporal_decay": 0.8},
+    "td10": {"lr": 1e-3, "steps": 2000, "temporal_decay": 1.0},
 }
 """Recipe variants: peak lr, optimiser steps and ``TrainConfig.temporal_decay`` (absent: SPEC's 0.1)."""
 

@@ -242,8 +242,6 @@ def open_store(
     """
     import xarray as xr
 
-    import numpy as np
-
     st = as_store(url, storage_options)
     out = {}
     for zone in st.attrs["embedder:zones"]:
