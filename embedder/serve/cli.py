@@ -125,7 +125,7 @@ def cli_probe(argv: list[str]) -> int:
             json.dumps(s.to_json(), indent=1) if a.format == "json" else series_csv([s]),
             end="\n" if a.format == "json" else "",
         )
-        if s.status != "ok":
+        if s.status not in ("ok", "partial"):  # partial: PARTIAL on stderr, exit 4 (_run_cli)
             raise NoDataError(s.reason)
         return 0
 

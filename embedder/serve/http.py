@@ -44,7 +44,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from swagger_ui_bundle import swagger_ui_path
 
-from embedder.config import ConfigError, ServeConfig
+from embedder.config import ServeConfig
 from embedder.grid import PIXEL_M
 from embedder.serve.api import (
     NoDataError,
@@ -63,7 +63,7 @@ from embedder.serve.api import (
     series_csv,
 )
 from embedder.serve.parse import day_index
-from embedder.serve.query import unique_errors
+from embedder.serve.query import quiet_partial, unique_errors
 from embedder.store import CorruptChunkError, StoreError, dequantise
 
 __all__ = ["STATIC_DIR", "TileRenderer", "cli_serve", "create_app"]
@@ -370,7 +370,8 @@ def create_app(
 
     @app.get("/api/probe", summary="One pixel's embedding time series", response_model=None)
     def api_probe(lon: Lon, lat: Lat, start: Date = None, end: Date = None, format: Fmt = "json") -> Any:
-        s = probe(reader, lon, lat, start=start, end=end)
+        with quiet_partial():  # reported in the answer instead
+            s = probe(reader, lon, lat, start=start, end=end)
         headers = _partial_headers(s.unreadable)
         if format == "csv":
             return PlainTextResponse(series_csv([s]), media_type="text/csv", headers=headers)
@@ -380,7 +381,8 @@ def create_app(
         "/api/points", summary="Time series at many points (grouped per zone and chunk)", response_model=None
     )
     def api_points(req: PointsRequest, format: Fmt = "json") -> Any:
-        series = sample_points(reader, req.points, start=req.start, end=req.end)
+        with quiet_partial():
+            series = sample_points(reader, req.points, start=req.start, end=req.end)
         headers = _partial_headers(unique_errors([e for s in series for e in s.unreadable]))
         if format == "csv":
             return PlainTextResponse(series_csv(series), media_type="text/csv", headers=headers)
@@ -404,7 +406,8 @@ def create_app(
         format: Literal["netcdf", "geotiff", "json"] = "netcdf",
     ) -> Any:
         if format == "json":
-            ds = read_region(reader, bbox, start=start, end=end, window=window, reduce=reduce)
+            with quiet_partial():
+                ds = read_region(reader, bbox, start=start, end=end, window=window, reduce=reduce)
             emb = ds["embedding"].values  # [T, 7, h, w]
             body = {
                 "crs": f"EPSG:{ds.rio.crs.to_epsg()}",
@@ -422,8 +425,9 @@ def create_app(
         check_region(reader, bbox, start=start, end=end, window=window, reduce=reduce)  # limits, as for json
         with tempfile.TemporaryDirectory() as tmp:
             suffix = ".nc" if format == "netcdf" else ".tif"
-            out = export_region(reader, bbox, Path(tmp) / f"region{suffix}", start=start, end=end,
-                                window=window, reduce=reduce)  # fmt: skip
+            with quiet_partial():
+                out = export_region(reader, bbox, Path(tmp) / f"region{suffix}", start=start, end=end,
+                                    window=window, reduce=reduce)  # fmt: skip
             data = out.read_bytes()
             unreadable = _file_unreadable(out)
         media = "application/x-netcdf" if format == "netcdf" else "image/tiff"
@@ -537,15 +541,10 @@ def cli_serve(argv: list[str]) -> int:
     )  # fmt: skip
     a = p.parse_args(argv)
     so = json.loads(a.storage_options) if a.storage_options else None
-    import sys
-
-    try:
-        cfg = ServeConfig(max_region_px=a.max_region_px, max_request_mib=a.max_request_mib)
-        app = create_app(a.url, storage_options=so, cfg=cfg,
-                         cache_dir=None if a.no_cache else (a.cache_dir or default_cache_dir()))  # fmt: skip
-    except (StoreError, ServeError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    # a missing or damaged store (StoreError, StoreMetadataError): one line from `embedder`, exit 1
+    cfg = ServeConfig(max_region_px=a.max_region_px, max_request_mib=a.max_request_mib)
+    app = create_app(a.url, storage_options=so, cfg=cfg,
+                     cache_dir=None if a.no_cache else (a.cache_dir or default_cache_dir()))  # fmt: skip
     print(f"serving {a.url} on http://{a.host}:{a.port}/ (API docs at /docs)")
     uvicorn.run(app, host=a.host, port=a.port, log_level="info")
     return 0

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime as dt
 import io
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -62,10 +64,28 @@ class PartialResultWarning(UserWarning):
     """
 
 
+_QUIET = threading.local()
+
+
+@contextlib.contextmanager
+def quiet_partial() -> Iterator[None]:
+    """No :class:`PartialResultWarning` from this thread inside the block (the results still say so).
+
+    For callers that report partial results themselves (the HTTP service: fields and a header);
+    unlike ``warnings.catch_warnings`` it is safe with threads.
+    """
+    before = getattr(_QUIET, "on", False)
+    _QUIET.on = True
+    try:
+        yield
+    finally:
+        _QUIET.on = before
+
+
 def _warn_partial(what: str, errors: Sequence[CorruptChunkError]) -> None:
     import warnings
 
-    if errors:
+    if errors and not getattr(_QUIET, "on", False):
         first = errors[0]
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         warnings.warn(
@@ -275,15 +295,11 @@ def probe(
     the pixel's chunks are damaged the readable dates come back with ``status="partial"``; when all of
     them are, :class:`~embedder.store.CorruptChunkError` is raised (it names the chunk and the repair).
     """
-    import warnings
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", PartialResultWarning)
+    with quiet_partial():
         s = sample_points(store, [(lon, lat)], start=start, end=end, storage_options=storage_options)[0]
     if s.status == "unreadable":
         raise s.unreadable[0]
-    for w in caught:  # pass the others on
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    _warn_partial("point series", s.unreadable)
     return s
 
 

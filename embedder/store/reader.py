@@ -202,8 +202,9 @@ class SeriesReader:
             if isinstance(blob, Exception):
                 raise CorruptChunkError(
                     ref.store, ref.array, ref.key,
-                    f"its object cannot be read although the unit's done-marker lists it "
-                    f"({type(blob).__name__}: {blob})", unit=ref.unit,
+                    "the object is missing although the unit's done-marker lists it"
+                    if isinstance(blob, FileNotFoundError)
+                    else f"its object cannot be read ({type(blob).__name__}: {blob})", unit=ref.unit,
                 ) from blob  # fmt: skip
             return decode_chunk(blob, shape, dtype, checksum=crc, ref=ref)
 
