@@ -14,6 +14,9 @@ at the store: every HTTP request gcsfs sends (``GCSFileSystem._request``) counts
   needs): the shard index, then ``(256 / 64)**2`` chunks, concurrently.
 - ``tiles_per_s``: the ``/tiles/{z}/{x}/{y}.png`` endpoint of a live uvicorn server, distinct tiles
   and dates (the tile cache never hits), one client.
+- ``p50_ms_with_damaged_chunk``: the warm ``point_year`` probes again after one inner chunk of the
+  unit's embedding shard is damaged (a flipped byte; issue 18): the probes of that block come back
+  partial (``points_partial_with_damaged_chunk``), and the latency should stay that of ``point_year``.
 
 Writes flat JSON ``bench/results/serve.json``. Targets: ``point_year_reads`` <= 3 (warm and cold) and
 ``point_year_p50_ms`` <= 30. The store is written once and kept under ``--cache`` and copied object by
@@ -111,6 +114,44 @@ def _tile_xy(lon: float, lat: float, z: int) -> tuple[int, int]:
     return int((lon + 180) / 360 * n), int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
 
 
+def _damaged_point_year(
+    url: str, so: dict[str, Any], local: Path, pts: list[tuple[float, float]], start: str, end: str
+) -> tuple[list[float], int]:
+    """Warm point-year probe latencies (ms) at ``pts`` after one embedding chunk of the unit is damaged.
+
+    Damages the uploaded copy only (the cached local store stays intact). Returns the latencies and how
+    many probes came back partial.
+    """
+    from embedder.serve.api import StoreReader, probe
+    from embedder.serve.query import quiet_partial
+    from embedder.store import MISSING_CHUNK, CorruptChunkError, ShardIndex, url_to_fs
+
+    marker = json.loads((local / "_units" / "utm32N" / f"{UNIT.id}.json").read_text())
+    idx = ShardIndex.from_json(marker["shard_index"]["embedding"])
+    present = np.flatnonzero(idx.offsets[:, 0, 0, 0] != np.uint64(MISSING_CHUNK))
+    c = int(present[min(2, present.size - 1)])
+    off, nb = int(idx.offsets[c, 0, 0, 0]), int(idx.nbytes[c, 0, 0, 0])
+    rel = f"utm32N/embedding/c/{UNIT.period.index}/0/0/0"
+    data = bytearray((local / rel).read_bytes())
+    data[off + nb // 2] ^= 0x10
+    fs, root = url_to_fs(url, so)
+    fs.pipe_file(f"{root}/{rel}", bytes(data))
+    reader = StoreReader(url, storage_options=so)
+    ms: list[float] = []
+    n_partial = 0
+    with quiet_partial():
+        probe(reader, *pts[0], start=start, end=end)  # warm: metadata and markers, as in 1.
+        for lon, lat in pts:
+            t0 = time.perf_counter()
+            try:
+                s = probe(reader, lon, lat, start=start, end=end)
+                n_partial += s.status == "partial"
+            except CorruptChunkError:  # all of this pixel's dates in the damaged chunk
+                n_partial += 1
+            ms.append((time.perf_counter() - t0) * 1e3)
+    return ms, n_partial
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--points", type=int, default=30, help="random pixels for the point-year series")
@@ -158,9 +199,11 @@ def main(argv: list[str] | None = None) -> int:
         reads, lat_ms, n_dates, cold_reads, cold_ms = [], [], [], [], []
         zarr_reads: list[int] = []
         zarr_ms: list[float] = []
+        pts: list[tuple[float, float]] = []
         for _ in range(a.points):
             r_, c_ = (int(v) for v in rng.integers(0, tp, 2))
             lon, lat = _lonlat(r_, c_)
+            pts.append((lon, lat))
             counter.reset()
             t0 = time.perf_counter()
             s = probe(warm_reader, lon, lat, start=start, end=end)
@@ -233,6 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         srv.should_exit = True
         th.join(timeout=10)
 
+        # 4. the point-year probes of 1. again with one damaged unit: a flipped byte in one inner chunk of
+        # the unit's embedding shard (block (0, 0), third stored time chunk). Probes read around it (the
+        # points of that block come back partial), every other read as before: the latency must hold.
+        damaged_ms, n_partial = _damaged_point_year(url, so, local, pts, start, end)
+
     result = {
         "point_year_reads": int(np.median(reads)),
         "point_year_reads_max": int(max(reads)),
@@ -249,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         "tile_date_reads": int(np.median(tile_reads)),
         "tile_date_p50_ms": round(float(np.percentile(tile_ms, 50)), 1),
         "tiles_per_s": round(len(reqs) / tiles_s, 2),
+        "p50_ms_with_damaged_chunk": round(float(np.percentile(damaged_ms, 50)), 1),
+        "points_partial_with_damaged_chunk": n_partial,
         "tiles_ok": int(sum(s == 200 for s in statuses)),
         "tiles_requested": len(reqs),
         "points": a.points,

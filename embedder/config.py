@@ -1149,7 +1149,15 @@ class ServeConfig:
     max_tile_dates: int = 62
     """Most store dates a window tile may average (a longer window: HTTP 422 naming the limit)."""
     strip_px: int = 256
-    """Rows per strip when large regions are aggregated or exported strip by strip."""
+    """Rows per strip when large regions are aggregated or exported strip by strip (fewer when a strip
+    of that many rows would need more than ``max_request_mib``)."""
+    max_request_mib: float = 1024.0
+    """Most memory (MiB) one request may allocate, estimated before any chunk is read: a region extract
+    (the result twice, while strips are joined, plus one strip of codes), one strip of an export, one map
+    tile. Over it: :class:`~embedder.serve.api.RegionTooLargeError` (CLI exit 1, HTTP 413) with the size."""
+    max_export_gib: float = 64.0
+    """Largest export in GiB of float32 values written (dates or windows x 7 x pixels), checked before any
+    chunk is read (:class:`~embedder.serve.api.RegionTooLargeError`)."""
     pca_samples: int = 20_000
     """Valid pixel-dates sampled from the store to fit the fixed RGB PCA of the map tiles."""
     marker_cache_units: int = 4096
@@ -1160,3 +1168,6 @@ class ServeConfig:
                      "max_tile_dates", "strip_px", "pca_samples", "marker_cache_units"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"ServeConfig.{name} = {getattr(self, name)} must be positive")
+        for name in ("max_request_mib", "max_export_gib"):
+            if not getattr(self, name) > 0:  # also NaN
+                raise ConfigError(f"ServeConfig.{name} = {getattr(self, name)} must be a positive number")

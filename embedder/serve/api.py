@@ -45,6 +45,7 @@ from embedder.serve.parse import (
 from embedder.serve.query import (
     CSV_HEADER,
     REDUCERS,
+    PartialResultWarning,
     PointSeries,
     check_region,
     iter_region_strips,
@@ -62,6 +63,7 @@ __all__ = [
     "PCA_SIDECAR",
     "REDUCERS",
     "NoDataError",
+    "PartialResultWarning",
     "PointSeries",
     "RegionTooLargeError",
     "ServeError",

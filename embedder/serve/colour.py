@@ -127,9 +127,9 @@ def rgb_pca(
             ty, tx = zi.zone.tile_index(unit.tile)
             pick = sorted(rng.choice(len(dates), size=min(4, len(dates)), replace=False).tolist())
             days = np.array([day_index(dt.date.fromisoformat(dates[k])) for k in pick])
-            codes = store.read_codes(
-                zi.name, days, slice(ty * tp, (ty + 1) * tp), slice(tx * tp, (tx + 1) * tp)
-            )
+            codes, _, _damaged = store.read_checked(
+                zi.name, "embedding", days, slice(ty * tp, (ty + 1) * tp), slice(tx * tp, (tx + 1) * tp)
+            )  # damaged chunks: fill (left out below), noted in store.damaged; never fitted on
             vals = dequantise(codes, step=store.quant_step).transpose(0, 2, 3, 1).reshape(-1, EMBEDDING_DIM)
             vals = vals[np.isfinite(vals).all(axis=1)]  # [N, 7]
             if len(vals):

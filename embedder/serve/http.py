@@ -11,10 +11,15 @@
 ``GET /api/region``                     a region extract, per date or windowed (NetCDF, GeoTIFF, JSON)
 ``GET /tiles/{z}/{x}/{y}.png``          XYZ tile: the embedding as RGB (the store's fixed PCA)
 ``GET /stac/collection.json``           the store's STAC Collection; ``/stac/items/{id}`` its Items
+``GET /health``                         ``ok``/``degraded``, whether chunks are checksummed, damage seen
 =====================================  ===============================================================
 
-Bad input answers 422 (what is wrong and what to give), a region over the size limit 413, a place
-without data 404; the service never writes to the store except once for the PCA sidecar (optional).
+Bad input answers 422 (what is wrong and what to give), a request over a size limit 413 (its size and the
+limit), a place without data 404, a request whose only data is in damaged chunks 409 (``status:
+"damaged"``, the chunks and the repair command). A result with some damaged chunks is answered (200) with
+what could be read: NaN/null or transparent pixels there, never zeros, ``"partial"``/``"unreadable"`` in
+JSON and the header ``X-Embedder-Partial`` (the number of damaged chunks and the first). The service never
+writes to the store.
 """
 
 from __future__ import annotations
@@ -58,7 +63,8 @@ from embedder.serve.api import (
     series_csv,
 )
 from embedder.serve.parse import day_index
-from embedder.store import dequantise
+from embedder.serve.query import quiet_partial, unique_errors
+from embedder.store import CorruptChunkError, StoreError, dequantise
 
 __all__ = ["STATIC_DIR", "TileRenderer", "cli_serve", "create_app"]
 
@@ -70,6 +76,16 @@ TILE_PX = 256
 """Side of an XYZ map tile in pixels."""
 _DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 _EARTH_M = 6378137.0
+PARTIAL_HEADER = "X-Embedder-Partial"
+"""Response header of a partial answer: ``<n> damaged chunk(s); first: <array> <key> ...``."""
+
+
+def _partial_headers(errors: Sequence[CorruptChunkError]) -> dict[str, str]:
+    """The :data:`PARTIAL_HEADER` for ``errors`` (none when empty); ASCII, one line."""
+    if not errors:
+        return {}
+    text = f"{len(errors)} damaged chunk(s); first: {errors[0].short()}"
+    return {PARTIAL_HEADER: text.encode("ascii", "replace").decode()[:300]}
 
 
 Lon = Annotated[float, Query(ge=-180, le=180, description="longitude, degrees east (EPSG:4326)")]
@@ -106,7 +122,8 @@ class TileRenderer:
     def __init__(self, reader: StoreReader, *, pca: dict[str, Any], cache_tiles: int = 512) -> None:
         self.reader = reader
         self.pca = pca
-        self._cache: collections.OrderedDict[tuple[Any, ...], bytes] = collections.OrderedDict()
+        self._cache: collections.OrderedDict[tuple[Any, ...], tuple[bytes, list[CorruptChunkError]]]
+        self._cache = collections.OrderedDict()
         self._cache_size = cache_tiles
         self._lock = threading.Lock()
 
@@ -114,6 +131,16 @@ class TileRenderer:
         self, z: int, x: int, y: int, *, date: Any = None, start: Any = None, end: Any = None
     ) -> bytes:
         """PNG bytes of one tile for ``date``, or the mean over the store dates in ``[start, end]``."""
+        return self.render_checked(z, x, y, date=date, start=start, end=end)[0]
+
+    def render_checked(
+        self, z: int, x: int, y: int, *, date: Any = None, start: Any = None, end: Any = None
+    ) -> tuple[bytes, list[CorruptChunkError]]:
+        """As :meth:`render`, with the damaged chunks the tile could not read (transparent there).
+
+        A tile whose native window needs more than ``ServeConfig.max_request_mib`` raises
+        :class:`RegionTooLargeError` before reading.
+        """
         if not 0 <= z <= 24:
             raise ServeError(f"zoom z={z} must be in 0..24")
         if not (0 <= x < 2**z and 0 <= y < 2**z):
@@ -133,14 +160,17 @@ class TileRenderer:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        png = _png(self._rgba(z, x, y, d0, d1))
+        lost: list[CorruptChunkError] = []
+        png = _png(self._rgba(z, x, y, d0, d1, lost))
         with self._lock:
-            self._cache[key] = png
+            self._cache[key] = (png, unique_errors(lost))
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        return png
+        return png, unique_errors(lost)
 
-    def _rgba(self, z: int, x: int, y: int, d0: dt.date, d1: dt.date) -> np.ndarray:
+    def _rgba(
+        self, z: int, x: int, y: int, d0: dt.date, d1: dt.date, lost: list[CorruptChunkError]
+    ) -> np.ndarray:
         r = self.reader
         lon, lat = _mercator_lonlat(z, x, y)
         rgba = np.zeros((TILE_PX, TILE_PX, 4), dtype=np.uint8)  # transparent where no data
@@ -177,15 +207,25 @@ class TileRenderer:
                 continue
             # only the native pixels the tile samples (each once), read point-wise: [T, 7, U]
             flat_px, inverse = np.unique(row * zi.nx + col, return_inverse=True)  # [U], [N]
+            need = days.size * 7 * flat_px.size * (2 + 4 + 4)  # codes, values, the masked copy
+            if need > r.cfg.max_request_mib * 2**20:
+                raise RegionTooLargeError(
+                    f"the tile needs {days.size} dates x 7 x {flat_px.size} px = {need / 2**20:,.1f} MiB, over "
+                    f"the limit of {r.cfg.max_request_mib:g} MiB (ServeConfig.max_request_mib); choose a "
+                    "shorter window"
+                )
             ur, uc = flat_px // zi.nx, flat_px % zi.nx
-            codes = r.array(zi.name, "embedding").get_coordinate_selection(
-                (days[:, None, None], np.arange(7)[None, :, None], ur[None, None, :], uc[None, None, :])
-            )  # [T, 7, U] uint16
+            codes, bad, errors = r.read_points_checked(zi.name, days, ur, uc)  # [T, 7, U] uint16
+            lost += errors
             emb = dequantise(np.asarray(codes), step=r.quant_step)  # [T, 7, U]
             ok = np.isfinite(emb).all(axis=1)  # [T, U]
             n = ok.sum(axis=0)  # [U]
             mean = np.where(ok[:, None], emb, 0).sum(axis=0) / np.maximum(n, 1)  # [7, U]
             mean[:, n == 0] = np.nan
+            if (
+                bad is not None
+            ):  # a pixel missing any date of the window: transparent, never a mean of the rest
+                mean[:, bad.any(axis=0)] = np.nan
             pix = mean[:, inverse].T  # [N, 7]
             colours = apply_pca(pix, self.pca)  # [N, 4]
             has = colours[:, 3] > 0
@@ -256,6 +296,18 @@ def create_app(
         ),
     )
 
+    @app.exception_handler(CorruptChunkError)
+    def _damaged(request: Request, exc: CorruptChunkError) -> JSONResponse:
+        return JSONResponse(
+            status_code=409,
+            content={"detail": str(exc), "status": "damaged", "unreadable": [exc.to_json()]},
+            headers=_partial_headers([exc]),
+        )
+
+    @app.exception_handler(StoreError)
+    def _store_error(request: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"detail": str(exc), "status": "store_error"})
+
     @app.exception_handler(RegionTooLargeError)
     def _too_large(request: Request, exc: RegionTooLargeError) -> JSONResponse:
         return JSONResponse(status_code=413, content={"detail": str(exc)})
@@ -294,7 +346,22 @@ def create_app(
     def api_info() -> dict[str, Any]:
         return {
             **info,
-            "limits": {k: getattr(reader.cfg, k) for k in ("max_region_px", "max_points", "max_tile_dates")},
+            "limits": {
+                k: getattr(reader.cfg, k)
+                for k in ("max_region_px", "max_points", "max_tile_dates", "max_request_mib")
+            },
+        }
+
+    @app.get("/health", summary="Service health: ok or degraded, and the damaged chunks met so far")
+    def health() -> dict[str, Any]:
+        damaged = reader.damaged
+        return {
+            "status": "degraded" if damaged else "ok",
+            "store": reader.url,
+            "checksummed": reader.store.checksummed,
+            "n_damaged": len(damaged),
+            "damaged": [e.to_json() for e in damaged[:100]],
+            "repair": f"embedder verify {reader.url} --repair" if damaged else None,
         }
 
     @app.get("/api/dates", summary="Dates with at least one valid pixel")
@@ -303,19 +370,24 @@ def create_app(
 
     @app.get("/api/probe", summary="One pixel's embedding time series", response_model=None)
     def api_probe(lon: Lon, lat: Lat, start: Date = None, end: Date = None, format: Fmt = "json") -> Any:
-        s = probe(reader, lon, lat, start=start, end=end)
+        with quiet_partial():  # reported in the answer instead
+            s = probe(reader, lon, lat, start=start, end=end)
+        headers = _partial_headers(s.unreadable)
         if format == "csv":
-            return PlainTextResponse(series_csv([s]), media_type="text/csv")
-        return s.to_json()
+            return PlainTextResponse(series_csv([s]), media_type="text/csv", headers=headers)
+        return JSONResponse(s.to_json(), headers=headers) if headers else s.to_json()
 
     @app.post(
         "/api/points", summary="Time series at many points (grouped per zone and chunk)", response_model=None
     )
     def api_points(req: PointsRequest, format: Fmt = "json") -> Any:
-        series = sample_points(reader, req.points, start=req.start, end=req.end)
+        with quiet_partial():
+            series = sample_points(reader, req.points, start=req.start, end=req.end)
+        headers = _partial_headers(unique_errors([e for s in series for e in s.unreadable]))
         if format == "csv":
-            return PlainTextResponse(series_csv(series), media_type="text/csv")
-        return {"series": [s.to_json() for s in series]}
+            return PlainTextResponse(series_csv(series), media_type="text/csv", headers=headers)
+        body = {"series": [s.to_json() for s in series]}
+        return JSONResponse(body, headers=headers) if headers else body
 
     @app.get(
         "/api/region",
@@ -333,10 +405,11 @@ def create_app(
         reduce: Literal["mean", "median", "min", "max"] = "mean",
         format: Literal["netcdf", "geotiff", "json"] = "netcdf",
     ) -> Any:
-        ds = read_region(reader, bbox, start=start, end=end, window=window, reduce=reduce)
         if format == "json":
+            with quiet_partial():
+                ds = read_region(reader, bbox, start=start, end=end, window=window, reduce=reduce)
             emb = ds["embedding"].values  # [T, 7, h, w]
-            return {
+            body = {
                 "crs": f"EPSG:{ds.rio.crs.to_epsg()}",
                 "transform": list(ds.rio.transform())[:6],
                 "shape": list(emb.shape),
@@ -345,16 +418,25 @@ def create_app(
                     np.isfinite(emb), np.round(emb, 5), np.array(None)
                 ).tolist(),  # NaN -> null
             }
+            if not ds.attrs.get("partial"):
+                return body
+            body.update(partial=True, unreadable=list(ds.attrs["unreadable"]))
+            return JSONResponse(body, headers={PARTIAL_HEADER: f"{len(body['unreadable'])} damaged chunk(s)"})
         check_region(reader, bbox, start=start, end=end, window=window, reduce=reduce)  # limits, as for json
         with tempfile.TemporaryDirectory() as tmp:
             suffix = ".nc" if format == "netcdf" else ".tif"
-            out = export_region(reader, bbox, Path(tmp) / f"region{suffix}", start=start, end=end,
-                                window=window, reduce=reduce)  # fmt: skip
+            with quiet_partial():
+                out = export_region(reader, bbox, Path(tmp) / f"region{suffix}", start=start, end=end,
+                                    window=window, reduce=reduce)  # fmt: skip
             data = out.read_bytes()
+            unreadable = _file_unreadable(out)
         media = "application/x-netcdf" if format == "netcdf" else "image/tiff"
-        return Response(
-            data, media_type=media, headers={"Content-Disposition": f'attachment; filename="region{suffix}"'}
-        )
+        headers = {"Content-Disposition": f'attachment; filename="region{suffix}"'}
+        if unreadable:
+            headers[PARTIAL_HEADER] = (
+                f"{len(unreadable)} damaged chunk(s); see the file's 'unreadable' metadata"
+            )
+        return Response(data, media_type=media, headers=headers)
 
     @app.get(
         "/tiles/{z}/{x}/{y}.png",
@@ -370,7 +452,11 @@ def create_app(
         start: Date = None,
         end: Date = None,
     ) -> Response:
-        png = get_renderer().render(z, x, y, date=date, start=start, end=end)
+        png, lost = get_renderer().render_checked(z, x, y, date=date, start=start, end=end)
+        if lost:  # damaged area transparent; not cached downstream (a repair will fill it)
+            return Response(
+                png, media_type="image/png", headers={"Cache-Control": "no-store", **_partial_headers(lost)}
+            )
         return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
 
     @app.get("/stac/collection.json", summary="The store's STAC Collection")
@@ -390,6 +476,21 @@ def create_app(
     app.state.reader = reader
     app.state.get_renderer = get_renderer
     return app
+
+
+def _file_unreadable(path: Path) -> list[str]:
+    """The ``unreadable`` metadata an export wrote into ``path`` (NetCDF attribute or GeoTIFF tag), if any."""
+    if path.suffix == ".tif":
+        import rasterio
+
+        with rasterio.open(path) as f:
+            text = f.tags().get("unreadable", "")
+    else:
+        import xarray as xr
+
+        with xr.open_dataset(path, engine="scipy") as ds:
+            text = str(ds.attrs.get("unreadable", ""))
+    return [t for t in text.split("; ") if t]
 
 
 _EXCERPT_CHARS = 80
@@ -433,9 +534,16 @@ def cli_serve(argv: list[str]) -> int:
     p.add_argument(
         "--max-region-px", type=int, default=ServeConfig.max_region_px, help="region size limit (pixels)"
     )
+    p.add_argument(
+        "--max-request-mib", type=float, default=ServeConfig.max_request_mib,
+        help="memory one region or tile request may allocate, in MiB; larger ones answer 413 "
+        f"(default {ServeConfig.max_request_mib:g})",
+    )  # fmt: skip
     a = p.parse_args(argv)
     so = json.loads(a.storage_options) if a.storage_options else None
-    app = create_app(a.url, storage_options=so, cfg=ServeConfig(max_region_px=a.max_region_px),
+    # a missing or damaged store (StoreError, StoreMetadataError): one line from `embedder`, exit 1
+    cfg = ServeConfig(max_region_px=a.max_region_px, max_request_mib=a.max_request_mib)
+    app = create_app(a.url, storage_options=so, cfg=cfg,
                      cache_dir=None if a.no_cache else (a.cache_dir or default_cache_dir()))  # fmt: skip
     print(f"serving {a.url} on http://{a.host}:{a.port}/ (API docs at /docs)")
     uvicorn.run(app, host=a.host, port=a.port, log_level="info")

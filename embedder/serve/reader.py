@@ -6,12 +6,13 @@ import dataclasses
 import datetime as dt
 import functools
 import math
+import threading
 from typing import Any
 
 import numpy as np
 
 from embedder.config import ServeConfig
-from embedder.grid import PIXEL_M, utm_epsg
+from embedder.grid import PIXEL_M, Period, Tile, WorkUnit, utm_epsg
 from embedder.sensors import EMBEDDING_DIM
 from embedder.serve.parse import (
     NoDataError,
@@ -24,9 +25,11 @@ from embedder.serve.parse import (
 )
 from embedder.store import (
     FILL_CODE,
+    CorruptChunkError,
     Flag,
     SeriesReader,
     Store,
+    StoreMetadataError,
     ZoneExtent,
     as_store,
     zarr_store,
@@ -41,6 +44,41 @@ __all__ = [
     "region_window",
     "series_at",
 ]
+
+_READ_ERRORS = (ValueError, RuntimeError, TypeError, OSError, KeyError)
+"""What zarr (its crc32c and Blosc codecs, the sharding index, the file system) raises for a damaged chunk."""
+_DATA_ARRAYS = ("embedding", "flags", "valid_px")
+
+
+def _checked_zarr_store(inner: Any, missing: Any) -> Any:
+    """``inner`` wrapped so that a chunk object the unit's done-marker lists but the store lacks raises.
+
+    zarr reads an absent chunk object as fill (no data): for a done unit that would be silently wrong.
+    ``missing(key)`` returns the :class:`CorruptChunkError` to raise for an absent ``key``, or None
+    (an all-fill object that was never written).
+    """
+    from zarr.storage import WrapperStore
+
+    class CheckedStore(WrapperStore[Any]):
+        def _with_store(self, store: Any) -> Any:
+            return CheckedStore(store)
+
+        async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+            buf = await self._store.get(key, prototype, byte_range)
+            if buf is None and (err := missing(key)) is not None:
+                raise err
+            return buf
+
+        async def get_partial_values(self, prototype: Any, key_ranges: Any) -> list[Any]:
+            key_ranges = list(key_ranges)
+            got = await self._store.get_partial_values(prototype, key_ranges)
+            for (key, _), buf in zip(key_ranges, got, strict=True):
+                if buf is None and (err := missing(key)) is not None:
+                    raise err
+            return list(got)
+
+    return CheckedStore(inner)
+
 
 # ---------------------------------------------------------------------------------------------------
 # the reader
@@ -96,8 +134,17 @@ class StoreReader:
         self.store = as_store(url, storage_options)
         self.cfg = cfg or ServeConfig()
         self.url = self.store.url
-        zstore = zarr_store(self.store.url, self.store.storage_options, read_only=True)
-        self._group = zarr.open_group(zstore, mode="r", zarr_format=3)
+        zstore = _checked_zarr_store(
+            zarr_store(self.store.url, self.store.storage_options, read_only=True), self._missing_object
+        )
+        try:
+            self._group = zarr.open_group(zstore, mode="r", zarr_format=3)
+        except _READ_ERRORS as e:
+            raise StoreMetadataError(
+                f"the store {self.url!r} cannot be opened as a zarr group ({type(e).__name__}: {e})"
+            ) from e
+        self._damage: dict[tuple[str, str], CorruptChunkError] = {}
+        self._damage_lock = threading.Lock()
         self.zones: dict[str, ZoneInfo] = {}
         for name in self.store.attrs["embedder:zones"]:
             zat = zone_attrs(self.store, name)
@@ -117,11 +164,86 @@ class StoreReader:
         return float(self.store.cfg.quant_step)
 
     def array(self, zone: str, name: str) -> Any:
-        """The zarr array ``<zone>/<name>`` (cached)."""
+        """The zarr array ``<zone>/<name>`` (cached); :class:`StoreMetadataError` when its metadata is damaged."""
         key = f"{zone}/{name}"
         if key not in self._arrays:
-            self._arrays[key] = self._group[key]
+            try:
+                self._arrays[key] = self._group[key]
+            except _READ_ERRORS as e:
+                raise StoreMetadataError(
+                    f"the array metadata {key}/zarr.json of store {self.url!r} is damaged or missing "
+                    f"({type(e).__name__}: {e}); restore it from a copy of the store, or rebuild the store"
+                ) from e
         return self._arrays[key]
+
+    # -- damage: what could not be read ----------------------------------------------------------
+
+    @property
+    def damaged(self) -> list[CorruptChunkError]:
+        """The damaged chunks this reader has met so far (one per array and chunk key), oldest first."""
+        with self._damage_lock:
+            return list(self._damage.values())
+
+    def note_damage(self, errors: list[CorruptChunkError] | tuple[CorruptChunkError, ...]) -> None:
+        """Remember damaged chunks (for ``/health``); each is kept once."""
+        with self._damage_lock:
+            for e in errors:
+                self._damage.setdefault((e.array, e.key.split(" ")[0] + str(e.unit)), e)
+
+    def unit_id(self, zone: str, period: int, ty: int, tx: int) -> str:
+        """Id of the work unit of tile ``(ty, tx)`` (array tile indices) and ``period`` in zone group ``zone``."""
+        z = self.zones[zone].zone
+        tile = Tile(zone=int(zone[3:5]), south=zone.endswith("S"), col=z.col0 + tx, row=z.row_top - ty,
+                    size_px=self.store.cfg.tile_px)  # fmt: skip
+        return WorkUnit(tile=tile, period=Period(index=period, period_days=self.store.cfg.period_days)).id
+
+    def _missing_object(self, key: str) -> CorruptChunkError | None:
+        """The error for an absent chunk object ``key`` that its unit's done-marker lists (else None)."""
+        parts = key.split("/")
+        if len(parts) < 5 or parts[1] not in _DATA_ARRAYS or parts[2] != "c" or parts[0] not in self.zones:
+            return None
+        try:
+            coords = [int(v) for v in parts[3:]]
+        except ValueError:
+            return None
+        p, ty, tx = coords[0], coords[-2], coords[-1]
+        uid = self.unit_id(parts[0], p, ty, tx)
+        marker = self.series_reader.marker(parts[0], uid)
+        if marker is None:
+            return None  # not done: no data, and no claim that there is
+        listed = (marker.get("objects") or {}).get(key)
+        if listed is None or not listed.get("nbytes"):
+            return None  # all fill: never written
+        pd_ = self.store.cfg.period_days
+        return CorruptChunkError(
+            self.url, f"{parts[0]}/{parts[1]}", "/".join(parts[2:]),
+            f"the object is missing although the unit's done-marker lists it ({listed['nbytes']} bytes)",
+            unit=uid, days=(p * pd_, (p + 1) * pd_),
+        )  # fmt: skip
+
+    def _corrupt(
+        self, zone: str, name: str, day: int, y: int, x: int, exc: BaseException
+    ) -> CorruptChunkError:
+        """``exc`` raised reading the chunk of ``<zone>/<name>`` holding ``(day, y, x)``, as a CorruptChunkError."""
+        cfg = self.store.cfg
+        pd_, cd, tp, cp = cfg.period_days, cfg.chunk_days, cfg.tile_px, cfg.chunk_px
+        p = day // pd_
+        if name == "valid_px":  # one chunk per unit; y, x are tile indices
+            ty, tx, key, span = y, x, f"c/{p}/{y}/{x}", (p * pd_, (p + 1) * pd_)
+        else:
+            ty, tx = y // tp, x // tp
+            c, by, bx = (day % pd_) // cd, (y % tp) // cp, (x % tp) // cp
+            shard = f"c/{p}/0/{ty}/{tx}" if name == "embedding" else f"c/{p}/{ty}/{tx}"
+            key = f"{shard} (inner chunk {c}, {by}, {bx})"
+            span = (p * pd_ + c * cd, p * pd_ + (c + 1) * cd)
+        if isinstance(exc, CorruptChunkError):
+            return exc if exc.days is not None else exc.with_days(*span)
+        msg = str(exc)
+        reason = "crc32c checksum mismatch" if "checksum" in msg.lower() else "cannot be read or decoded"
+        return CorruptChunkError(
+            self.url, f"{zone}/{name}", key, f"{reason} ({type(exc).__name__}: {msg[:160]})",
+            unit=self.unit_id(zone, p, ty, tx), days=span,
+        )  # fmt: skip
 
     def _project(self, zone: ZoneInfo, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x, y = _to_utm(zone.zone.epsg).transform(lon, lat)
@@ -158,7 +280,10 @@ class StoreReader:
             d0, d1 = self.day_range(start, end, zone=name)
             if d1 <= d0:
                 continue
-            counts = np.asarray(self.array(name, "valid_px")[d0:d1])  # [T, tile_y, tile_x]
+            zi = self.zones[name]
+            counts, _, _errors = self.read_checked(
+                name, "valid_px", np.arange(d0, d1), slice(0, zi.zone.n_rows), slice(0, zi.zone.n_cols)
+            )  # [T, tile_y, tile_x]; the dates of damaged chunks are left out (and noted)
             out.update((np.flatnonzero(counts.reshape(counts.shape[0], -1).sum(axis=1)) + d0).tolist())
         return [index_date(d) for d in sorted(out)]
 
@@ -200,23 +325,164 @@ class StoreReader:
         return series_at(self, zone, np.asarray(rows), np.asarray(cols), d0, d1, method=method)
 
     def read_codes(self, zone: str, days: np.ndarray, ys: slice, xs: slice) -> np.ndarray:
-        """uint16 codes ``[T, 7, h, w]`` at day indices ``days`` (orthogonal selection)."""
+        """uint16 codes ``[T, 7, h, w]`` at day indices ``days`` (orthogonal selection).
+
+        A damaged chunk raises :class:`CorruptChunkError`; :meth:`read_checked` reads around it instead.
+        """
+        codes, _, errors = self.read_checked(zone, "embedding", days, ys, xs)
+        if errors:
+            raise errors[0]
+        return codes
+
+    def read_checked(
+        self, zone: str, name: str, days: np.ndarray, ys: slice, xs: slice
+    ) -> tuple[np.ndarray, np.ndarray | None, list[CorruptChunkError]]:
+        """Orthogonal read of ``<zone>/<name>`` at day indices ``days`` and rows ``ys``/columns ``xs``.
+
+        Returns ``(data, bad, errors)``: ``data`` (``[T, 7, h, w]`` for ``embedding``, ``[T, h, w]``
+        otherwise) holds the array's fill value where a chunk could not be read, ``bad`` is the
+        ``[T, h, w]`` mask of those places (None when everything was read) and ``errors`` one
+        :class:`CorruptChunkError` per damaged chunk (also noted in :attr:`damaged`). An undamaged read
+        is one zarr selection; after a failure the selection is read again time chunk by time chunk,
+        and a failing time chunk spatial chunk by spatial chunk.
+        """
+        arr = self.array(zone, name)
+        days = np.asarray(days, dtype=np.int64)
+        feat: tuple[Any, ...] = (slice(None),) if name == "embedding" else ()
+        h, w = ys.stop - ys.start, xs.stop - xs.start
+        fill = FILL_CODE if name == "embedding" else 0
+        if days.size == 0:
+            shape = (0, EMBEDDING_DIM, h, w) if feat else (0, h, w)
+            return np.full(shape, fill, arr.dtype), None, []
+        try:
+            return np.asarray(arr.get_orthogonal_selection((days, *feat, ys, xs))), None, []
+        except _READ_ERRORS:
+            pass
+        out = np.full((days.size, *((EMBEDDING_DIM,) if feat else ()), h, w), fill, arr.dtype)
+        bad = np.zeros((days.size, h, w), dtype=bool)
+        errors: list[CorruptChunkError] = []
+        cd, cy, cx = arr.chunks[0], arr.chunks[-2], arr.chunks[-1]
+        dead: dict[tuple[int, int, int], CorruptChunkError] = {}
+        for tc in np.unique(days // cd):
+            ti = np.flatnonzero(days // cd == tc)
+            try:
+                out[ti] = np.asarray(arr.get_orthogonal_selection((days[ti], *feat, ys, xs)))
+                continue
+            except _READ_ERRORS:
+                pass
+            for y0 in range(ys.start - ys.start % cy, ys.stop, cy):
+                yy = slice(max(y0, ys.start), min(y0 + cy, ys.stop))
+                for x0 in range(xs.start - xs.start % cx, xs.stop, cx):
+                    xx = slice(max(x0, xs.start), min(x0 + cx, xs.stop))
+                    oy, ox = (
+                        slice(yy.start - ys.start, yy.stop - ys.start),
+                        slice(xx.start - xs.start, xx.stop - xs.start),
+                    )
+                    piece = self._piece(
+                        zone, name, int(days[ti[0]]), yy.start, xx.start, dead, errors,
+                        lambda ti=ti, yy=yy, xx=xx: arr.get_orthogonal_selection((days[ti], *feat, yy, xx)),
+                    )  # fmt: skip
+                    if piece is None:
+                        bad[ti[:, None, None], oy, ox] = True
+                        continue
+                    if feat:
+                        out[ti[:, None, None, None], np.arange(EMBEDDING_DIM)[None, :, None, None],
+                            np.arange(oy.start, oy.stop)[None, None, :, None],
+                            np.arange(ox.start, ox.stop)[None, None, None, :]] = piece  # fmt: skip
+                    else:
+                        out[ti[:, None, None], np.arange(oy.start, oy.stop)[None, :, None],
+                            np.arange(ox.start, ox.stop)[None, None, :]] = piece  # fmt: skip
+        self.note_damage(errors)
+        return out, (bad if bad.any() else None), errors
+
+    def read_points_checked(
+        self, zone: str, days: np.ndarray, rows: np.ndarray, cols: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None, list[CorruptChunkError]]:
+        """uint16 codes ``[T, 7, P]`` of the pixels ``(rows[p], cols[p])`` on ``days`` (coordinate selection).
+
+        As :meth:`read_checked`: ``FILL_CODE`` where a chunk could not be read, the ``[T, P]`` mask of
+        those places (or None) and the errors.
+        """
         arr = self.array(zone, "embedding")
-        if len(days) == 0:
-            return np.full((0, EMBEDDING_DIM, ys.stop - ys.start, xs.stop - xs.start), FILL_CODE, np.uint16)
-        return np.asarray(
-            arr.get_orthogonal_selection((np.asarray(days, dtype=np.int64), slice(None), ys, xs))
-        )
+        days = np.asarray(days, dtype=np.int64)
+        feats = np.arange(EMBEDDING_DIM)
+
+        def sel(d: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+            return np.asarray(arr.get_coordinate_selection(
+                (d[:, None, None], feats[None, :, None], r[None, None, :], c[None, None, :])
+            ))  # fmt: skip
+
+        try:
+            return sel(days, rows, cols), None, []
+        except _READ_ERRORS:
+            pass
+        out = np.full((days.size, EMBEDDING_DIM, rows.size), FILL_CODE, np.uint16)
+        bad = np.zeros((days.size, rows.size), dtype=bool)
+        errors: list[CorruptChunkError] = []
+        cd, cp = arr.chunks[0], arr.chunks[-1]
+        dead: dict[tuple[int, int, int], CorruptChunkError] = {}
+        block = (rows // cp) * (1 << 32) + cols // cp
+        for tc in np.unique(days // cd):
+            ti = np.flatnonzero(days // cd == tc)
+            for b in np.unique(block):
+                pi = np.flatnonzero(block == b)
+                piece = self._piece(
+                    zone, "embedding", int(days[ti[0]]), int(rows[pi[0]]), int(cols[pi[0]]), dead, errors,
+                    lambda ti=ti, pi=pi: sel(days[ti], rows[pi], cols[pi]),
+                )  # fmt: skip
+                if piece is None:
+                    bad[ti[:, None], pi[None, :]] = True
+                else:
+                    out[ti[:, None, None], feats[None, :, None], pi[None, None, :]] = piece
+        self.note_damage(errors)
+        return out, (bad if bad.any() else None), errors
+
+    def _piece(
+        self,
+        zone: str,
+        name: str,
+        day: int,
+        y: int,
+        x: int,
+        dead: dict[tuple[int, int, int], CorruptChunkError],
+        errors: list[CorruptChunkError],
+        read: Any,
+    ) -> np.ndarray | None:
+        """``read()`` of the piece of one chunk holding ``(day, y, x)``, or None on a damaged chunk.
+
+        The error is added to ``errors`` once per chunk; a shard whose whole object is missing
+        (``dead``) is not read again.
+        """
+        cfg = self.store.cfg
+        per_tile = 1 if name == "valid_px" else cfg.tile_px
+        shard = (day // cfg.period_days, y // per_tile, x // per_tile)
+        if shard in dead:
+            return None
+        try:
+            return np.asarray(read())
+        except _READ_ERRORS as e:
+            err = self._corrupt(zone, name, day, y, x, e)
+            if "(inner chunk" not in err.key:  # the object as a whole: every chunk of it is lost
+                dead[shard] = err
+            if all((o.array, o.key) != (err.array, err.key) for o in errors):
+                errors.append(err)
+            return None
 
     def region_days(self, zone: str, d0: int, d1: int, ys: slice, xs: slice) -> np.ndarray:
-        """Day indices in ``[d0, d1)`` on which any tile under ``ys``/``xs`` has valid pixels."""
+        """Day indices in ``[d0, d1)`` on which any tile under ``ys``/``xs`` has valid pixels.
+
+        A damaged ``valid_px`` chunk raises :class:`CorruptChunkError` (which dates hold data there is
+        unknown, so no region over it can be complete or honestly partial).
+        """
         d0, d1 = max(d0, 0), min(d1, self.zones[zone].nt)
         if d1 <= d0:
             return np.zeros(0, dtype=np.int64)
         tp = self.store.cfg.tile_px
         ty = slice(ys.start // tp, (ys.stop - 1) // tp + 1)
         tx = slice(xs.start // tp, (xs.stop - 1) // tp + 1)
-        counts = np.asarray(self.array(zone, "valid_px")[d0:d1, ty, tx])  # [T, ty, tx]
+        counts, _, errors = self.read_checked(zone, "valid_px", np.arange(d0, d1), ty, tx)  # [T, ty, tx]
+        if errors:
+            raise errors[0]
         return np.flatnonzero(counts.reshape(counts.shape[0], -1).sum(axis=1)) + d0
 
 
@@ -229,7 +495,15 @@ _POINT_BATCH = 512  # points per read batch: bounds memory at T x 7 x 512 codes
 
 
 def series_at(
-    r: StoreReader, zone: str, rows: np.ndarray, cols: np.ndarray, d0: int, d1: int, *, method: str = "auto"
+    r: StoreReader,
+    zone: str,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    d0: int,
+    d1: int,
+    *,
+    method: str = "auto",
+    damaged: dict[int, list[CorruptChunkError]] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per point: (days [T], codes [T, 7], flags [T]) for pixels of one zone.
 
@@ -237,6 +511,9 @@ def series_at(
     range per array (done-marker cached). Units written without a shard index in their marker (earlier
     versions) are read through zarr instead: points batched per spatial chunk, ``flags`` and
     ``embedding`` read concurrently with point-wise selections.
+
+    A damaged chunk raises :class:`CorruptChunkError`; given a ``damaged`` dict, the dates it holds are
+    left out of the points' series instead and ``damaged[i]`` lists the errors of point ``i``.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -246,8 +523,16 @@ def series_at(
         ] * rows.size
     if method not in ("auto", "zarr"):
         raise ServeError(f"method={method!r} must be 'auto' or 'zarr'")
-    fast = r.series_reader.series(zone, rows, cols, d0, d1) if method == "auto" else None
+    fast = (
+        r.series_reader.series(zone, rows, cols, d0, d1, skip_damaged=damaged is not None)
+        if method == "auto"
+        else None
+    )
     if fast is not None:
+        for i, s in enumerate(fast):
+            if s.unreadable and damaged is not None:
+                damaged.setdefault(i, []).extend(s.unreadable)
+                r.note_damage(s.unreadable)
         return [(s.days, s.codes, s.flags) for s in fast]
     cp = r.store.cfg.chunk_px
     out: list[Any] = [None] * rows.size
@@ -265,7 +550,22 @@ def series_at(
                 r.array(zone, "embedding").get_coordinate_selection,
                 (days[:, None, None], feats[None, :, None], rr[None, None, :], cc[None, None, :]),
             )  # [T, 7, P]
-            flags, codes = np.asarray(f_job.result()), np.asarray(e_job.result())
+            try:
+                flags, codes = np.asarray(f_job.result()), np.asarray(e_job.result())
+            except _READ_ERRORS as e:  # units of earlier versions: the batch is lost as a whole
+                err = r._corrupt(zone, "embedding", d0, int(rr[0]), int(cc[0]), e)
+                err = err if err.days is not None else err.with_days(d0, d1)
+                r.note_damage([err])
+                if damaged is None:
+                    raise err from e
+                for i in idx:
+                    damaged.setdefault(int(i), []).append(err)
+                    out[i] = (
+                        np.zeros(0, np.int64),
+                        np.zeros((0, EMBEDDING_DIM), np.uint16),
+                        np.zeros(0, np.uint8),
+                    )
+                continue
             valid = (flags & Flag.VALID) > 0  # [T, P]
             for p, i in enumerate(idx):
                 t = np.flatnonzero(valid[:, p])

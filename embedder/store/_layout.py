@@ -26,12 +26,57 @@ class CorruptChunkError(StoreError):
     ``c/0/0/1/2``) name it; ``unit`` is the work unit whose shard holds it, when known.
     """
 
-    def __init__(self, store: str, array: str, key: str, reason: str, *, unit: str | None = None) -> None:
+    def __init__(
+        self,
+        store: str,
+        array: str,
+        key: str,
+        reason: str,
+        *,
+        unit: str | None = None,
+        days: tuple[int, int] | None = None,
+    ) -> None:
         self.store, self.array, self.key, self.reason, self.unit = store, array, key, reason, unit
+        self.days = days
+        """``[first, end)`` day indices (days since the store epoch) the chunk holds, when known."""
         fix = f"run `embedder verify {store} --repair` to re-embed the damaged units" + (
             f" (here {unit})" if unit else ""
         )
         super().__init__(f"corrupt chunk {array}/{key} in store {store!r}: {reason}; {fix}")
+
+    def with_days(self, first: int, end: int) -> CorruptChunkError:
+        """The same error for the days ``[first, end)`` of the chunk (what a partial result lost)."""
+        return CorruptChunkError(
+            self.store, self.array, self.key, self.reason, unit=self.unit, days=(first, end)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able description: array, chunk key, unit, reason and the dates it holds (ISO, inclusive)."""
+        import datetime as dt
+
+        from embedder.grid import EPOCH
+
+        first = last = None
+        if self.days is not None:
+            first = (EPOCH + dt.timedelta(days=int(self.days[0]))).isoformat()
+            last = (EPOCH + dt.timedelta(days=int(self.days[1]) - 1)).isoformat()
+        return {"array": self.array, "key": self.key, "unit": self.unit, "reason": self.reason,
+                "first_date": first, "last_date": last}  # fmt: skip
+
+    def short(self) -> str:
+        """One line without the repair hint: ``<array> <key> [unit ...] [dates]: <reason>``."""
+        j = self.to_json()
+        dates = f" {j['first_date']}..{j['last_date']}" if j["first_date"] else ""
+        unit = f" unit {self.unit}" if self.unit else ""
+        return f"{self.array} {self.key}{unit}{dates}: {self.reason}"
+
+
+class StoreMetadataError(StoreError):
+    """A metadata object of the store (``zarr.json`` of the root, a zone group or an array) is damaged.
+
+    ``embedder verify --repair`` re-embeds units; it does not rewrite metadata: restore the file from a
+    copy of the store or rebuild the store.
+    """
 
 
 CHUNK_CHECKSUM = "crc32c"
@@ -103,7 +148,7 @@ def as_store(store: Store | str, storage_options: dict[str, Any] | None = None) 
     if isinstance(store, Store):
         return store
     fs, root = url_to_fs(store, storage_options)
-    attrs_doc = get_json(fs, f"{root}/zarr.json")
+    attrs_doc = _metadata_json(fs, f"{root}/zarr.json", store, "the store's root metadata zarr.json")
     if attrs_doc is None:
         raise StoreError(
             f"no embedding store at {store!r} (no zarr.json there); check the URL, or write one with the "
@@ -115,16 +160,54 @@ def as_store(store: Store | str, storage_options: dict[str, Any] | None = None) 
             f"{store!r} is not an embedding store of format {STORE_FORMAT!r} "
             f"(found {attrs.get('embedder:format')!r})"
         )
-    cfg = from_dict(StoreConfig, attrs["embedder:store_config"], where=f"{store}/zarr.json")
+    try:
+        cfg = from_dict(StoreConfig, attrs["embedder:store_config"], where=f"{store}/zarr.json")
+        if not isinstance(attrs["embedder:zones"], list):
+            raise TypeError("embedder:zones is not a list")
+    except (KeyError, TypeError, ValueError) as e:
+        raise StoreMetadataError(
+            f"the root metadata zarr.json of store {store!r} is damaged ({type(e).__name__}: {e}); "
+            + _METADATA_FIX
+        ) from e
     return Store(url=store, storage_options=dict(storage_options or {}), cfg=cfg, attrs=attrs)
 
 
 def zone_attrs(store: Store, zone: str) -> dict[str, Any]:
     """Attributes of a zone group (StoreError if the store has no such zone)."""
-    doc = get_json(store.fs, f"{store.root}/{zone}/zarr.json")
+    doc = _metadata_json(
+        store.fs, f"{store.root}/{zone}/zarr.json", store.url, f"zone group metadata {zone}/zarr.json"
+    )
     if doc is None:
         raise StoreError(f"store {store.url!r} has no zone group {zone!r}")
-    return doc.get("attributes", {})
+    attrs = doc.get("attributes", {})
+    for key in ("embedder:extent", "proj:epsg", "spatial:transform", "spatial:shape"):
+        if key not in attrs:
+            raise StoreMetadataError(
+                f"zone group metadata {zone}/zarr.json of store {store.url!r} is damaged (no {key!r}); "
+                + _METADATA_FIX
+            )
+    return attrs
+
+
+_METADATA_FIX = (
+    "`embedder verify --repair` re-embeds units but does not rewrite metadata: restore the file from a copy "
+    "of the store, or rebuild the store"
+)
+
+
+def _metadata_json(fs: Any, path: str, store: str, what: str) -> dict[str, Any] | None:
+    """A metadata document (None when absent); :class:`StoreMetadataError` when it is not a JSON object."""
+    try:
+        doc = get_json(fs, path)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise StoreMetadataError(
+            f"{what} of store {store!r} is damaged (not JSON: {e}); " + _METADATA_FIX
+        ) from e
+    if doc is not None and not isinstance(doc, dict):
+        raise StoreMetadataError(
+            f"{what} of store {store!r} is damaged (not a JSON object); " + _METADATA_FIX
+        )
+    return doc
 
 
 # ---------------------------------------------------------------------------------------------------

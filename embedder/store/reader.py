@@ -17,7 +17,7 @@ from embedder.grid import Period, Tile, WorkUnit
 from embedder.sensors import EMBEDDING_DIM
 from embedder.store._codec import FILL_CODE, MISSING_CHUNK, ChunkRef, ShardIndex, decode_chunk
 from embedder.store._fs import get_json, zarr_store
-from embedder.store._layout import Flag, Store, ZoneExtent, as_store, zone_attrs
+from embedder.store._layout import CorruptChunkError, Flag, Store, ZoneExtent, as_store, zone_attrs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +30,9 @@ class PixelSeries:
     """``[T, 7]`` uint16 quantised features (value = code * quant_step)."""
     flags: np.ndarray
     """``[T]`` uint8 :class:`Flag` bits."""
+    unreadable: tuple[CorruptChunkError, ...] = ()
+    """Chunks of this pixel's series that could not be read (``skip_damaged`` only; each with its
+    ``days``): their dates are left out, never returned as values."""
 
 
 _EMPTY_SERIES_DAYS = np.zeros(0, np.int64)
@@ -117,17 +120,22 @@ class SeriesReader:
             {(zone, uid): json.loads(got[path]) if path in got else None for path, uid in paths.items()}
         )
 
-    def _cat_ranges(self, reqs: list[tuple[str, int, int]]) -> list[bytes]:
+    def _cat_ranges(self, reqs: list[tuple[str, int, int]]) -> list[bytes | Exception]:
+        """The byte ranges; an object that cannot be read (missing, permissions) gives its exception."""
         paths, starts, ends = (list(v) for v in zip(*reqs, strict=True))
-        return [bytes(b) for b in self.fs.cat_ranges(paths, starts, ends)]
+        got = self.fs.cat_ranges(paths, starts, ends, on_error="return")
+        return [b if isinstance(b, Exception) else bytes(b) for b in got]
 
     def series(
-        self, zone: str, rows: np.ndarray, cols: np.ndarray, d0: int, d1: int
+        self, zone: str, rows: np.ndarray, cols: np.ndarray, d0: int, d1: int, *, skip_damaged: bool = False
     ) -> list[PixelSeries] | None:
         """Series of the pixels ``(rows[i], cols[i])`` of zone group ``zone`` over days ``[d0, d1)``.
 
         Returns None when a unit the query needs is done but its marker has no shard index (written by
-        an earlier version): read those through zarr instead.
+        an earlier version): read those through zarr instead. A chunk that fails its checksum, does not
+        decode, or whose object is missing although the unit's marker lists it raises
+        :class:`CorruptChunkError`; with ``skip_damaged`` its dates are left out of the pixels' series
+        instead and the error is listed in their :attr:`PixelSeries.unreadable`.
         """
         cfg = self.store.cfg
         tp, cp, pd_, cd = cfg.tile_px, cfg.chunk_px, cfg.period_days, cfg.chunk_days
@@ -177,35 +185,63 @@ class SeriesReader:
 
         # 2. all ranges at once (concurrent requests on object storage)
         blobs = self._cat_ranges(reqs) if reqs else []
-        chunks: dict[tuple[tuple[Any, ...], str], dict[int, bytes]] = {}
+        chunks: dict[tuple[tuple[Any, ...], str], dict[int, bytes | Exception]] = {}
         for (key, name, cs), blob in zip(parts, blobs, strict=True):
+            if isinstance(blob, Exception):  # the marker lists the object: it must be there
+                chunks[(key, name)] = {c: blob for c, _, _ in cs}
+                continue
             chunks[(key, name)] = {c: blob[o : o + n] for c, o, n in cs}
 
         # 3. decode each chunk once (checksum checked: a damaged chunk raises, never returns values),
         #    pick the points' pixels
         crc = self.store.checksummed
         found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(rows.size)]
+        lost: list[list[CorruptChunkError]] = [[] for _ in range(rows.size)]
+
+        def decode(blob: bytes | Exception, shape: tuple[int, ...], dtype: Any, ref: ChunkRef) -> np.ndarray:
+            if isinstance(blob, Exception):
+                raise CorruptChunkError(
+                    ref.store, ref.array, ref.key,
+                    "the object is missing although the unit's done-marker lists it"
+                    if isinstance(blob, FileNotFoundError)
+                    else f"its object cannot be read ({type(blob).__name__}: {blob})", unit=ref.unit,
+                ) from blob  # fmt: skip
+            return decode_chunk(blob, shape, dtype, checksum=crc, ref=ref)
+
         for key, members in groups.items():
             uid, p, ty, tx, by, bx = key
             embs, flags = chunks.get((key, "embedding"), {}), chunks.get((key, "flags"), {})
 
             for c in sorted(flags):
                 inner = f"(inner chunk {c}, {by}, {bx})"
-                fl = decode_chunk(
-                    flags[c], (cd, cp, cp), np.uint8, checksum=crc,
-                    ref=ChunkRef(self.store.url, f"{zone}/flags", f"c/{p}/{ty}/{tx} {inner}", uid),
-                )  # fmt: skip
-                em = None
-                if c in embs:
-                    em = decode_chunk(
-                        embs[c], (cd, EMBEDDING_DIM, cp, cp), np.uint16, checksum=crc,
-                        ref=ChunkRef(self.store.url, f"{zone}/embedding", f"c/{p}/0/{ty}/{tx} {inner}", uid),
-                    )  # fmt: skip
                 days = p * pd_ + c * cd + np.arange(cd)
+                span = (max(int(days[0]), d0), min(int(days[-1]) + 1, d1))
+                try:
+                    fl = decode(flags[c], (cd, cp, cp), np.uint8,
+                                ChunkRef(self.store.url, f"{zone}/flags", f"c/{p}/{ty}/{tx} {inner}", uid))  # fmt: skip
+                except CorruptChunkError as e:
+                    if not skip_damaged:
+                        raise
+                    for i in members:  # which of these dates hold data is unknown
+                        lost[i].append(e.with_days(*span))
+                    continue
+                em = None
+                em_error = None
+                if c in embs:
+                    try:
+                        em = decode(embs[c], (cd, EMBEDDING_DIM, cp, cp), np.uint16,
+                                    ChunkRef(self.store.url, f"{zone}/embedding", f"c/{p}/0/{ty}/{tx} {inner}", uid))  # fmt: skip
+                    except CorruptChunkError as e:
+                        if not skip_damaged:
+                            raise
+                        em_error = e.with_days(*span)
                 for i in members:
                     r, cc = int(rows[i]) % cp, int(cols[i]) % cp
                     f = fl[:, r, cc]
                     keep = ((f & Flag.VALID) > 0) & (days >= d0) & (days < d1)
+                    if keep.any() and em_error is not None:
+                        lost[i].append(em_error)  # valid dates whose values cannot be read: left out
+                        continue
                     if keep.any():
                         codes = (
                             em[keep, :, r, cc]
@@ -214,7 +250,7 @@ class SeriesReader:
                         )
                         found[i].append((days[keep], codes, f[keep]))
         out = []
-        for got in found:
+        for got, bad in zip(found, lost, strict=True):
             got.sort(key=lambda t: int(t[0][0]))
             out.append(
                 PixelSeries(
@@ -225,6 +261,7 @@ class SeriesReader:
                     flags=np.concatenate([g[2] for g in got]).astype(np.uint8)
                     if got
                     else np.zeros(0, np.uint8),
+                    unreadable=tuple(bad),
                 )
             )
         return out
