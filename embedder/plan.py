@@ -59,6 +59,12 @@ Encoder = Literal["paper", "dense"]
 ENCODERS: tuple[Encoder, ...] = ("paper", "dense")
 """Frame encoders ``ModelConfig.encoder`` can select (docs/dense.md)."""
 _DENSE_TILE_PX = 512  # StoreConfig().tile_px: the tile a production run embeds in one dense pass
+DEFAULT_PRICE_PER_GPU_HOUR = 0.70
+"""USD per GPU-hour that ``embedder plan`` assumes unless told (``--price-per-gpu-hour``): the on-demand list
+price of a Google Cloud ``g2-standard-4`` (one NVIDIA L4, the GPU behind the default ``--gpu-tflops 30``)
+in us-central1, about 0.70 USD an hour (2024 price list). Spot capacity costs roughly a third of it;
+check the current price list for your region and commitment."""
+
 _REF_KM2_YEARS = 1000.0  # the unit of the side-by-side price: 1,000 km2 of land for one year
 
 
@@ -525,7 +531,11 @@ def cli_main(argv: list[str] | None = None) -> int:
     rate.add_argument("--px-dates-per-s", type=float, help="measured throughput of one GPU actor")
     rate.add_argument("--gpu-tflops", type=float, help="peak TFLOP/s of one GPU (default 30: L4, fp32)")
     p.add_argument("--utilisation", type=float, default=0.35, help="share of peak reached (default 0.35)")
-    p.add_argument("--price-per-gpu-hour", type=float, default=0.0, help="price of one GPU-hour")
+    p.add_argument(
+        "--price-per-gpu-hour", type=float, default=DEFAULT_PRICE_PER_GPU_HOUR,
+        help=f"USD per GPU-hour (default {DEFAULT_PRICE_PER_GPU_HOUR}: Google Cloud g2-standard-4, one L4, "
+        "on-demand, us-central1; 0 leaves cost out)",
+    )  # fmt: skip
     p.add_argument("--land-share", type=float, default=1.0, help="land share of the region (default 1)")
     p.add_argument("--dates-per-year", type=float, default=S2_DATES_PER_YEAR, help="S2 dates per year")
     p.add_argument("--usable-share", type=float, default=0.45, help="share of S2 dates that are usable")

@@ -6,6 +6,7 @@ import pytest
 from embedder.grid import GridError, tiles_for_region, work_units
 from embedder.plan import (
     BYTES_PER_PIXEL_DATE,
+    DEFAULT_PRICE_PER_GPU_HOUR,
     ENCODERS,
     PlanError,
     cli_main,
@@ -182,6 +183,10 @@ def test_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main([*args, "--px-dates-per-s", "500", "--price-per-gpu-hour", "1.5", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["px_dates_per_s"] == 500 and doc["cost"] == pytest.approx(1.5 * doc["gpu_hours"])
+    # without a price the CLI assumes the documented L4 list price, never a silent 0.00
+    assert cli_main([*args, "--px-dates-per-s", "500", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["price_per_gpu_hour"] == DEFAULT_PRICE_PER_GPU_HOUR > 0 and doc["cost"] > 0
     assert cli_main(args) == 0
     out = capsys.readouterr().out
     assert "GPU-hours" in out and "pixel-dates" in out and "with frame cache" in out
