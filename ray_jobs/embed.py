@@ -290,17 +290,16 @@ def _serial(unit_ids: list[str], cfg: EmbedJobConfig) -> Any:
         yield write_result(actor(read_unit({"unit_id": unit_id}, cfg_dict=cfg_dict)), cfg_dict=cfg_dict)
 
 
-def _record_job(cfg: EmbedJobConfig, opts: dict[str, Any] | None) -> None:
-    """Record the job's configuration in the store (``embedder verify --repair`` runs it again).
+def _record_job(cfg: EmbedJobConfig, st: Any) -> None:
+    """Record the job's configuration in the opened store ``st`` (``embedder verify --repair`` runs it again).
 
     Storage options are left out: they may hold credentials; the repair takes them from its caller.
     """
     from embedder.config import to_dict
-    from embedder.store import as_store, put_object
+    from embedder.store import put_object
     from embedder.store.verify import JOB_CONFIG
 
     doc = {k: v for k, v in to_dict(cfg).items() if k != "storage_options"}
-    st = as_store(cfg.store, opts)
     put_object(st.fs, f"{st.root}/{JOB_CONFIG}", json.dumps(doc, indent=1, default=str).encode())
 
 
@@ -328,7 +327,7 @@ def run(cfg: EmbedJobConfig, *, serial: bool = False) -> dict[str, Any]:
     check_model_version(cfg, version)
     encoders = checkpoint_encoders(local)
     pretrained = checkpoint_init_from(local)  # the committed weights a fine-tuned model started from
-    create_store(
+    st = create_store(
         cfg.store,
         units=units,
         model_version=version,
@@ -342,8 +341,8 @@ def run(cfg: EmbedJobConfig, *, serial: bool = False) -> dict[str, Any]:
         storage_options=opts,
         encoders=encoders,
     )
-    _record_job(cfg, opts)
-    done = set(list_done(cfg.store, storage_options=opts))
+    _record_job(cfg, st)  # the store create_store opened: no second read of its metadata
+    done = set(list_done(st))
     todo = [u.id for u in units if u.id not in done]
     print(f"[embed] {len(units)} units, {len(done)} already done, {len(todo)} to do", flush=True)
     if not serial:
