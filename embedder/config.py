@@ -1092,13 +1092,24 @@ class EmbedJobConfig:
     pixel_batch: int = 2048
     """Pixels per forward pass in an actor (raise on large GPUs)."""
     bf16: bool = False
-    """bfloat16 autocast for the convolutional encoders (GPU option; off = exact fp32)."""
+    """bfloat16 autocast through the whole model (GPU option; off = exact fp32; ``bench/gpu.py`` reports
+    the difference)."""
     channels_last: bool = False
     """Channels-last memory format for the convolutions (GPU option)."""
+    tf32: bool = True
+    """On CUDA, allow TF32 matmuls and convolutions (``cudnn.benchmark`` is always on there)."""
+    torch_compile: str | None = None
+    """A ``torch.compile`` backend for the actors' model (``inductor`` on GPUs); None runs eagerly."""
+    actor_threads: int = 0
+    """Torch threads per embedding actor; 0 = the CPUs the actor is given (``actor_num_cpus`` rounded
+    up). The ``EMBEDDER_TORCH_THREADS`` environment variable overrides both."""
     min_actors: int = 1
     """Smallest embedding actor pool (autoscaling lower bound)."""
     max_actors: int = 1
-    """Largest embedding actor pool (autoscaling upper bound; one per GPU on GPU clusters)."""
+    """Largest embedding actor pool (autoscaling upper bound; one per GPU on GPU clusters); 0 = as many as
+    the cluster holds when the job starts (its GPUs / ``actor_num_gpus`` on GPU actors, else its CPUs
+    left after one read and one write task / ``actor_num_cpus``). Set it on autoscaling clusters, whose
+    workers are not there yet at submission."""
     actor_num_gpus: float = 0.0
     """GPUs per embedding actor (1 on GPU workers)."""
     actor_num_cpus: float = 0.5
@@ -1118,11 +1129,17 @@ class EmbedJobConfig:
     def __post_init__(self) -> None:
         if self.end < self.start:
             raise ConfigError(f"EmbedJobConfig: end {self.end} is before start {self.start}; swap them")
-        if self.min_actors < 1 or self.max_actors < self.min_actors:
+        if self.min_actors < 1 or (self.max_actors != 0 and self.max_actors < self.min_actors):
             raise ConfigError(
                 f"EmbedJobConfig: min_actors = {self.min_actors}, max_actors = {self.max_actors}; "
-                "need 1 <= min_actors <= max_actors"
+                "need 1 <= min_actors <= max_actors (or max_actors 0: as many as the cluster holds)"
             )
+        if self.actor_threads < 0:
+            raise ConfigError(
+                f"EmbedJobConfig.actor_threads = {self.actor_threads} must be >= 0 (0: the actor's CPUs)"
+            )
+        if not self.actor_num_cpus > 0:
+            raise ConfigError(f"EmbedJobConfig.actor_num_cpus = {self.actor_num_cpus} must be positive")
         if self.max_attempts < 1:
             raise ConfigError(f"EmbedJobConfig.max_attempts = {self.max_attempts} must be at least 1")
         if self.halo_px < 7:

@@ -34,11 +34,11 @@ import numpy as np
 import torch
 import xarray as xr
 
+from embedder.flags import Flag
 from embedder.models.dense import DenseFrameEncoder
 from embedder.models.fusion import FusionModel
 from embedder.models.modality import ModalityAutoencoder
 from embedder.sensors import EMBEDDING_DIM, MAX_GAP_SUM_DAYS, PRIMARY_SENSOR, S1, WINDOW_DATES, WINDOW_PX
-from embedder.store import Flag
 
 __all__ = [
     "FLAG_CENTRE_FILLED",
@@ -63,7 +63,7 @@ HALO_PX: int = WINDOW_PX // 2
 HALO_DATES: int = WINDOW_DATES // 2
 """Usable dates needed on each side of a target date (5)."""
 
-# Quality flag bits: the store's (embedder.store.Flag), as uint8 for numpy.
+# Quality flag bits: the store's (embedder.flags.Flag), as uint8 for numpy.
 FLAG_VALID = np.uint8(Flag.VALID)
 """An embedding was computed for this pixel-date."""
 FLAG_CENTRE_FILLED = np.uint8(Flag.CENTRE_FILLED)
@@ -308,7 +308,11 @@ def prepare_tile(
 
 
 def _frame_windows(values: np.ndarray, halo_px: int) -> np.ndarray:
-    """All 15 x 15 windows around interior pixels of one date: ``[C, H, W] -> [h*w, C, 15, 15]`` (a view-copy)."""
+    """All 15 x 15 windows around interior pixels of one date: ``[C, H, W] -> [h*w, C, 15, 15]`` (a view-copy).
+
+    The reference (naive) path builds its windows here, on the host; the fast path builds them on the
+    device (:meth:`Predictor.window_batches`).
+    """
     from numpy.lib.stride_tricks import sliding_window_view
 
     c = values.shape[0]
@@ -317,15 +321,34 @@ def _frame_windows(values: np.ndarray, halo_px: int) -> np.ndarray:
     return np.ascontiguousarray(win.transpose(1, 2, 0, 3, 4)).reshape(-1, c, size, size)
 
 
+def _maybe_compile(fn: Any, backend: str | None) -> Any:
+    """``torch.compile(fn, backend=backend)``, or ``fn`` itself when ``backend`` is None."""
+    return fn if backend is None else torch.compile(fn, backend=backend)
+
+
 class Predictor:
     """Loads a fusion model once and embeds tiles (the Ray Data actor wraps one of these).
+
+    The fast path is written for accelerators and runs the same code on CPU: a tile's gap-filled frames
+    go to the device once (pinned host memory and non-blocking copies on CUDA), every 15 x 15 window is
+    built there from the frame (``Tensor.unfold``), the positional and temporal embeddings of all the
+    tile's windows are computed (and validated) once before the batch loop, and the embeddings stay on
+    the device until the tile is done: the loop itself never waits for the host.
 
     Args:
         model: a trained :class:`~embedder.models.fusion.FusionModel` (put in eval mode here).
         device: torch device string; ``"cuda"`` on GPU actors.
         pixel_batch: pixels per forward pass (tune to device memory).
-        bf16: run the convolutional encoders under bfloat16 autocast (GPU option; off = exact fp32).
+        bf16: run the whole model under bfloat16 autocast (GPU option; off = exact fp32). ``bench/gpu.py``
+            reports its difference from fp32.
         channels_last: use channels-last memory format for the convolutions (GPU option).
+        tf32: on CUDA, allow TF32 matmuls and convolutions (``cudnn.benchmark`` is always on there).
+        compile: a ``torch.compile`` backend (``"inductor"`` on GPUs) for the encoders, the temporal
+            transformer and the fusion; None runs eagerly.
+        share_first_layer: in the fast path, project each frame's token through the temporal
+            transformer's first attention once and reuse it in the frame's 11 windows
+            (:meth:`~embedder.models.modality.ModalityAutoencoder.encode_tokens_shared`; the same numbers
+            to float rounding, a third less transformer work).
 
     """
 
@@ -337,8 +360,17 @@ class Predictor:
         pixel_batch: int = 2048,
         bf16: bool = False,
         channels_last: bool = False,
+        tf32: bool = True,
+        compile: str | None = None,
+        share_first_layer: bool = True,
     ) -> None:
+        if pixel_batch < 1:
+            raise ValueError(f"pixel_batch = {pixel_batch} must be >= 1")
         self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+            torch.backends.cudnn.benchmark = True
         self.model: FusionModel = model.to(self.device).eval()
         self.pixel_batch = int(pixel_batch)
         self.bf16 = bf16
@@ -347,6 +379,21 @@ class Predictor:
         self.delta_keys: tuple[str, ...] = self.model.delta_keys
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.bytes_to_device = 0
+        """Bytes copied host -> device so far (``bench/gpu.py`` reports them per pixel-date)."""
+        self._frames_fn = {n: _maybe_compile(self._ae(n).encode_frames, compile) for n in self.names}
+        self._dense_fn = {
+            n: _maybe_compile(enc.encode_dense, compile)
+            for n in self.names
+            if isinstance(enc := self._ae(n).frame_encoder, DenseFrameEncoder)
+        }
+        self._tokens_fn = {n: _maybe_compile(self._ae(n).encode_tokens, compile) for n in self.names}
+        self._shared = {
+            n: _maybe_compile(self._ae(n).encode_tokens_shared, compile)
+            for n in self.names
+            if share_first_layer and self._ae(n).first_layer_shareable
+        }
+        self._fuse_fn = _maybe_compile(self.model.fuse, compile)
 
     # -- pieces ------------------------------------------------------------------------------------
     def _ae(self, name: str) -> ModalityAutoencoder:
@@ -357,40 +404,62 @@ class Predictor:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _encode_frames(self, name: str, frames: np.ndarray) -> torch.Tensor:
-        """``[N, C, 15, 15]`` numpy -> tokens ``[N, d_model]`` float32 on the device, in pixel batches."""
-        ae = self._ae(name)
+    def to_device(self, array: np.ndarray) -> torch.Tensor:
+        """A host array on the device: pinned and copied without blocking on CUDA, a zero-copy view on CPU."""
+        t = torch.from_numpy(np.ascontiguousarray(array))
+        if self.device.type == "cpu":
+            return t
+        self.bytes_to_device += t.nbytes
+        if self.device.type == "cuda":
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=True)
+
+    def window_batches(self, frame: torch.Tensor, halo_px: int) -> list[torch.Tensor]:
+        """The 15 x 15 windows of every interior pixel of a device frame ``[C, H, W]``, built on the device.
+
+        Returns row strips of ``[rows * w, C, 15, 15]`` (about :attr:`pixel_batch` pixels each), in
+        row-major pixel order.
+        """
+        c, height, width = frame.shape
+        size = 2 * halo_px + 1
+        h, w = height - 2 * halo_px, width - 2 * halo_px
+        rows = max(1, self.pixel_batch // max(1, w))
         out = []
-        for lo in range(0, len(frames), self.pixel_batch):
-            x = torch.from_numpy(frames[lo : lo + self.pixel_batch]).to(self.device)  # [n, C, 15, 15]
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            strip = frame[:, r0 : r1 + 2 * halo_px, :]  # [C, r + 14, W]
+            win = strip.unfold(1, size, 1).unfold(2, size, 1)  # [C, r, w, 15, 15] (a view)
+            x = win.permute(1, 2, 0, 3, 4).reshape(-1, c, size, size)  # [r * w, C, 15, 15]
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with self._autocast():
-                out.append(ae.encode_frames(x).float())  # [n, d_model]
-        return torch.cat(out)
+            out.append(x)
+        return out
 
-    def _frame_tokens(self, name: str, frame: np.ndarray, halo_px: int) -> torch.Tensor:
-        """Tokens ``[h*w, d_model]`` of every interior pixel of one frame ``[C, H, W]``.
+    def _frame_tokens(self, name: str, frame: torch.Tensor, halo_px: int) -> torch.Tensor:
+        """Tokens ``[h*w, d_model]`` of every interior pixel of one device frame ``[C, H, W]``.
 
         A dense-consistent encoder (``ModelConfig.encoder == "dense"``) runs once over the whole frame
         (exactly the per-window tokens); the paper encoder encodes each pixel's 15 x 15 window.
         """
-        encoder = self._ae(name).frame_encoder
-        if isinstance(encoder, DenseFrameEncoder) and 2 * halo_px + 1 == WINDOW_PX:
-            x = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device)  # [C, H, W]
-            with self._autocast():
-                tokens = encoder.encode_dense(x).float()  # [h, w, d_model]
+        if name in self._dense_fn and 2 * halo_px + 1 == WINDOW_PX:
+            w = frame.shape[2] - 2 * halo_px
+            rows = max(64, -(-self.pixel_batch // max(1, w)))
+            tokens = self._dense_fn[name](frame, rows_per_chunk=rows)  # [h, w, d_model]
             return tokens.reshape(-1, tokens.shape[-1])  # [h*w, d_model]
-        return self._encode_frames(name, _frame_windows(frame, halo_px))  # [h*w, d_model]
+        return torch.cat([self._frames_fn[name](x) for x in self.window_batches(frame, halo_px)])
 
-    def _fuse(self, z: dict[str, torch.Tensor], delta_days: float) -> torch.Tensor:
-        n = next(iter(z.values())).shape[0]
-        deltas = {k: torch.full((n,), float(delta_days), device=self.device) for k in self.delta_keys}
-        return self.model.fuse(z, deltas)
+    def _plan_gaps(self, tile: TileInputs, name: str) -> np.ndarray:
+        return tile.plan.s2_gaps if name == PRIMARY_SENSOR.name else tile.plan.s1_gaps  # [K, 10]
 
-    def _gaps(self, tile: TileInputs, name: str, k: int, n: int) -> torch.Tensor:
-        gaps = tile.plan.s2_gaps[k] if name == PRIMARY_SENSOR.name else tile.plan.s1_gaps[k]
-        return torch.from_numpy(np.ascontiguousarray(gaps)).to(self.device).expand(n, -1)  # [n, 10]
+    def _positions(self, tile: TileInputs) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Positional embeddings ``{name: [K, 11, d]}`` and fusion temporal embeddings ``[K, S, w]`` of a tile.
+
+        Computed (and their gaps validated, on the host) once per tile, before any batch runs.
+        """
+        pos = {n: self._ae(n).positional(self.to_device(self._plan_gaps(tile, n))) for n in self.names}
+        deltas = self.to_device(tile.plan.s1_delta_days)  # [K]
+        temporal = self.model.temporal_positions({k: deltas for k in self.delta_keys})
+        return pos, temporal
 
     # -- the two paths -----------------------------------------------------------------------------
     @torch.inference_mode()
@@ -406,52 +475,71 @@ class Predictor:
             raise ValueError(f"method {method!r} must be 'fast' or 'naive'")
         h, w = tile.interior_shape
         k_total = len(tile.plan.targets)
-        out = np.zeros((k_total, EMBEDDING_DIM, h, w), dtype=np.float32)
         if k_total == 0:
-            return out
-        if method == "naive":
-            self._embed_naive(tile, out)
-        else:
-            self._embed_fast(tile, out)
-        return out
+            return np.zeros((k_total, EMBEDDING_DIM, h, w), dtype=np.float32)
+        with self._autocast():
+            out = self._embed_fast(tile) if method == "fast" else self._embed_naive(tile)  # [K, h*w, 7]
+        # the one device -> host copy of the tile
+        return out.transpose(1, 2).reshape(k_total, EMBEDDING_DIM, h, w).contiguous().cpu().numpy()
 
-    def _embed_fast(self, tile: TileInputs, out: np.ndarray) -> None:
+    def _embed_fast(self, tile: TileInputs) -> torch.Tensor:
         h, w = tile.interior_shape
-        cache: dict[tuple[str, int], torch.Tensor] = {}
-        for k in range(len(tile.plan.targets)):
-            window = tile.plan.windows[k]  # [11] usable positions
+        n_px, plan, batch = h * w, tile.plan, self.pixel_batch
+        frames = {n: self.to_device(tile.frames[n]) for n in self.names}  # {name: [U, C, H, W]}
+        pos, temporal = self._positions(tile)
+        out = torch.empty((len(plan.targets), n_px, EMBEDDING_DIM), dtype=torch.float32, device=self.device)
+        cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
+        for k in range(len(plan.targets)):
+            window = [int(u) for u in plan.windows[k]]  # 11 usable positions
             for key in [key for key in cache if key[1] < window[0]]:
                 del cache[key]  # frames no later window needs (windows move forward in time)
             z: dict[str, torch.Tensor] = {}
             for name in self.names:
+                shared = name in self._shared
                 for u in window:
-                    if (name, int(u)) not in cache:
-                        cache[(name, int(u))] = self._frame_tokens(name, tile.frames[name][u], tile.halo_px)
-                tokens = torch.stack([cache[(name, int(u))] for u in window], dim=1)  # [h*w, 11, d]
-                ae = self._ae(name)
-                parts = []
-                for lo in range(0, h * w, self.pixel_batch):
-                    t = tokens[lo : lo + self.pixel_batch]  # [n, 11, d]
-                    parts.append(ae.encode_tokens(t, self._gaps(tile, name, k, t.shape[0])))  # [n, D]
+                    if (name, u) not in cache:
+                        tok = self._frame_tokens(name, frames[name][u], tile.halo_px)  # [h*w, d]
+                        cache[(name, u)] = (tok, self._ae(name).project_first_layer(tok) if shared else None)
+                tokens = torch.stack([cache[(name, u)][0] for u in window], dim=1)  # [h*w, 11, d]
+                p = pos[name][k : k + 1]  # [1, 11, d]: the window's gaps, shared by its pixels
+                if shared:
+                    proj = torch.stack(
+                        [typing.cast(torch.Tensor, cache[(name, u)][1]) for u in window], dim=1
+                    )
+                    parts = [
+                        self._shared[name](tokens[lo : lo + batch], proj[lo : lo + batch], p)
+                        for lo in range(0, n_px, batch)
+                    ]
+                else:
+                    parts = [
+                        self._tokens_fn[name](tokens[lo : lo + batch], positional=p)
+                        for lo in range(0, n_px, batch)
+                    ]
                 z[name] = torch.cat(parts)  # [h*w, D]
-            emb = self._fuse(z, float(tile.plan.s1_delta_days[k]))  # [h*w, 7]
-            out[k] = emb.float().cpu().numpy().T.reshape(EMBEDDING_DIM, h, w)
+            out[k] = self._fuse_fn(z, temporal=temporal[k : k + 1]).float()  # [h*w, 7]
+        return out
 
-    def _embed_naive(self, tile: TileInputs, out: np.ndarray) -> None:
+    def _embed_naive(self, tile: TileInputs) -> torch.Tensor:
         h, w = tile.interior_shape
-        for k in range(len(tile.plan.targets)):
-            window = tile.plan.windows[k]
+        n_px, plan, batch = h * w, tile.plan, self.pixel_batch
+        out = torch.empty((len(plan.targets), n_px, EMBEDDING_DIM), dtype=torch.float32, device=self.device)
+        for k in range(len(plan.targets)):
+            window = plan.windows[k]
             wins = {
                 name: np.stack([_frame_windows(tile.frames[name][u], tile.halo_px) for u in window], axis=1)
                 for name in self.names
             }  # {name: [h*w, 11, C, 15, 15]}
-            embs = []
-            for lo in range(0, h * w, self.pixel_batch):
+            gaps = {
+                n: torch.from_numpy(self._plan_gaps(tile, n)[k : k + 1]).to(self.device) for n in self.names
+            }
+            delta = torch.tensor([float(plan.s1_delta_days[k])], device=self.device)
+            for lo in range(0, n_px, batch):
                 z = {}
                 for name in self.names:
-                    x = torch.from_numpy(wins[name][lo : lo + self.pixel_batch]).to(self.device)
-                    ae = self._ae(name)
-                    with self._autocast():
-                        z[name] = ae.encode(x, self._gaps(tile, name, k, x.shape[0])).float()  # [n, D]
-                embs.append(self._fuse(z, float(tile.plan.s1_delta_days[k])))  # [n, 7]
-            out[k] = torch.cat(embs).float().cpu().numpy().T.reshape(EMBEDDING_DIM, h, w)
+                    x = torch.from_numpy(wins[name][lo : lo + batch]).to(self.device)  # [n, 11, C, 15, 15]
+                    z[name] = self._ae(name).encode(x, gaps[name].expand(x.shape[0], -1))  # [n, D]
+                n = x.shape[0]
+                out[k, lo : lo + n] = self.model.fuse(
+                    z, {key: delta.expand(n) for key in self.delta_keys}
+                ).float()
+        return out

@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from embedder.config import EmbedJobConfig, load_config, to_dict
+from embedder.config import ConfigError, EmbedJobConfig, load_config, to_dict
 
 __all__ = [
     "EmbedActor",
@@ -169,6 +170,44 @@ def _test_kill_hook(calls: int) -> None:
     os._exit(1)
 
 
+def actor_threads(cfg: EmbedJobConfig) -> int:
+    """Torch threads of an embedding actor.
+
+    ``EMBEDDER_TORCH_THREADS``, else ``cfg.actor_threads``, else the actor's CPUs rounded up (an actor
+    given 2 CPUs computes on 2 threads).
+    """
+    env = os.environ.get("EMBEDDER_TORCH_THREADS", "").strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ConfigError(
+                f"EMBEDDER_TORCH_THREADS = {env!r} is not a whole number; unset it or give one"
+            ) from None
+        if n < 1:
+            raise ConfigError(f"EMBEDDER_TORCH_THREADS = {n} must be >= 1; unset it to use the actor's CPUs")
+        return n
+    return cfg.actor_threads or max(1, math.ceil(cfg.actor_num_cpus))
+
+
+def actor_pool(cfg: EmbedJobConfig, resources: dict[str, float]) -> tuple[int, int]:
+    """``(min, max)`` embedding actors.
+
+    The configured bounds, or with ``max_actors: 0`` what ``resources`` (``ray.cluster_resources()``)
+    hold: GPUs / ``actor_num_gpus`` on GPU actors, else the CPUs left after one read and one write task /
+    ``actor_num_cpus``; at least one.
+    """
+    if cfg.max_actors:
+        return cfg.min_actors, cfg.max_actors
+    if cfg.actor_num_gpus > 0:
+        n = int(resources.get("GPU", 0.0) // cfg.actor_num_gpus)
+    else:
+        spare = resources.get("CPU", 0.0) - cfg.read_num_cpus - cfg.write_num_cpus
+        n = int(spare // cfg.actor_num_cpus)
+    n = max(1, n)
+    return min(cfg.min_actors, n), n
+
+
 class EmbedActor:
     """Accelerator stage: loads the checkpoint once, embeds one prepared unit per call."""
 
@@ -180,7 +219,8 @@ class EmbedActor:
 
         cfg = load_config(EmbedJobConfig, cfg_dict)
         device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        torch.set_num_threads(max(1, int(os.environ.get("EMBEDDER_TORCH_THREADS", "1"))))
+        self.threads = actor_threads(cfg)
+        torch.set_num_threads(self.threads)
         self.calls = 0
         ckpt = local_checkpoint(cfg.checkpoint, storage_options=dict(cfg.storage_options))
         self.predictor = Predictor(
@@ -189,6 +229,8 @@ class EmbedActor:
             pixel_batch=cfg.pixel_batch,
             bf16=cfg.bf16,
             channels_last=cfg.channels_last,
+            tf32=cfg.tf32,
+            compile=cfg.torch_compile,
         )
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -258,6 +300,7 @@ def _pipeline(unit_ids: list[str], cfg: EmbedJobConfig) -> Any:
     import ray
 
     cfg_dict = to_dict(cfg)
+    lo, hi = actor_pool(cfg, ray.cluster_resources())
     ds: Any = ray.data.from_items(
         [{"unit_id": u} for u in unit_ids], override_num_blocks=max(1, len(unit_ids))
     )
@@ -265,7 +308,7 @@ def _pipeline(unit_ids: list[str], cfg: EmbedJobConfig) -> Any:
     ds = ds.map(
         EmbedActor,
         fn_constructor_kwargs={"cfg_dict": cfg_dict},
-        compute=ray.data.ActorPoolStrategy(min_size=cfg.min_actors, max_size=cfg.max_actors),
+        compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
         num_cpus=cfg.actor_num_cpus,
         num_gpus=cfg.actor_num_gpus,
     )

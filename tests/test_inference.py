@@ -183,3 +183,90 @@ def test_dense_variant_predictor_equals_its_per_window_path() -> None:
     naive = pred.embed_tile(tile, method="naive")  # every window re-encoded
     assert dense.shape == (len(tile.plan.targets), 7, 6, 6)
     np.testing.assert_allclose(dense, naive, atol=1e-5, rtol=0)  # interior and edge pixels
+
+
+def test_device_windows_equal_the_host_windows_in_row_strips() -> None:
+    import torch
+
+    from embedder.inference import Predictor, _frame_windows
+
+    rng = np.random.default_rng(4)
+    frame = rng.random((3, 19, 22)).astype(np.float32)  # interior 5 x 8
+    pred = Predictor(_small_fusion(), pixel_batch=17)  # 2 rows of 8 per strip, the last strip 1 row
+    strips = pred.window_batches(torch.from_numpy(frame), 7)
+    assert [s.shape[0] for s in strips] == [16, 16, 8]
+    np.testing.assert_array_equal(torch.cat(strips).numpy(), _frame_windows(frame, 7))
+
+
+def test_fast_path_validates_gaps_once_per_tile_not_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Positional and temporal embeddings are computed before the batch loop (no host sync inside it)."""
+    import embedder.models.fusion as fusion_mod
+    import embedder.models.modality as modality_mod
+    from embedder.inference import Predictor
+
+    calls: list[tuple[int, ...]] = []
+    real = modality_mod.day_positions
+
+    def counting(gaps, **kw):  # type: ignore[no-untyped-def]
+        calls.append(tuple(gaps.shape))
+        return real(gaps, **kw)
+
+    monkeypatch.setattr(modality_mod, "day_positions", counting)
+    monkeypatch.setattr(fusion_mod, "day_positions", counting)
+    cube = make_test_cube(7, size_px=19, n_dates=14, cloud_frac=0.3)
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
+    k = len(tile.plan.targets)
+    assert k >= 2
+    Predictor(_small_fusion(), pixel_batch=4).embed_tile(tile)  # 25 px: 7 batches per window and sensor
+    assert sorted(calls) == sorted([(k, 10), (k, 10), (k, 1)])  # s1, s2 gaps; the fusion's deltas
+
+
+def test_bad_gaps_are_refused_before_any_batch_runs() -> None:
+    import dataclasses
+
+    from embedder.inference import Predictor
+    from embedder.models.modality import GapRangeError
+
+    cube = make_test_cube(7, size_px=19, n_dates=14, cloud_frac=0.3)
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
+    gaps = tile.plan.s2_gaps.copy()
+    gaps[-1, 3] = np.nan
+    bad = dataclasses.replace(tile, plan=dataclasses.replace(tile.plan, s2_gaps=gaps))
+    with pytest.raises(GapRangeError, match="non-finite"):
+        Predictor(_small_fusion()).embed_tile(bad)
+
+
+def test_bf16_runs_the_whole_model_close_to_fp32() -> None:
+    from embedder.inference import Predictor
+
+    cube = make_test_cube(7, size_px=19, n_dates=14, cloud_frac=0.3)
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
+    model = _small_fusion()
+    fp32 = Predictor(model).embed_tile(tile)
+    bf16 = Predictor(model, bf16=True).embed_tile(tile)
+    assert bf16.dtype == np.float32 and np.isfinite(bf16).all()
+    assert not np.array_equal(bf16, fp32)  # it did run in bfloat16
+    scale = float(np.abs(fp32).mean())
+    assert float(np.abs(bf16 - fp32).mean()) < 0.05 * scale
+
+
+def test_compiled_predictor_gives_the_eager_numbers() -> None:
+    from embedder.inference import Predictor
+
+    cube = make_test_cube(7, size_px=18, n_dates=13, cloud_frac=0.3)
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
+    model = _small_fusion()
+    eager = Predictor(model).embed_tile(tile)
+    compiled = Predictor(model, compile="eager").embed_tile(tile)  # torch.compile, dynamo's eager backend
+    np.testing.assert_allclose(compiled, eager, atol=1e-6, rtol=0)
+
+
+def test_shared_first_layer_path_equals_the_plain_one() -> None:
+    from embedder.inference import Predictor
+
+    cube = make_test_cube(7, size_px=19, n_dates=14, cloud_frac=0.3)
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
+    model = _small_fusion(2)
+    shared = Predictor(model, pixel_batch=9).embed_tile(tile)
+    plain = Predictor(model, pixel_batch=9, share_first_layer=False).embed_tile(tile)
+    np.testing.assert_allclose(shared, plain, atol=1e-5, rtol=0)

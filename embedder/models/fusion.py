@@ -104,16 +104,14 @@ class FusionModel(nn.Module):
                 out[n] = self.autoencoder(n).encode(batch[n], batch[f"{n}_gaps"])  # [B, D_n]
         return out
 
-    def fuse(self, z: Mapping[str, torch.Tensor], delta_days: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """The 7-d embedding from per-sensor bottlenecks: ``{name: [B, D]}``, ``{name_delta_days: [B]}`` -> ``[B, 7]``.
+    def temporal_positions(self, delta_days: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The tokens' temporal embedding, divided by sqrt(width): ``{name_delta_days: [B]}`` -> ``[B, S, w]``.
 
-        Inference with cached frame tokens calls ``encode_tokens`` per sensor and then this.
+        Validates the deltas (reads them on the host): inference computes it once per tile and passes
+        it to :meth:`fuse`.
         """
-        b = z[self.names[0]].shape[0]
-        tokens = torch.stack([self.project[n](z[n]) for n in self.names], dim=1)  # [B, S, w]
-        type_ids = torch.arange(len(self.names), device=tokens.device)  # [S]
-        tokens = tokens + self.sensor_type(type_ids)  # [B, S, w]
         if self.delta_keys:
+            b = delta_days[self.delta_keys[0]].reshape(-1).shape[0]
             deltas = torch.stack(
                 [delta_days[k].reshape(b) for k in self.delta_keys], dim=1
             )  # [B, S - 1] days
@@ -121,8 +119,26 @@ class FusionModel(nn.Module):
                 deltas, max_position_days=self.cfg.max_delta_days, what="/".join(self.delta_keys)
             )  # [B, S]
         else:
-            pos = torch.zeros(b, 1, dtype=torch.long, device=tokens.device)
-        tokens = tokens + self.temporal(pos.to(tokens.device)) / math.sqrt(self.cfg.width)  # [B, S, w]
+            pos = torch.zeros(1, 1, dtype=torch.long, device=self.temporal.weight.device)
+        return self.temporal(pos.to(self.temporal.weight.device)) / math.sqrt(self.cfg.width)  # [B, S, w]
+
+    def fuse(
+        self,
+        z: Mapping[str, torch.Tensor],
+        delta_days: Mapping[str, torch.Tensor] | None = None,
+        *,
+        temporal: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The 7-d embedding from per-sensor bottlenecks: ``{name: [B, D]}``, ``{name_delta_days: [B]}`` -> ``[B, 7]``.
+
+        Inference with cached frame tokens calls ``encode_tokens`` per sensor and then this, with the
+        precomputed :meth:`temporal_positions` ``[B or 1, S, w]`` instead of ``delta_days``.
+        """
+        if temporal is None:
+            temporal = self.temporal_positions(delta_days if delta_days is not None else {})
+        tokens = torch.stack([self.project[n](z[n]) for n in self.names], dim=1)  # [B, S, w]
+        type_ids = torch.arange(len(self.names), device=tokens.device)  # [S]
+        tokens = tokens + self.sensor_type(type_ids) + temporal  # [B, S, w]
         h = self.transformer(tokens)  # [B, S, w]
         h = self.norm(h.mean(dim=1))  # [B, w]
         return self.to_embedding(h)  # [B, 7], non-negative

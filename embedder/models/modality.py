@@ -17,6 +17,7 @@ import typing
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from embedder.config import ModelConfig
 from embedder.models.blocks import BandScaler, ConvAttentionBlock, MultiScaleAttentionBlock, PoolResidual
@@ -213,8 +214,12 @@ class ModalityAutoencoder(nn.Module):
         m = self.frame_encoder.scale_in
         return (m.mean.clone(), m.std.clone()) if isinstance(m, BandScaler) else None
 
-    def _positional(self, gaps_days: torch.Tensor) -> torch.Tensor:
-        """Learned positional embedding of each frame's day offset, divided by sqrt(d_model)."""
+    def positional(self, gaps_days: torch.Tensor) -> torch.Tensor:
+        """Learned positional embedding of each frame's day offset, divided by sqrt(d_model): ``[B, T, d_model]``.
+
+        Validates the gaps (:class:`GapRangeError`), which reads them on the host: inference computes it
+        once per tile and passes it to :meth:`encode_tokens` (no device sync in the batch loop).
+        """
         if gaps_days.shape[-1] != self.n_frames - 1:
             raise GapRangeError(
                 f"{self.sensor.name} gaps must have shape [B, {self.n_frames - 1}], got {tuple(gaps_days.shape)}"
@@ -233,13 +238,75 @@ class ModalityAutoencoder(nn.Module):
             )
         return self.frame_encoder(frames)  # [N, d_model]
 
-    def encode_tokens(self, tokens: torch.Tensor, gaps_days: torch.Tensor) -> torch.Tensor:
-        """Bottleneck from frame tokens: ``[B, 11, d_model]``, gaps ``[B, 10]`` -> ``z [B, D]`` (>= 0)."""
-        x = tokens + self._positional(gaps_days)  # [B, T, d_model]
+    def encode_tokens(
+        self,
+        tokens: torch.Tensor,
+        gaps_days: torch.Tensor | None = None,
+        *,
+        positional: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Bottleneck from frame tokens: ``[B, 11, d_model]``, gaps ``[B, 10]`` -> ``z [B, D]`` (>= 0).
+
+        Give either ``gaps_days`` or their precomputed :meth:`positional` embedding ``[B or 1, 11,
+        d_model]`` (broadcast over the batch: one window's gaps shared by all its pixels).
+        """
+        if (gaps_days is None) == (positional is None):
+            raise ValueError("encode_tokens takes exactly one of gaps_days and positional")
+        pos = self.positional(gaps_days) if positional is None else positional  # type: ignore[arg-type]
+        x = tokens + pos  # [B, T, d_model]
         x = self.transformer(x)  # [B, T, d_model], attention across time
+        return self._head(x)
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder head (SPEC 3.9): transformer output ``[B, T, d_model]`` -> ``z [B, D]``."""
         x = self.token_proj(x)  # [B, T, k]
         x = self.token_reduce(x.transpose(1, 2))  # [B, k, R]
         return self.to_bottleneck(x.flatten(1))  # [B, D]
+
+    @property
+    def first_layer_shareable(self) -> bool:
+        """Whether the first attention's input projection is linear in the frame token (a post-norm layer).
+
+        Then ``W (token + pos) = W token + W pos``: inference projects each frame's token once
+        (:meth:`project_first_layer`) and reuses it in the 11 windows the frame belongs to.
+        """
+        layer = typing.cast(nn.TransformerEncoderLayer, self.transformer.layers[0])
+        return not layer.norm_first and layer.self_attn.in_proj_weight is not None
+
+    def project_first_layer(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The first attention's input projection of frame tokens, without bias: ``[..., d] -> [..., 3d]``."""
+        attn = typing.cast(nn.TransformerEncoderLayer, self.transformer.layers[0]).self_attn
+        return F.linear(tokens, attn.in_proj_weight)
+
+    def encode_tokens_shared(
+        self, tokens: torch.Tensor, projected: torch.Tensor, positional: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`encode_tokens` with the frame tokens' first-layer projection computed beforehand.
+
+        ``tokens [B, 11, d]``, ``projected = project_first_layer(tokens)`` ``[B, 11, 3d]``, ``positional
+        [B or 1, 11, d]`` -> ``z [B, D]``: the same numbers (to float rounding) for a third less of the
+        transformer's matmul work when each frame's projection is shared by its 11 windows. Only for
+        :attr:`first_layer_shareable` models in eval mode.
+        """
+        if self.training:
+            raise RuntimeError(
+                "encode_tokens_shared is an inference path; call .eval() first (it applies no dropout)"
+            )
+        layer = typing.cast(nn.TransformerEncoderLayer, self.transformer.layers[0])
+        attn = layer.self_attn
+        b, t, d = tokens.shape
+        heads = attn.num_heads
+        qkv = projected + F.linear(positional, attn.in_proj_weight, attn.in_proj_bias)  # [B, T, 3d]
+        q, k, v = qkv.reshape(b, t, 3, heads, d // heads).permute(2, 0, 3, 1, 4)  # each [B, H, T, d/H]
+        a = F.scaled_dot_product_attention(q, k, v)  # [B, H, T, d/H]
+        a = attn.out_proj(a.transpose(1, 2).reshape(b, t, d))  # [B, T, d]
+        x = layer.norm1(tokens + positional + a)  # post-norm residual (dropout is off in eval)
+        x = layer.norm2(x + layer.linear2(layer.activation(layer.linear1(x))))  # [B, T, d]
+        for later in self.transformer.layers[1:]:
+            x = later(x)
+        if self.transformer.norm is not None:
+            x = self.transformer.norm(x)
+        return self._head(x)
 
     def encode(self, x: torch.Tensor, gaps_days: torch.Tensor) -> torch.Tensor:
         """``x [B, 11, C, 15, 15]``, gaps ``[B, 10]`` -> ``z [B, D]``."""
@@ -258,7 +325,7 @@ class ModalityAutoencoder(nn.Module):
         x = self.from_bottleneck(z).reshape(b, -1, self.reduced_tokens)  # [B, k, R]
         x = self.token_expand(x).transpose(1, 2)  # [B, T, k]
         x = self.token_unproj(x)  # [B, T, d_model]
-        x = x + self._positional(gaps_days)  # [B, T, d_model]
+        x = x + self.positional(gaps_days)  # [B, T, d_model]
         x = self.transformer(x)  # [B, T, d_model]
         frames = self.frame_decoder(x.reshape(b * self.n_frames, -1))  # [B*T, C, 15, 15]
         return frames.reshape(b, self.n_frames, self.n_channels, WINDOW_PX, WINDOW_PX)

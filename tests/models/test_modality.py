@@ -185,3 +185,26 @@ def test_centre_skip_is_a_linear_path_to_and_from_the_centre_pixel() -> None:
     assert changed[..., 7, 7].all()
     changed[..., 7, 7] = False
     assert not changed.any()
+
+
+def test_shared_first_layer_projection_gives_encode_tokens() -> None:
+    """Projecting frame tokens once (shared by windows) and adding the window's positions is exact."""
+    from embedder.config import ModelConfig
+    from embedder.models.modality import ModalityAutoencoder
+    from embedder.sensors import S2
+
+    torch.manual_seed(0)
+    ae = ModalityAutoencoder(S2, cfg=ModelConfig.small()).eval()
+    assert ae.first_layer_shareable
+    tokens = torch.randn(6, 11, ae.cfg.d_model)
+    gaps = torch.tensor([[5.0] * 10, [3.0, 7.0, 1.0, 9.0, 5.0, 5.0, 2.0, 8.0, 4.0, 6.0]]).repeat(3, 1)
+    pos = ae.positional(gaps)
+    with torch.inference_mode():
+        ref = ae.encode_tokens(tokens, gaps)
+        got = ae.encode_tokens_shared(tokens, ae.project_first_layer(tokens), pos)
+        one = ae.encode_tokens_shared(tokens[:1], ae.project_first_layer(tokens[:1]), pos[:1])  # broadcast
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(one, ref[:1], atol=1e-5, rtol=0)
+    ae.train()
+    with pytest.raises(RuntimeError, match="eval"):
+        ae.encode_tokens_shared(tokens, ae.project_first_layer(tokens), pos)

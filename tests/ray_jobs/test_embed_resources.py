@@ -1,0 +1,51 @@
+"""How the embed job sizes its actors: threads per actor and the pool from the cluster's resources."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from embedder.config import ConfigError, EmbedJobConfig
+from ray_jobs.embed import actor_pool, actor_threads
+
+
+def _cfg(**kw: Any) -> EmbedJobConfig:
+    base: dict[str, Any] = {
+        "catalog": "c", "store": "s", "region": "sample", "checkpoint": "ck",
+        "start": dt.date(2021, 1, 1), "end": dt.date(2021, 12, 31),
+    }  # fmt: skip
+    return EmbedJobConfig(**(base | kw))
+
+
+def test_threads_follow_the_cpus_the_actor_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EMBEDDER_TORCH_THREADS", raising=False)
+    assert actor_threads(_cfg(actor_num_cpus=0.5)) == 1
+    assert actor_threads(_cfg(actor_num_cpus=1.5)) == 2
+    assert actor_threads(_cfg(actor_num_cpus=8.0)) == 8
+    assert actor_threads(_cfg(actor_num_cpus=0.5, actor_threads=3)) == 3  # the documented override
+    monkeypatch.setenv("EMBEDDER_TORCH_THREADS", "4")
+    assert actor_threads(_cfg(actor_num_cpus=0.5, actor_threads=3)) == 4  # the environment wins
+    monkeypatch.setenv("EMBEDDER_TORCH_THREADS", "two")
+    with pytest.raises(ConfigError, match="'two'"):
+        actor_threads(_cfg())
+
+
+def test_pool_from_cluster_resources_when_max_actors_is_0() -> None:
+    cpu = _cfg(max_actors=0, actor_num_cpus=1.0, read_num_cpus=1.0, write_num_cpus=0.25)
+    assert actor_pool(cpu, {"CPU": 16.0}) == (1, 14)  # 16 - 1 read - 0.25 write = 14.75 -> 14 actors
+    assert actor_pool(cpu, {"CPU": 2.0}) == (1, 1)  # never fewer than one
+    gpu = _cfg(max_actors=0, actor_num_gpus=1.0, actor_num_cpus=2.0, min_actors=2)
+    assert actor_pool(gpu, {"CPU": 64.0, "GPU": 8.0}) == (2, 8)  # one per GPU
+    assert actor_pool(gpu, {"CPU": 64.0}) == (1, 1)  # no GPU yet (autoscaling): one, which waits
+    assert actor_pool(_cfg(min_actors=2, max_actors=5), {"CPU": 64.0}) == (2, 5)  # explicit bounds win
+
+
+def test_bad_actor_settings_are_refused() -> None:
+    with pytest.raises(ConfigError, match="actor_threads = -1"):
+        _cfg(actor_threads=-1)
+    with pytest.raises(ConfigError, match="actor_num_cpus = 0"):
+        _cfg(actor_num_cpus=0.0)
+    with pytest.raises(ConfigError, match="max_actors 0"):
+        _cfg(min_actors=3, max_actors=2)
