@@ -32,23 +32,23 @@ import json
 import os
 import sys
 import time
-import typing
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from _common import efficiency, matmul_peak_gflops, model_flops  # noqa: E402
 
 from embedder.config import FusionConfig, ModelConfig  # noqa: E402
 from embedder.data.testing import make_test_cube  # noqa: E402
 from embedder.inference import FLAG_VALID, Predictor, TileInputs, prepare_tile  # noqa: E402
-from embedder.models.dense import DenseFrameEncoder  # noqa: E402
 from embedder.models.fusion import FusionModel  # noqa: E402
 from embedder.models.modality import ModalityAutoencoder  # noqa: E402
-from embedder.sensors import S1, S2, WINDOW_DATES, WINDOW_PX  # noqa: E402
+from embedder.sensors import S1, S2  # noqa: E402
 
 
 def _model(encoder: str, seed: int = 0) -> FusionModel:
@@ -83,44 +83,6 @@ def _timed(pred: Predictor, tile: TileInputs, method: str) -> tuple[np.ndarray, 
     return out, time.perf_counter() - t0
 
 
-def _flops(fc: FlopCounterMode) -> float:
-    return float(fc.get_total_flops())
-
-
-def count_flops(model: FusionModel, tile: TileInputs) -> dict[str, float]:
-    """FLOPs per pixel-date of the three procedures for ``model`` (frame part on ``tile`` for dense)."""
-    n = 2
-    frames: dict[str, float] = {}
-    tokens: dict[str, float] = {}
-    model.train()  # the eval fast path of the transformer layer is a fused op the counter does not see
-    h, w = tile.interior_shape
-    with torch.no_grad():
-        for name in model.names:
-            ae = model.autoencoders[name]
-            assert isinstance(ae, ModalityAutoencoder)
-            enc = ae.frame_encoder
-            with FlopCounterMode(display=False) as fc:
-                if isinstance(enc, DenseFrameEncoder):
-                    enc.encode_dense(torch.from_numpy(tile.frames[name][0]))  # [h, w, d]
-                else:
-                    ae.encode_frames(torch.zeros(n, ae.n_channels, WINDOW_PX, WINDOW_PX))
-            frames[name] = _flops(fc) / (h * w if isinstance(enc, DenseFrameEncoder) else n)
-            with FlopCounterMode(display=False) as fc:
-                ae.encode_tokens(torch.zeros(n, WINDOW_DATES, ae.cfg.d_model), torch.full((n, 10), 5.0))
-            tokens[name] = _flops(fc) / n
-        dims = {
-            k: int(typing.cast(ModalityAutoencoder, model.autoencoders[k]).bottleneck_dim)
-            for k in model.names
-        }
-        z = {k: torch.zeros(n, d) for k, d in dims.items()}  # {name: [n, D]}
-        with FlopCounterMode(display=False) as fc:
-            model.fuse(z, {k: torch.full((n,), 3.0) for k in model.delta_keys})
-        fuse = _flops(fc) / n
-    model.eval()
-    rest = sum(tokens.values()) + fuse
-    return {"cached": sum(frames.values()) + rest, "naive": WINDOW_DATES * sum(frames.values()) + rest}
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the three paths, print a table and write the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -133,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "bench/results/dense.json")
     args = ap.parse_args(argv)
 
+    peak = matmul_peak_gflops()
+    print(f"[dense] matmul peak {peak:.1f} GFLOP/s on {torch.get_num_threads()} threads", flush=True)
     tile = _tile(args.px, args.dates)
     k = len(tile.plan.targets)
     paper, dense = _model("paper"), _model("dense")
@@ -158,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     # exactness of the dense pass against the same variant's per-window path, on the naive crop
     dense_naive = pd.embed_tile(naive_tile, method="naive")
     n_t, n_px = len(naive_tile.plan.targets), args.naive_px
-    fl_paper = count_flops(paper, tile)
-    fl_dense = count_flops(dense, tile)
-    fl_dense_crop = count_flops(dense, crop)
+    fl_paper = model_flops(paper, tile)
+    fl_dense = model_flops(dense, tile)
+    fl_dense_crop = model_flops(dense, crop)
     res: dict[str, float | int | str] = {
         "tile_interior_px": args.px,
         "cached_crop_px": args.cached_px,
@@ -174,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "dense_px_dates_s": px_dates(tile) / t_dense,
         "dense_crop_px_dates_s": px_dates(crop) / t_dense_crop,
         "flops_per_px_date_naive": fl_paper["naive"],
-        "flops_per_px_date_cached": fl_paper["cached"],
+        "flops_per_px_date_cached": model_flops(paper, crop)["cached"],
         "flops_per_px_date_dense": fl_dense["cached"],
         "flops_per_px_date_dense_crop": fl_dense_crop["cached"],
         "cached_vs_naive_max_abs_diff": float(np.abs(cached[:n_t, :, :n_px, :n_px] - naive).max()),
@@ -187,6 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     res["dense_vs_cached"] = float(res["dense_px_dates_s"]) / float(res["cached_px_dates_s"])
     res["dense_crop_vs_naive"] = float(res["dense_crop_px_dates_s"]) / float(res["naive_px_dates_s"])
     res["cached_vs_naive"] = float(res["cached_px_dates_s"]) / float(res["naive_px_dates_s"])
+    res["peak_gflops"] = peak
+    res.update(efficiency(float(res["dense_px_dates_s"]), fl_dense["cached"], peak))  # the headline path
+    for path in ("naive", "cached"):
+        res.update(
+            efficiency(
+                float(res[f"{path}_px_dates_s"]),
+                float(res[f"flops_per_px_date_{path}"]),
+                peak,
+                prefix=f"{path}_",
+            )
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1) + "\n")
     print(json.dumps(res, indent=1))

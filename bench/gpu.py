@@ -130,7 +130,7 @@ def fusion_model(encoder: str, *, small: bool, seed: int = 0) -> Any:
 
     torch.manual_seed(seed)
     mcfg = ModelConfig.small() if small else ModelConfig()
-    mcfg = dataclasses.replace(mcfg, encoder=encoder)
+    mcfg = dataclasses.replace(mcfg, encoder=encoder)  # type: ignore[arg-type]
     aes = {s.name: ModalityAutoencoder(s, cfg=mcfg) for s in (S1, S2)}
     return FusionModel(aes, cfg=FusionConfig.small() if small else FusionConfig()).eval()
 
