@@ -38,13 +38,17 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-from embedder.config import EmbedJobConfig, FusionConfig, ModelConfig, SampleRegionConfig, StoreConfig  # noqa: E402
+from _common import efficiency, flops_of, machine, matmul_peak_gflops  # noqa: E402
+
+from embedder.config import FusionConfig, ModelConfig, SampleRegionConfig, StoreConfig  # noqa: E402
 from embedder.data.testing import make_test_cube  # noqa: E402
 from embedder.inference import FLAG_VALID, Predictor, TileInputs, prepare_tile  # noqa: E402
 from embedder.models.fusion import FusionModel  # noqa: E402
 from embedder.models.modality import ModalityAutoencoder  # noqa: E402
 from embedder.sensors import S1, S2  # noqa: E402
+from ray_jobs.config import EmbedJobConfig  # noqa: E402
 
 _STORE = {"tile_px": 32, "chunk_px": 32, "period_days": 366, "chunk_days": 61}
 
@@ -73,14 +77,15 @@ def _first_targets(tile: TileInputs, n: int) -> TileInputs:
 
 
 def bench_paths(
-    preset: str, *, interior_px: int, n_dates: int, naive_targets: int, pixel_batch: int
+    preset: str, *, interior_px: int, n_dates: int, naive_targets: int, pixel_batch: int, peak_gflops: float
 ) -> dict[str, float]:
     """Naive vs fast on one synthetic tile: pixel-dates/s of each, their ratio and max abs difference.
 
     The fast path embeds every target date of the tile (its cost per pixel-date falls as the 10 context
     dates are shared by more targets, as in a year-long unit); the naive path costs the same for every
     target, so it is timed on the first ``naive_targets`` dates (0 = all) and compared with the fast
-    result on those dates.
+    result on those dates. ``achieved_gflops`` and ``efficiency`` (over ``peak_gflops``) are the fast
+    path's, from its FLOPs per pixel-date counted on the same tile.
     """
     cube = make_test_cube(3, size_px=interior_px + 14, n_dates=n_dates, n_s1=2 * n_dates, cloud_frac=0.1)
     tile = prepare_tile(cube, start="2021-01-01", end="2030-12-31", halo_px=7)
@@ -105,6 +110,8 @@ def bench_paths(
         "max_abs_diff": float(np.abs(fast[: len(sub.plan.targets)] - naive).max()),
     }
     out["ratio"] = out["fast_px_dates_s"] / out["naive_px_dates_s"]
+    out["flops_per_px_date"] = flops_of(lambda: pred.embed_tile(tile, method="fast")) / n_fast
+    out.update(efficiency(out["fast_px_dates_s"], out["flops_per_px_date"], peak_gflops))
     print(f"[bench] {preset}: {k} targets, fast {out['fast_px_dates_s']:.1f}/s on {n_fast}, naive "
           f"{out['naive_px_dates_s']:.2f}/s on {n_naive} pixel-dates, ratio {out['ratio']:.2f}, "
           f"max diff {out['max_abs_diff']:.2e}", flush=True)  # fmt: skip
@@ -248,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small-px", type=int, default=16, help="interior side of the small-model tile")
     p.add_argument("--small-dates", type=int, default=50, help="dates of the small-model tile")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--pixel-batch", type=int, default=2048, help="pixels per forward pass of the paper model")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "inference.json"))
     p.add_argument("--parts", default="paths,pipeline,driver", help="which parts to run (results are merged)")
     p.add_argument("--tmp", type=Path, default=None, help=argparse.SUPPRESS)
@@ -267,18 +275,22 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps(res, indent=1) + "\n")
 
     parts = set(a.parts.split(","))
+    peak = matmul_peak_gflops()
+    save({"peak_gflops": round(peak, 1), **{k: round(v, 2) for k, v in machine().items()}})
+    print(f"[bench] matmul peak {peak:.1f} GFLOP/s on {a.threads} threads", flush=True)
     if "paths" in parts:
         paper = bench_paths(
             "paper", interior_px=a.paper_px, n_dates=a.paper_dates, naive_targets=a.paper_naive_targets,
-            pixel_batch=512,
+            pixel_batch=a.pixel_batch, peak_gflops=peak,
         )  # fmt: skip
-        save({k: (float(f"{v:.3g}") if k == "max_abs_diff" else round(v, 2)) for k, v in paper.items()})
+        save({k: (float(f"{v:.3g}") if k == "max_abs_diff" else round(v, 3)) for k, v in paper.items()})
         small = bench_paths(
-            "small", interior_px=a.small_px, n_dates=a.small_dates, naive_targets=0, pixel_batch=2048
-        )
+            "small", interior_px=a.small_px, n_dates=a.small_dates, naive_targets=0, pixel_batch=2048,
+            peak_gflops=peak,
+        )  # fmt: skip
         save(
             {
-                f"small_{k}": (float(f"{v:.3g}") if k == "max_abs_diff" else round(v, 2))
+                f"small_{k}": (float(f"{v:.3g}") if k == "max_abs_diff" else round(v, 3))
                 for k, v in small.items()
             }
         )
