@@ -46,13 +46,14 @@ os.environ["OMP_NUM_THREADS"] = "1"  # one thread per worker on both sides (befo
 import torch
 from torch.utils.data import DataLoader
 
-from embedder.config import ModelConfig, PatchConfig, TrainConfig, TrainModalityJobConfig, load_config
+from embedder.config import ModelConfig, PatchConfig, TrainConfig, load_config
 from embedder.data.shards import ChunkShuffleSampler, build_cube_shards
 from embedder.data.testing import make_test_cube
 from embedder.models import ModalityAutoencoder
 from embedder.sensors import S2
 from embedder.training import ModalityObjective, Objective, fit, seed_everything
 from ray_jobs import train_modality
+from ray_jobs.config import TrainModalityJobConfig
 from ray_jobs.train_common import RunFolder, peak_rss_mb
 
 

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from embedder.config import ConfigError, EmbedJobConfig, load_config, to_dict
+from embedder.config import ConfigError, load_config, to_dict
+from ray_jobs.config import EmbedJobConfig
 
 __all__ = [
     "EmbedActor",

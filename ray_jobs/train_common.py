@@ -34,7 +34,7 @@ import pyarrow.fs
 import torch
 from torch import nn
 
-from embedder.config import RunStorageConfig, TrainConfig, WorkersConfig, to_dict
+from embedder.config import TrainConfig, to_dict
 from embedder.data.shards import ChunkShuffleSampler, ShardDataset
 from embedder.training import (
     CheckpointMismatchError,
@@ -49,6 +49,7 @@ from embedder.training import (
     load_checkpoint,
     unwrap,
 )
+from ray_jobs.config import RunStorageConfig, WorkersConfig
 
 __all__ = [
     "BEST_FILE",

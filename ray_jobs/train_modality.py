@@ -22,12 +22,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from embedder.config import ConfigError, TrainModalityJobConfig, load_config
+from embedder.config import ConfigError, load_config
 from embedder.data.shards import SPLITS, ShardDataset
 from embedder.models import ModalityAutoencoder
 from embedder.sensors import SENSORS, get_sensor
 from embedder.training import ModalityObjective, seed_everything
 from ray_jobs import train_common
+from ray_jobs.config import TrainModalityJobConfig
 from ray_jobs.train_common import RunFolder
 
 __all__ = ["build_datasets", "build_trainer", "default_config_path", "main", "train", "train_loop_per_worker"]

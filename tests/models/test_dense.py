@@ -113,7 +113,8 @@ def test_dense_macs_per_pixel_at_paper_size() -> None:
 def test_dense_job_configs_differ_from_the_paper_ones_only_in_the_encoder() -> None:
     from pathlib import Path
 
-    from embedder.config import TrainModalityJobConfig, load_config
+    from embedder.config import load_config
+    from ray_jobs.config import TrainModalityJobConfig
 
     configs = Path(__file__).resolve().parents[2] / "ray_jobs" / "configs"
     for folder in (configs, configs / "smoke"):

@@ -166,7 +166,8 @@ def _data_objects(gcs: Any, store: str) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def reference(setup: Setup, gcs: Any) -> tuple[str, dict[str, Any]]:
     """Three units of one scene embedded uninterrupted by the same stages, serially in this process."""
-    from embedder.config import EmbedJobConfig, load_config
+    from embedder.config import load_config
+    from ray_jobs.config import EmbedJobConfig
     from ray_jobs.embed import run
 
     region = _geojson(setup.tmp / "three_units.geojson", _tile_boxes(_scene(setup, "alps_north"), 3))
@@ -274,8 +275,9 @@ def test_dense_model_through_the_job(setup: Setup, gcs: Any, cluster: Any) -> No
     and the store says which encoder made it. (That the dense path equals the per-window computation
     is tests/test_inference.py's test of the predictor.)
     """
-    from embedder.config import EmbedJobConfig, load_config
+    from embedder.config import load_config
     from embedder.store import as_store
+    from ray_jobs.config import EmbedJobConfig
     from ray_jobs.embed import run
 
     checkpoint = _checkpoint(setup.tmp / "dense.pt", 2, encoder="dense")
@@ -303,10 +305,11 @@ def test_verify_repair_reembeds_only_the_damaged_unit(
     """A flipped bit: reads refuse the chunk, verify names the unit, --repair re-embeds it and nothing else."""
     import numpy as np
 
-    from embedder.config import EmbedJobConfig, load_config
+    from embedder.config import load_config
     from embedder.grid import WorkUnit
     from embedder.store import CorruptChunkError, SeriesReader
     from embedder.store.verify import cli_verify
+    from ray_jobs.config import EmbedJobConfig
     from ray_jobs.embed import run
 
     region, ref = reference

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from embedder.config import ConfigError, EmbedJobConfig
+from embedder.config import ConfigError
+from ray_jobs.config import EmbedJobConfig
 from ray_jobs.embed import actor_pool, actor_threads
 
 
