@@ -25,6 +25,10 @@ plain run. The plain loop runs before and after the Ray job; its rate is the mea
 damps drift on a shared machine.
 
     .venv/bin/python bench/train.py [--epochs 5] [--cubes 6] [--size-px 60] [--out bench/results/train.json]
+    .venv/bin/python bench/train.py --preset paper --epochs 3 --batch 4   # paper_* keys, merged
+
+Each run also records ``peak_gflops`` (one-thread fp32 matmul peak, same run), ``flops_per_sample`` of a
+training step and ``efficiency`` (Ray side) / ``plain_efficiency`` over that peak.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ os.environ["OMP_NUM_THREADS"] = "1"  # one thread per worker on both sides (befo
 
 import torch
 from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import efficiency, flops_of, machine, matmul_peak_gflops
 
 from embedder.config import ModelConfig, PatchConfig, TrainConfig, load_config
 from embedder.data.shards import ChunkShuffleSampler, build_cube_shards
@@ -87,6 +94,23 @@ def plain_run(cfg: TrainModalityJobConfig, run_dir: Path) -> tuple[float, float]
     )  # fmt: skip
     n = len(datasets["train"])
     return rate([c for c, _ in ends], n), rate([w for _, w in ends], n)
+
+
+def train_flops_per_sample(cfg: TrainModalityJobConfig) -> float:
+    """FLOPs of one optimiser step per sample (forward, loss, backward), counted on a batch of two."""
+    from embedder.training import build_optimizer, train_step
+
+    ds = train_modality.build_datasets(cfg)["train"]
+    batch = next(iter(DataLoader(ds, batch_size=2)))
+    model = ModalityAutoencoder(S2, cfg=cfg.model)
+    opt = build_optimizer(model, cfg.train)
+    objective = ModalityObjective(S2)
+    return (
+        flops_of(
+            lambda: train_step(model, batch, objective=objective, optimizer=opt, warmup=None, cfg=cfg.train)
+        )
+        / 2
+    )
 
 
 def loader_and_step(cfg: TrainModalityJobConfig) -> dict[str, float]:
@@ -135,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=5, help="epochs per side (the first is warm-up)")
     p.add_argument("--cubes", type=int, default=6, help="cubes (6 -> 4 train, 1 val, 1 test)")
     p.add_argument("--size-px", type=int, default=60, help="cube side in pixels")
+    p.add_argument(
+        "--preset",
+        choices=("small", "paper"),
+        default="small",
+        help="model size: small (keys as they are) or the paper's (keys prefixed paper_, merged)",
+    )
+    p.add_argument("--batch", type=int, default=8, help="batch size of both sides")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "train.json"))
     a = p.parse_args(argv)
 
@@ -152,11 +183,13 @@ def main(argv: list[str] | None = None) -> int:
                 "shard_root": str(root / "shards"),
                 "run": {"storage_path": str(root / "runs"), "name": "bench"},
                 "train": {"lr": train_cfg.lr, "warmup_steps": train_cfg.warmup_steps, "max_epochs": a.epochs,
-                          "early_stopping_patience": a.epochs, "batch_size": 8},
+                          "early_stopping_patience": a.epochs, "batch_size": a.batch},
                 "workers": {"num_workers": 1, "cpus_per_worker": 1, "max_failures": 0},
             },
         )  # fmt: skip
-        cfg = dataclasses.replace(cfg, model=ModelConfig.small())
+        cfg = dataclasses.replace(cfg, model=ModelConfig() if a.preset == "paper" else ModelConfig.small())
+        peak = matmul_peak_gflops(threads=1)  # one thread: what each side uses
+        print(f"matmul peak {peak:.1f} GFLOP/s on one thread", flush=True)
         n_train = len(train_modality.build_datasets(cfg)["train"])
         print(
             f"shards: {a.cubes} cubes, {n_train} train samples ({time.perf_counter() - t0:.1f} s)", flush=True
@@ -195,12 +228,22 @@ def main(argv: list[str] | None = None) -> int:
         "train_samples": n_train,
         "epochs": a.epochs,
         "batch_size": cfg.train.batch_size,
-        "model": "ModelConfig.small()",
+        "model": "ModelConfig()" if a.preset == "paper" else "ModelConfig.small()",
         **loader,
     }
+    flops = train_flops_per_sample(cfg)
+    result.update(flops_per_sample=flops, peak_gflops=round(peak, 1), **machine())
+    result.update({k: round(v, 3) for k, v in efficiency(plain, flops, peak, prefix="plain_").items()})
+    result.update({k: round(v, 3) for k, v in efficiency(ray_rate, flops, peak).items()})
+    if a.preset == "paper":
+        result = {f"paper_{k}": v for k, v in result.items()}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    merged = json.loads(out.read_text()) if out.is_file() else {}
+    if a.preset == "small":  # the small run rewrites its own keys, keeps the paper run's
+        merged = {k: v for k, v in merged.items() if k.startswith("paper_")}
+    merged.update(result)
+    out.write_text(json.dumps(merged, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
 

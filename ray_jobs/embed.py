@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import hashlib
 import json
 import math
@@ -112,6 +113,25 @@ def check_model_version(cfg: EmbedJobConfig, version: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4)
+def _job_config(cfg_json: str) -> EmbedJobConfig:
+    """The job's parsed config, once per worker process (stages get the same dict for every row)."""
+    return load_config(EmbedJobConfig, json.loads(cfg_json))
+
+
+@functools.lru_cache(maxsize=4)
+def _job_store(cfg_json: str) -> Any:
+    """The job's opened store (:class:`embedder.store.Store`: filesystem, root, layout), once per worker process."""
+    from embedder.store import as_store
+
+    cfg = _job_config(cfg_json)
+    return as_store(cfg.store, dict(cfg.storage_options) or None)
+
+
+def _cfg_key(cfg_dict: dict[str, Any]) -> str:
+    return json.dumps(cfg_dict, sort_keys=True, default=str)
+
+
 def read_unit(row: dict[str, Any], *, cfg_dict: dict[str, Any]) -> dict[str, Any]:
     """CPU stage: search + load the unit's cube with its halos and prepare it for the model."""
     from embedder.data.cubes import CubeError, load_cube
@@ -119,7 +139,7 @@ def read_unit(row: dict[str, Any], *, cfg_dict: dict[str, Any]) -> dict[str, Any
     from embedder.grid import WorkUnit
     from embedder.inference import prepare_tile, temporal_halo_days
 
-    cfg = load_config(EmbedJobConfig, cfg_dict)
+    cfg = _job_config(_cfg_key(cfg_dict))
     unit = WorkUnit.from_id(row["unit_id"])
     halo_days = cfg.temporal_halo_days or temporal_halo_days()
     start, end = unit.period.start, unit.period.end
@@ -261,32 +281,31 @@ def write_result(row: dict[str, Any], *, cfg_dict: dict[str, Any]) -> dict[str, 
     from embedder.inference import masked_embeddings
     from embedder.store import record_failure, write_unit
 
-    cfg = load_config(EmbedJobConfig, cfg_dict)
+    key = _cfg_key(cfg_dict)
     unit = WorkUnit.from_id(row["unit_id"])
     tp = unit.tile.size_px
     summary = {"unit_id": row["unit_id"], "status": row["status"], "reason": row["reason"], "px_dates": 0}
-    opts = dict(cfg.storage_options) or None
+    st: Any = None
     try:
+        st = _job_store(key)  # opened once per worker process
         if row["status"] == "failed":
-            record_failure(cfg.store, unit, row["reason"], storage_options=opts)
+            record_failure(st, unit, row["reason"])
             return summary
         if row["status"] == "empty":
             write_unit(
-                cfg.store, unit, np.zeros((0, 7, tp, tp), np.float32), np.zeros((0, tp, tp), np.uint8), [],
-                info={"empty": row["reason"]}, storage_options=opts,
+                st, unit, np.zeros((0, 7, tp, tp), np.float32), np.zeros((0, tp, tp), np.uint8), [],
+                info={"empty": row["reason"]},
             )  # fmt: skip
             return summary
         dates = np.asarray(row["dates"]).astype("datetime64[D]")
         emb, flags = masked_embeddings(np.asarray(row["embeddings"]), np.asarray(row["flags"]))
-        write_unit(
-            cfg.store, unit, emb, flags, dates,
-            info={"skipped_context": int(row["skipped_context"])}, storage_options=opts,
-        )  # fmt: skip
+        write_unit(st, unit, emb, flags, dates, info={"skipped_context": int(row["skipped_context"])})
         summary["px_dates"] = int(np.count_nonzero(flags & 1))
     except Exception as err:
         summary.update(status="failed", reason=f"write: {type(err).__name__}: {err}")
         try:
-            record_failure(cfg.store, unit, summary["reason"], storage_options=opts)
+            if st is not None:
+                record_failure(st, unit, summary["reason"])
         except Exception:  # the store itself is unreachable: the summary still says why
             pass
     return summary

@@ -22,10 +22,12 @@ from embedder.serve.reader import (
     StoreReader,
 )
 from embedder.store import (
+    CorruptChunkError,
     dequantise,
     get_json,
     list_done,
     put_object,
+    unit_marker,
 )
 
 __all__ = [
@@ -120,7 +122,11 @@ def rgb_pca(
         for i in chosen:
             unit = WorkUnit.from_id(done[i])
             zi = store.zones[unit.tile.zone_name]
-            marker = get_json(st.fs, f"{st.root}/_units/{zi.name}/{unit.id}.json") or {}
+            try:
+                marker = unit_marker(st, zi.name, unit.id) or {}
+            except CorruptChunkError as damaged:  # never fitted on; noted for /health like a damaged chunk
+                store.note_damage([damaged])
+                continue
             dates = marker.get("dates", [])
             if not dates:
                 continue

@@ -208,7 +208,10 @@ class StoreReader:
             return None
         p, ty, tx = coords[0], coords[-2], coords[-1]
         uid = self.unit_id(parts[0], p, ty, tx)
-        marker = self.series_reader.marker(parts[0], uid)
+        try:
+            marker = self.series_reader.marker(parts[0], uid)
+        except CorruptChunkError as damaged:  # the done-marker itself is damaged: so is the unit
+            return damaged
         if marker is None:
             return None  # not done: no data, and no claim that there is
         listed = (marker.get("objects") or {}).get(key)
@@ -471,8 +474,9 @@ class StoreReader:
     def region_days(self, zone: str, d0: int, d1: int, ys: slice, xs: slice) -> np.ndarray:
         """Day indices in ``[d0, d1)`` on which any tile under ``ys``/``xs`` has valid pixels.
 
-        A damaged ``valid_px`` chunk raises :class:`CorruptChunkError` (which dates hold data there is
-        unknown, so no region over it can be complete or honestly partial).
+        ``valid_px`` (a small per-tile count) answers; where one of its chunks is damaged the dates are
+        taken from the ``flags`` array itself over the same days (the damage is noted for ``/health``).
+        Only when those flags cannot be read either is the answer unknown: :class:`CorruptChunkError`.
         """
         d0, d1 = max(d0, 0), min(d1, self.zones[zone].nt)
         if d1 <= d0:
@@ -480,10 +484,17 @@ class StoreReader:
         tp = self.store.cfg.tile_px
         ty = slice(ys.start // tp, (ys.stop - 1) // tp + 1)
         tx = slice(xs.start // tp, (xs.stop - 1) // tp + 1)
-        counts, _, errors = self.read_checked(zone, "valid_px", np.arange(d0, d1), ty, tx)  # [T, ty, tx]
-        if errors:
-            raise errors[0]
-        return np.flatnonzero(counts.reshape(counts.shape[0], -1).sum(axis=1)) + d0
+        days = np.arange(d0, d1)
+        counts, bad, _errors = self.read_checked(zone, "valid_px", days, ty, tx)  # [T, ty, tx]
+        found = counts.reshape(counts.shape[0], -1).sum(axis=1) > 0  # [T]
+        if bad is not None:  # damaged valid_px chunks: ask the flags of those days
+            unknown = days[bad.reshape(bad.shape[0], -1).any(axis=1)]
+            flags, _, ferrors = self.read_checked(zone, "flags", unknown, ys, xs)  # [U, h, w]
+            if ferrors:
+                raise ferrors[0]
+            has = ((flags & np.uint8(Flag.VALID)) > 0).reshape(flags.shape[0], -1).any(axis=1)
+            found[unknown[has] - d0] = True
+        return days[found]
 
 
 def as_reader(store: StoreReader | str, storage_options: dict[str, Any] | None = None) -> StoreReader:

@@ -51,6 +51,7 @@ from embedder.store._layout import (
     StoreMetadataError,
     ZoneExtent,
     as_store,
+    unit_marker,
     zone_attrs,
 )
 from embedder.store.reader import PixelSeries, SeriesReader, open_store
@@ -99,6 +100,7 @@ __all__ = [
     "put_object",
     "quantise",
     "record_failure",
+    "unit_marker",
     "units_of",
     "url_to_fs",
     "verify",

@@ -71,6 +71,45 @@ class CorruptChunkError(StoreError):
         return f"{self.array} {self.key}{unit}{dates}: {self.reason}"
 
 
+def unit_marker(st: Store, zone: str, unit_id: str) -> dict[str, Any] | None:
+    """A unit's done-marker (None: the unit is not done).
+
+    A marker that is not a JSON object raises :class:`CorruptChunkError` for the unit (array ``_units``):
+    the unit's data cannot be trusted, and ``embedder verify --repair`` re-embeds it.
+    """
+    path = f"{st.root}/_units/{zone}/{unit_id}.json"
+    try:
+        raw = st.fs.cat_file(path)
+    except FileNotFoundError:
+        return None
+    return parse_marker(raw, st.url, zone, unit_id)
+
+
+def parse_marker(raw: bytes, store: str, zone: str, unit_id: str) -> dict[str, Any]:
+    """The done-marker object from its bytes; :class:`CorruptChunkError` naming the unit when damaged."""
+    import json
+
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise CorruptChunkError(
+            store,
+            "_units",
+            f"{zone}/{unit_id}.json",
+            f"the unit's done-marker is not JSON ({e})",
+            unit=unit_id,
+        ) from e
+    if not isinstance(doc, dict):
+        raise CorruptChunkError(
+            store,
+            "_units",
+            f"{zone}/{unit_id}.json",
+            "the unit's done-marker is not a JSON object",
+            unit=unit_id,
+        )
+    return doc
+
+
 class StoreMetadataError(StoreError):
     """A metadata object of the store (``zarr.json`` of the root, a zone group or an array) is damaged.
 

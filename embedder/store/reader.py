@@ -7,7 +7,6 @@ done-marker); :func:`open_store` opens the zone groups lazily as xarray Datasets
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,8 +15,20 @@ import numpy as np
 from embedder.grid import Period, Tile, WorkUnit
 from embedder.sensors import EMBEDDING_DIM
 from embedder.store._codec import FILL_CODE, MISSING_CHUNK, ChunkRef, ShardIndex, decode_chunk
-from embedder.store._fs import get_json, zarr_store
-from embedder.store._layout import CorruptChunkError, Flag, Store, ZoneExtent, as_store, zone_attrs
+from embedder.store._fs import zarr_store
+from embedder.store._layout import (
+    CorruptChunkError,
+    Flag,
+    Store,
+    ZoneExtent,
+    as_store,
+    parse_marker,
+    zone_attrs,
+)
+
+_Entry = tuple["dict[str, Any] | CorruptChunkError | None", "dict[str, ShardIndex]"]
+"""A cached done-marker: the document (or the error of a damaged one, or None: not done) and its shard
+indexes parsed once."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +71,7 @@ class SeriesReader:
         self.root = self.store.root
         self.cache_units = cache_units
         # (zone, unit id) -> (done-marker or None, its shard indexes parsed once)
-        self._markers: OrderedDict[tuple[str, str], tuple[dict[str, Any] | None, dict[str, ShardIndex]]]
+        self._markers: OrderedDict[tuple[str, str], _Entry]
         self._markers = OrderedDict()
         self._lock = threading.Lock()
         self._zones: dict[str, ZoneExtent] = {}
@@ -77,28 +88,42 @@ class SeriesReader:
         return self._zones[name]
 
     def marker(self, zone: str, unit_id: str) -> dict[str, Any] | None:
-        """The done-marker of a unit (None: not done), cached."""
-        return self._entry(zone, unit_id)[0]
+        """The done-marker of a unit (None: not done), cached; :class:`CorruptChunkError` when it is damaged."""
+        doc = self._entry(zone, unit_id)[0]
+        if isinstance(doc, CorruptChunkError):
+            raise doc
+        return doc
 
-    def _entry(self, zone: str, unit_id: str) -> tuple[dict[str, Any] | None, dict[str, ShardIndex]]:
+    def _entry(self, zone: str, unit_id: str) -> _Entry:
         key = (zone, unit_id)
         with self._lock:
             if key in self._markers:
                 self._markers.move_to_end(key)
                 return self._markers[key]
-        return self._remember({key: get_json(self.fs, f"{self.root}/_units/{zone}/{unit_id}.json")})[key]
+        try:
+            raw: bytes | None = self.fs.cat_file(f"{self.root}/_units/{zone}/{unit_id}.json")
+        except FileNotFoundError:
+            raw = None
+        return self._remember({key: raw})[key]
 
-    def _remember(
-        self, docs: dict[tuple[str, str], dict[str, Any] | None]
-    ) -> dict[tuple[str, str], tuple[dict[str, Any] | None, dict[str, ShardIndex]]]:
+    def _parsed(self, key: tuple[str, str], raw: bytes | None) -> _Entry:
+        """A marker's bytes -> (doc, shard indexes); a damaged marker -> (its error, {})."""
+        if raw is None:
+            return None, {}
+        try:
+            doc = parse_marker(raw, self.store.url, *key)
+            return doc, {n: ShardIndex.from_json(d) for n, d in doc.get("shard_index", {}).items()}
+        except CorruptChunkError as e:
+            return e, {}
+        except (ValueError, KeyError, TypeError) as e:  # JSON, but not a marker's shape
+            return CorruptChunkError(
+                self.store.url, "_units", f"{key[0]}/{key[1]}.json",
+                f"the unit's done-marker is damaged ({type(e).__name__}: {e})", unit=key[1],
+            ), {}  # fmt: skip
+
+    def _remember(self, raws: dict[tuple[str, str], bytes | None]) -> dict[tuple[str, str], _Entry]:
         """Cache markers with their shard indexes parsed (evicting the least recently used)."""
-        entries = {
-            key: (
-                doc,
-                {name: ShardIndex.from_json(d) for name, d in (doc or {}).get("shard_index", {}).items()},
-            )
-            for key, doc in docs.items()
-        }
+        entries = {key: self._parsed(key, raw) for key, raw in raws.items()}
         with self._lock:
             for key, entry in entries.items():
                 self._markers[key] = entry
@@ -117,7 +142,7 @@ class SeriesReader:
         got = self.fs.cat(list(paths), on_error="omit")
         got = got if isinstance(got, dict) else {}
         self._remember(
-            {(zone, uid): json.loads(got[path]) if path in got else None for path, uid in paths.items()}
+            {(zone, uid): bytes(got[path]) if path in got else None for path, uid in paths.items()}
         )
 
     def _cat_ranges(self, reqs: list[tuple[str, int, int]]) -> list[bytes | Exception]:
@@ -156,13 +181,21 @@ class SeriesReader:
 
         # 1. markers (one small read per unit, cached) -> one byte range per array and block
         self.prefetch(zone, (key[0] for key in groups))
+        damaged_units: list[list[CorruptChunkError]] = [[] for _ in range(rows.size)]
         reqs: list[tuple[str, int, int]] = []  # (object path, start, end)
         parts: list[tuple[tuple[Any, ...], str, list[tuple[int, int, int]]]] = []  # (group, array, chunks)
-        for key in groups:
+        for key, members in groups.items():
             uid, p, ty, tx, by, bx = key
             doc, indexes = self._entry(zone, uid)
             if doc is None:
                 continue  # not done: no data
+            if isinstance(doc, CorruptChunkError):  # a damaged done-marker: the unit cannot be read
+                if not skip_damaged:
+                    raise doc
+                gone = doc.with_days(max(p * pd_, d0), min((p + 1) * pd_, d1))
+                for i in members:
+                    damaged_units[i].append(gone)
+                continue
             if "shard_index" not in doc:
                 return None
             c0 = max(d0 - p * pd_, 0) // cd
@@ -196,7 +229,7 @@ class SeriesReader:
         #    pick the points' pixels
         crc = self.store.checksummed
         found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(rows.size)]
-        lost: list[list[CorruptChunkError]] = [[] for _ in range(rows.size)]
+        lost: list[list[CorruptChunkError]] = damaged_units  # damaged markers first, then damaged chunks
 
         def decode(blob: bytes | Exception, shape: tuple[int, ...], dtype: Any, ref: ChunkRef) -> np.ndarray:
             if isinstance(blob, Exception):

@@ -15,7 +15,17 @@ from embedder.grid import EPOCH, PIXEL_M, WorkUnit
 from embedder.sensors import EMBEDDING_DIM
 from embedder.store._codec import FILL_CODE
 from embedder.store._fs import get_json, zarr_store
-from embedder.store._layout import Flag, Store, StoreError, ZoneExtent, as_store, georef_attrs, zone_attrs
+from embedder.store._layout import (
+    CorruptChunkError,
+    Flag,
+    Store,
+    StoreError,
+    ZoneExtent,
+    as_store,
+    georef_attrs,
+    unit_marker,
+    zone_attrs,
+)
 from embedder.store.writer import list_done, list_failures
 
 
@@ -191,7 +201,12 @@ def verify(
             break
         unit = WorkUnit.from_id(unit_id)
         zname = unit.tile.zone_name
-        marker = get_json(fs, f"{root}/_units/{zname}/{unit_id}.json") or {}
+        try:
+            marker = unit_marker(st, zname, unit_id) or {}
+        except CorruptChunkError as damaged:
+            problems.append(f"{unit_id}: {damaged.reason}")
+            _mark(report, unit_id)
+            continue
         if zname not in zones:
             problems.append(f"{unit_id}: its zone {zname} is not in the store")
             continue

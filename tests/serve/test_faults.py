@@ -306,6 +306,98 @@ def test_deleted_shard_object_with_a_done_marker(store: Path, tmp_path: Path, ca
     assert r.status_code == 409 and "missing" in r.json()["detail"]
 
 
+def test_damaged_valid_px_chunk_falls_back_to_the_flags(store: Path, tmp_path: Path) -> None:
+    """valid_px only summarises the flags: its damage costs a flags read, not the region (noted for /health)."""
+    start, end = _date(P0 + 30), _date(P0 + 89)
+    reg0 = read_region(str(store), BBOX_BOTH, start=start, end=end)
+    shard = _shard(store, 0, "valid_px")
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+
+    r = StoreReader(str(store))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PartialResultWarning)  # the embeddings themselves are intact
+        reg = read_region(r, BBOX_BOTH, start=start, end=end)
+    np.testing.assert_array_equal(reg["time"].values, reg0["time"].values)
+    np.testing.assert_array_equal(reg["embedding"].values, reg0["embedding"].values)
+    assert any(e.array == "utm32N/valid_px" for e in r.damaged)  # what /health reports
+
+
+def test_damaged_done_marker(store: Path, tmp_path: Path, capsys) -> None:
+    """A done-marker cut mid-document: the unit is damaged (named, repairable), the other unit is served."""
+    from embedder.store import verify
+
+    start, end = _date(P0 + 30), _date(P0 + 59)
+    lon0, lat0 = pixel_lonlat(UNITS[0], 10, 50)
+    lon1, lat1 = pixel_lonlat(UNITS[1], 10, 10)
+    (ref0,) = sample_points(str(store), [(lon0, lat0)], start=start, end=end)
+    assert ref0.status == "ok"
+    marker = store / "_units" / "utm32N" / f"{UNITS[1].id}.json"
+    marker.write_text(marker.read_text()[:60])
+
+    with pytest.raises(CorruptChunkError, match="done-marker is not JSON") as info:
+        probe(str(store), lon1, lat1, start=start, end=end)
+    assert UNITS[1].id in str(info.value) and "verify" in str(info.value) and "--repair" in str(info.value)
+    with pytest.warns(PartialResultWarning, match="done-marker"):
+        got = sample_points(str(store), [(lon0, lat0), (lon1, lat1)], start=start, end=end)
+    assert [p.status for p in got] == ["ok", "unreadable"] and got[1].unreadable  # left out, never zeros
+    np.testing.assert_array_equal(got[0].embedding, ref0.embedding)  # unit 0 intact
+    report = verify(str(store))
+    assert report.damaged == [UNITS[1].id]  # what `embedder verify --repair` re-embeds
+    assert any("done-marker" in p for p in report.problems)
+    code, _, err = _cli(capsys, "probe", str(store), str(lon1), str(lat1), "--start", start, "--end", end)
+    assert code != 0 and "Traceback" not in err and "done-marker" in err
+    client = _client(store, tmp_path / "cache")
+    r = _get(client, "/api/probe", lon=lon1, lat=lat1, start=start, end=end)
+    assert r.status_code == 409 and "done-marker" in r.json()["detail"]
+
+
+def test_kill_during_write_then_rerun_verifies_clean(pristine: Path, tmp_path: Path) -> None:
+    """A writer process killed (os._exit) in the middle of a unit: not done, refused nowhere; a re-run of
+    the unit completes it and the store verifies clean, with exactly the values of an uninterrupted write."""
+    import subprocess
+    import sys
+
+    from serve_stores import fake_unit_data
+
+    from embedder.store import as_store, is_done, verify, write_unit
+
+    store = tmp_path / "killed.zarr"
+    shutil.copytree(pristine, store)
+    marker = store / "_units" / "utm32N" / f"{UNITS[1].id}.json"
+    marker.unlink()  # unit 1 not done: the writer below rewrites it
+    script = f"""
+import os, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+import embedder.store.writer as w
+from serve_stores import UNITS, fake_unit_data
+real, n = w.put_object, [0]
+def dying(fs, path, data):
+    n[0] += 1
+    if n[0] == 2:  # one object of the unit written, the next one never: the process dies
+        os._exit(9)
+    real(fs, path, data)
+w.put_object = dying
+d = fake_unit_data(UNITS[1], seed=99)
+w.write_unit({str(store)!r}, UNITS[1], d["embeddings"], d["flags"], d["dates"], valid_counts=d["valid_counts"])
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 9, proc.stderr[-2000:]
+    st = as_store(str(store))
+    assert not is_done(st, UNITS[1])
+    rep = verify(str(store))
+    assert not rep.ok and rep.missing == [UNITS[1].id]
+    d = fake_unit_data(UNITS[1], seed=11)  # what build_store wrote there
+    write_unit(st, UNITS[1], d["embeddings"], d["flags"], d["dates"], valid_counts=d["valid_counts"])
+    assert verify(str(store)).ok
+    a, b = _date(P0 + 30), _date(P0 + 89)
+    np.testing.assert_array_equal(
+        read_region(str(store), BBOX_BOTH, start=a, end=b)["embedding"].values,
+        read_region(str(pristine), BBOX_BOTH, start=a, end=b)["embedding"].values,
+    )
+
+
 # ---------------------------------------------------------------------------------------------------
 # damaged metadata: a named error everywhere (nothing can be served without the store's layout)
 # ---------------------------------------------------------------------------------------------------
