@@ -1,6 +1,6 @@
 """The catalog interface: search Sentinel-2 L2A and Sentinel-1 RTC items by bbox and period.
 
-One small protocol, :class:`Catalog`, with three implementations behind :func:`open_catalog`:
+One small protocol, :class:`Catalog`, with four implementations behind :func:`open_catalog`:
 
 * :class:`StacApiCatalog`: a STAC API read through pystac-client (Planetary Computer or any other),
   optionally signing asset hrefs with ``planetary_computer.sign_inplace`` (the only network-touching
@@ -10,11 +10,13 @@ One small protocol, :class:`Catalog`, with three implementations behind :func:`o
   temporal halos) costs one request per sensor when its items fit in a page (1000 items). Other APIs
   are searched month by month (one paged search per calendar month), the order then being made here;
 * :class:`LocalCatalog`: a static STAC catalog on disk (the sample region, offline use);
-* :class:`MemoryCatalog`: a list of items in memory (tests, hand-built item sets).
+* :class:`MemoryCatalog`: a list of items in memory (tests, hand-built item sets);
+* :class:`~embedder.data.snapshot.GeoParquetCatalog`: a stac-geoparquet snapshot (a local or fsspec
+  ``.parquet``), for continental runs that should not query an API per work unit.
 
 ``search`` always yields items sorted by time (then id) and holds at most one page (sorted API), one
-month window (API without sorting) or the light index (local catalog) in memory, so a continent-wide
-period streams. :func:`open_catalog` keeps one
+month window (API without sorting), the light index (local catalog) or one search's matching rows
+(snapshot) in memory, so a continent-wide period streams. :func:`open_catalog` keeps one
 :class:`StacApiCatalog` per (URL, signing) per process, so a worker that reads many units opens the
 API's landing page once.
 
@@ -517,9 +519,17 @@ def _open_api(url: str, sign: bool) -> StacApiCatalog:
     return StacApiCatalog(url, modifier=modifier)
 
 
+@functools.lru_cache(maxsize=16)
+def _cached_snapshot(url: str) -> Catalog:
+    from embedder.data.snapshot import GeoParquetCatalog
+
+    return GeoParquetCatalog(url)
+
+
 def clear_catalog_cache() -> None:
-    """Forget the STAC API catalogs :func:`open_catalog` keeps (tests; a changed API)."""
+    """Forget the catalogs :func:`open_catalog` keeps: STAC APIs and remote snapshots (tests; a change)."""
     _cached_api.cache_clear()
+    _cached_snapshot.cache_clear()
 
 
 def open_catalog(
@@ -527,27 +537,40 @@ def open_catalog(
     *,
     sign: bool | None = None,
     cached: bool = True,
+    storage_options: dict[str, Any] | None = None,
 ) -> Catalog:
-    """Open ``"planetary-computer"``, an ``http(s)://`` STAC API URL, or a local static catalog.
+    """Open ``"planetary-computer"``, an ``http(s)://`` STAC API URL, a geoparquet snapshot or a local catalog.
 
     * STAC APIs: ``sign`` (default: only for Planetary Computer) signs asset hrefs with
       ``planetary_computer.sign_inplace``; the SAS endpoint is taken from ``PC_SDK_SAS_URL`` if set.
       With ``cached`` (default) the same :class:`StacApiCatalog` is returned for the same (URL, sign)
       in this process, so a worker reading many units opens the API (its landing page) once;
       ``cached=False`` opens a new one, :func:`clear_catalog_cache` forgets them all.
+    * A path or fsspec URL ending in ``.parquet``: a stac-geoparquet snapshot
+      (:class:`~embedder.data.snapshot.GeoParquetCatalog`; ``storage_options`` for its filesystem;
+      ``sign`` defaults to what the snapshot's metadata says: signed when taken from Planetary Computer).
+      Remote snapshots opened without ``storage_options`` are cached like APIs (one footer read per
+      process); local files are opened afresh.
     * Anything else: a static catalog on disk (``catalog.json``, its folder or a ``file://`` URL),
       read afresh on every call (its files may change).
     """
     text = str(url)
     if text == "planetary-computer":
         text = PLANETARY_COMPUTER_URL
+    if text.split("?", 1)[0].endswith(".parquet"):
+        from embedder.data.snapshot import GeoParquetCatalog
+
+        remote = "://" in text and not text.startswith("file://")
+        if cached and remote and not storage_options and sign is None:
+            return _cached_snapshot(text)
+        return GeoParquetCatalog(text, storage_options=storage_options, sign=sign)
     if text.startswith(("http://", "https://")):
         use_sign = _is_planetary_computer(text) if sign is None else bool(sign)
         return _cached_api(text, use_sign) if cached else _open_api(text, use_sign)
     if "://" in text and not text.startswith("file://"):
         raise CatalogError(
-            f"catalog {text!r}: only 'planetary-computer', http(s) STAC API URLs and local catalog paths "
-            "are supported"
+            f"catalog {text!r}: only 'planetary-computer', http(s) STAC API URLs, '.parquet' snapshots "
+            "and local catalog paths are supported"
         )
     return LocalCatalog(text)
 
