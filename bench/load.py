@@ -9,8 +9,17 @@ Sentinel-2 items (10 bands + SCL) of the scene onto its 10 m grid twice:
 
 Both single-threaded, best of ``--repeats`` (warm page cache). Throughput is output MB (native dtype)
 per second and pixel-dates (pixels x items) per second; ``ratio = odc_stac_mb_s / rasterio_mb_s``.
-Also times the whole :func:`load_cube` (S2 + S1 processing) for reference. Prints the figures and
-writes flat JSON to ``bench/results/load.json``.
+Also times the whole :func:`load_cube` (S2 + S1 processing) for reference.
+
+``stac_requests_per_unit`` counts catalog requests, not time: the region's catalog is served by a local
+STAC API (:class:`embedder.testing.stac_api.LocalStacApi`, with the sort extension like Planetary
+Computer) and several work units of the region are read as the embedding job reads them
+(``ray_jobs.embed.read_unit``: :func:`open_catalog` on the URL, then :func:`load_cube` over 366 days
+plus :func:`embedder.inference.temporal_halo_days` on each side, S2 and S1 searches). It is every request
+the server answered (landing page included: one per worker process, the catalog being cached) divided
+by the units read; ``stac_requests_per_unit_month_windows`` is the same against an API without the sort
+extension (one search per calendar month). Prints the figures and writes flat JSON to
+``bench/results/load.json``.
 
 Run: ``.venv/bin/python bench/load.py [--size-px 256] [--days 60]``.
 """
@@ -18,6 +27,7 @@ Run: ``.venv/bin/python bench/load.py [--size-px 256] [--days 60]``.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import datetime as dt
 import json
@@ -26,6 +36,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import odc.stac
@@ -38,9 +49,12 @@ from rasterio.windows import from_bounds
 
 from embedder.config import SampleRegionConfig
 from embedder.data.cubes import load_cube
-from embedder.data.stac import open_catalog
-from embedder.sample import write_sample_region
+from embedder.data.stac import clear_catalog_cache, open_catalog
+from embedder.grid import region_from_text, work_units
+from embedder.inference import temporal_halo_days
+from embedder.sample import SampleRegion, write_sample_region
 from embedder.sensors import S2
+from embedder.testing.stac_api import LocalStacApi
 
 RESULTS = Path(__file__).resolve().parent / "results" / "load.json"
 
@@ -83,6 +97,45 @@ def best_time(fn: Callable[[], int], repeats: int) -> tuple[float, int]:
     return min(times), nbytes
 
 
+def stac_requests_per_unit(
+    region: SampleRegion, *, sort: bool = True, tile_px: int = 128, max_units: int = 8
+) -> dict[str, Any]:
+    """Read up to ``max_units`` work units of ``region`` through a local STAC API; count its requests.
+
+    Units are the embedding job's (``tile_px`` tiles over the region, 366-day store periods); each is read
+    by ``ray_jobs.embed.read_unit`` as in a fresh worker process (the catalog cache is cleared first, so
+    the landing page is counted once). A unit whose read fails raises: its requests would mean nothing.
+    Returns ``stac_requests_per_unit`` (all requests / units), the units, the counts by kind and the
+    units' statuses (``empty`` is fine: its searches were made).
+    """
+    from ray_jobs.embed import read_unit
+
+    units = work_units(region_from_text(str(region.manifest_path)), region.start, region.end, tile_px=tile_px)
+    units = units[:max_units]
+    statuses: collections.Counter[str] = collections.Counter()
+    with LocalStacApi.from_catalog(region.catalog_path, sort=sort) as api:
+        cfg = {"catalog": api.url, "store": "unused", "region": str(region.manifest_path),
+               "start": region.start.isoformat(), "end": region.end.isoformat(), "checkpoint": "unused"}  # fmt: skip
+        clear_catalog_cache()
+        try:
+            for unit in units:
+                row = read_unit({"unit_id": unit.id}, cfg_dict=cfg)
+                if row["status"] == "failed":
+                    raise RuntimeError(f"unit {unit.id} could not be read: {row['reason']}")
+                statuses[row["status"]] += 1
+        finally:
+            clear_catalog_cache()
+        counts = dict(api.counts)
+        total = api.total_requests
+    return {
+        "stac_requests_per_unit": round(total / len(units), 2),
+        "units": len(units),
+        "unit_read_days": 366 + 2 * temporal_halo_days(),
+        "requests": counts,
+        "statuses": dict(statuses),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-px", type=int, default=256, help="scene width/height, 10 m pixels")
@@ -117,6 +170,8 @@ def main() -> int:
         if odc_bytes != rio_bytes:
             raise RuntimeError(f"the two readers produced different sizes: {odc_bytes} vs {rio_bytes} bytes")
         cube_s, _ = best_time(lambda: load_cube(catalog, geobox, region.start, region.end).sizes["time"], 1)
+        requests = stac_requests_per_unit(region)
+        requests_months = stac_requests_per_unit(region, sort=False)
 
     pixel_dates = scene.size_px * scene.size_px * len(items)
     result = {
@@ -135,6 +190,10 @@ def main() -> int:
         "n_assets": len(assets),
         "threads": 1,
         "write_region_s": round(write_s, 1),
+        "stac_requests_per_unit": requests["stac_requests_per_unit"],
+        "stac_requests_per_unit_month_windows": requests_months["stac_requests_per_unit"],
+        "stac_units": requests["units"],
+        "stac_unit_read_days": requests["unit_read_days"],
     }
     for key, value in result.items():
         print(f"{key:26s} {value}")

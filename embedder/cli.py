@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     # name: ("module:function", one-line help)
     "sample-region": ("embedder.sample:cli_main", "write the synthetic sample region (COGs + STAC)"),
     "cube": ("embedder.data.cubes:cli_main", "load one tile's S1+S2 cube from a catalog, print a summary"),
+    "stac-snapshot": (
+        "embedder.data.snapshot:cli_main",
+        "write a catalog's items (bbox, period) to a stac-geoparquet snapshot for bulk discovery",
+    ),
     "shards": ("embedder.data.shards:cli_main", "build training shards for one cube, or inspect shards"),
     "verify": (
         "embedder.store:cli_verify",

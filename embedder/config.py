@@ -262,7 +262,8 @@ class BuildShardsConfig:
     """The shard-building job (ray_jobs/build_shards.py): which cubes, from where, to where."""
 
     catalog: str
-    """STAC catalog: ``planetary-computer``, a STAC API URL or a local ``catalog.json`` path."""
+    """STAC catalog: ``planetary-computer``, a STAC API URL, a stac-geoparquet snapshot (``.parquet`` path or
+    URL, ``embedder stac-snapshot``) or a local ``catalog.json`` path."""
     shard_root: str
     """Root URL of the shards (local path, ``file://``, ``memory://``, ``gs://``, ``s3://``)."""
     start: dt.date

@@ -184,7 +184,8 @@ class EmbedJobConfig:
     """The embedding job: which region and period, from which catalog, with which model, into which store."""
 
     catalog: str
-    """STAC catalog: ``planetary-computer``, a STAC API URL or a local ``catalog.json`` path."""
+    """STAC catalog: ``planetary-computer``, a STAC API URL, a stac-geoparquet snapshot (``.parquet`` path or
+    URL, ``embedder stac-snapshot``) or a local ``catalog.json`` path."""
     store: str
     """Store URL (local path, ``file://``, ``gs://``, ``s3://``); created on the first run, resumed after."""
     region: str

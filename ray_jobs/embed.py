@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import functools
 import hashlib
 import json
 import math
@@ -32,6 +31,7 @@ import numpy as np
 
 from embedder.config import ConfigError, load_config, to_dict
 from ray_jobs.config import EmbedJobConfig
+from ray_jobs.worker import embed_config, embed_store
 
 __all__ = [
     "EmbedActor",
@@ -113,25 +113,6 @@ def check_model_version(cfg: EmbedJobConfig, version: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4)
-def _job_config(cfg_json: str) -> EmbedJobConfig:
-    """The job's parsed config, once per worker process (stages get the same dict for every row)."""
-    return load_config(EmbedJobConfig, json.loads(cfg_json))
-
-
-@functools.lru_cache(maxsize=4)
-def _job_store(cfg_json: str) -> Any:
-    """The job's opened store (:class:`embedder.store.Store`: filesystem, root, layout), once per worker process."""
-    from embedder.store import as_store
-
-    cfg = _job_config(cfg_json)
-    return as_store(cfg.store, dict(cfg.storage_options) or None)
-
-
-def _cfg_key(cfg_dict: dict[str, Any]) -> str:
-    return json.dumps(cfg_dict, sort_keys=True, default=str)
-
-
 def read_unit(row: dict[str, Any], *, cfg_dict: dict[str, Any]) -> dict[str, Any]:
     """CPU stage: search + load the unit's cube with its halos and prepare it for the model."""
     from embedder.data.cubes import CubeError, load_cube
@@ -139,7 +120,7 @@ def read_unit(row: dict[str, Any], *, cfg_dict: dict[str, Any]) -> dict[str, Any
     from embedder.grid import WorkUnit
     from embedder.inference import prepare_tile, temporal_halo_days
 
-    cfg = _job_config(_cfg_key(cfg_dict))
+    cfg = embed_config(cfg_dict)  # parsed once per worker process
     unit = WorkUnit.from_id(row["unit_id"])
     halo_days = cfg.temporal_halo_days or temporal_halo_days()
     start, end = unit.period.start, unit.period.end
@@ -281,13 +262,12 @@ def write_result(row: dict[str, Any], *, cfg_dict: dict[str, Any]) -> dict[str, 
     from embedder.inference import masked_embeddings
     from embedder.store import record_failure, write_unit
 
-    key = _cfg_key(cfg_dict)
     unit = WorkUnit.from_id(row["unit_id"])
     tp = unit.tile.size_px
     summary = {"unit_id": row["unit_id"], "status": row["status"], "reason": row["reason"], "px_dates": 0}
     st: Any = None
     try:
-        st = _job_store(key)  # opened once per worker process
+        st = embed_store(cfg_dict)  # opened once per worker process
         if row["status"] == "failed":
             record_failure(st, unit, row["reason"])
             return summary

@@ -621,7 +621,10 @@ def summarize(cube: xr.Dataset) -> str:
 def cli_main(argv: list[str] | None = None) -> int:
     """``embedder cube CATALOG --bbox LON0 LAT0 LON1 LAT1 --start DATE --end DATE``: print a cube summary."""
     parser = argparse.ArgumentParser(prog="embedder cube", description=cli_main.__doc__)
-    parser.add_argument("catalog", help="'planetary-computer', a STAC API URL, or a local catalog.json path")
+    parser.add_argument(
+        "catalog",
+        help="'planetary-computer', a STAC API URL, a stac-geoparquet snapshot (.parquet) or a local catalog.json path",
+    )
     parser.add_argument(
         "--bbox", type=float, nargs=4, required=True, metavar=("LON0", "LAT0", "LON1", "LAT1")
     )

@@ -1,15 +1,24 @@
 """The catalog interface: search Sentinel-2 L2A and Sentinel-1 RTC items by bbox and period.
 
-One small protocol, :class:`Catalog`, with three implementations behind :func:`open_catalog`:
+One small protocol, :class:`Catalog`, with four implementations behind :func:`open_catalog`:
 
 * :class:`StacApiCatalog`: a STAC API read through pystac-client (Planetary Computer or any other),
-  searched month by month and page by page, optionally signing asset hrefs with
-  ``planetary_computer.sign_inplace`` (the only network-touching code of the data layer);
+  optionally signing asset hrefs with ``planetary_computer.sign_inplace`` (the only network-touching
+  code of the data layer). When the API conforms to the STAC API sort extension (its landing page's
+  ``conformsTo``; Planetary Computer does), a search is **one** paged request sequence over the whole
+  period, sorted by ``properties.datetime`` then ``id``: an embedding work unit (366 days plus two
+  temporal halos) costs one request per sensor when its items fit in a page (1000 items). Other APIs
+  are searched month by month (one paged search per calendar month), the order then being made here;
 * :class:`LocalCatalog`: a static STAC catalog on disk (the sample region, offline use);
-* :class:`MemoryCatalog`: a list of items in memory (tests, hand-built item sets).
+* :class:`MemoryCatalog`: a list of items in memory (tests, hand-built item sets);
+* :class:`~embedder.data.snapshot.GeoParquetCatalog`: a stac-geoparquet snapshot (a local or fsspec
+  ``.parquet``), for continental runs that should not query an API per work unit.
 
-``search`` always yields items sorted by time within each month window and never holds more than one
-month (one page, for the API) of full items at a time, so a continent-wide period streams.
+``search`` always yields items sorted by time (then id) and holds at most one page (sorted API), one
+month window (API without sorting), the light index (local catalog) or one search's matching rows
+(snapshot) in memory, so a continent-wide period streams. :func:`open_catalog` keeps one
+:class:`StacApiCatalog` per (URL, signing) per process, so a worker that reads many units opens the
+API's landing page once.
 
 Item helpers used by the cube loader: :func:`s2_scale_offset` (DN -> reflectance from
 ``s2:processing_baseline``; Planetary Computer items carry no raster offset), :func:`item_epsg`
@@ -19,6 +28,7 @@ Item helpers used by the cube loader: :func:`s2_scale_offset` (DN -> reflectance
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -32,6 +42,7 @@ from embedder.sensors import S2, SensorSpec
 
 __all__ = [
     "PLANETARY_COMPUTER_URL",
+    "SORT_BY_TIME",
     "BBox",
     "BBoxError",
     "Catalog",
@@ -44,9 +55,11 @@ __all__ = [
     "NoMapGridError",
     "PeriodError",
     "StacApiCatalog",
+    "catalog_file",
     "check_bbox",
     "check_item",
     "check_period",
+    "clear_catalog_cache",
     "item_epsg",
     "item_time",
     "load_item_file",
@@ -58,6 +71,12 @@ __all__ = [
 
 PLANETARY_COMPUTER_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
 """The Planetary Computer STAC API that ``open_catalog("planetary-computer")`` opens."""
+
+SORT_BY_TIME: list[dict[str, str]] = [
+    {"field": "properties.datetime", "direction": "asc"},
+    {"field": "id", "direction": "asc"},
+]
+"""The ``sortby`` of a sorted search (STAC API sort extension): time, then id, ascending."""
 
 BBox = tuple[float, float, float, float]
 """``(lon_min, lat_min, lon_max, lat_max)`` in degrees (EPSG:4326), the STAC order."""
@@ -302,6 +321,22 @@ class MemoryCatalog:
         return f"MemoryCatalog({len(self.items)} items)"
 
 
+def catalog_file(path: str | Path) -> Path:
+    """The ``catalog.json`` of a static catalog given as that file, its folder or a ``file://`` URL.
+
+    Raises :class:`CatalogError` naming the path when there is no such file.
+    """
+    p = Path(str(path).removeprefix("file://"))
+    if p.is_dir():
+        p = p / "catalog.json"
+    if not p.is_file():
+        raise CatalogError(
+            f"local catalog {str(path)!r} not found; pass a catalog.json path or its folder "
+            "(e.g. the one `embedder sample-region` writes)"
+        )
+    return p
+
+
 class LocalCatalog:
     """A static STAC catalog on disk (``catalog.json`` with child collections and items).
 
@@ -310,14 +345,7 @@ class LocalCatalog:
     """
 
     def __init__(self, path: str | Path) -> None:
-        p = Path(str(path).removeprefix("file://"))
-        if p.is_dir():
-            p = p / "catalog.json"
-        if not p.is_file():
-            raise CatalogError(
-                f"local catalog {str(path)!r} not found; pass a catalog.json path or its folder "
-                "(e.g. the one `embedder sample-region` writes)"
-            )
+        p = catalog_file(path)
         self.path = p
         root = pystac.Catalog.from_file(str(p))
         self._index: list[tuple[dt.datetime, str, str, tuple[float, ...] | None, str]] = []
@@ -349,10 +377,15 @@ class LocalCatalog:
 
 
 class StacApiCatalog:
-    """A STAC API read with pystac-client, month by month and page by page.
+    """A STAC API read with pystac-client: one sorted paged search per call, or month by month.
 
     ``modifier`` is applied to every item (``planetary_computer.sign_inplace`` signs Azure hrefs with a
-    SAS token). Items on a month boundary are yielded once.
+    SAS token). ``page_size`` is the ``limit`` of each page request: 1000 by default, Planetary
+    Computer's maximum (it returns at most 1000 items per page whatever is asked). ``sort``: search the
+    whole period at once, sorted by the server (:data:`SORT_BY_TIME`); ``None`` (default) decides from
+    the landing page's ``conformsTo`` (the STAC API sort extension), ``False`` forces the month-window
+    search, ``True`` forces sorting on an API that does not advertise it. Opening reads the landing
+    page (one request); :func:`open_catalog` caches opened catalogs per process.
     """
 
     def __init__(
@@ -360,32 +393,104 @@ class StacApiCatalog:
         url: str,
         *,
         modifier: Callable[[Any], Any] | None = None,
-        page_size: int = 100,
+        page_size: int = 1000,
         request_timeout_s: float = 60.0,
+        sort: bool | None = None,
     ) -> None:
         import pystac_client  # imported here: local-only use never needs it
+        from pystac_client.conformance import ConformanceClasses
 
+        if page_size < 1:
+            raise CatalogError(
+                f"page_size={page_size} must be at least 1 (Planetary Computer allows up to 1000)"
+            )
         self.url = url
         self.page_size = page_size
         self._client = pystac_client.Client.open(url, modifier=modifier, timeout=request_timeout_s)
+        conforms = self._client.conforms_to(ConformanceClasses.SORT)
+        self.sorted_search: bool = conforms if sort is None else sort
+        """Whether :meth:`search` makes one sorted search (else one search per calendar month)."""
+        if self.sorted_search and not conforms:
+            # forced: tell pystac-client, which otherwise warns that the API does not conform
+            self._client.add_conforms_to("SORT")
 
     def search(
         self, collection: str, *, bbox: Sequence[float], start: DateLike, end: DateLike
     ) -> Iterator[pystac.Item]:
-        """Yield matching items in time order, one month window at a time (pages follow ``next`` links)."""
+        """Yield matching items in time order (then id), each once, as pages arrive.
+
+        Sorted search: one search over ``[start, end]``, pages following ``next`` links. Otherwise one
+        such search per calendar month, each window sorted here.
+        """
         box = check_bbox(bbox)
         t0, t1 = check_period(start, end)
+        if self.sorted_search:
+            yield from self._search_sorted(collection, box, t0, t1)
+        else:
+            yield from self._search_by_month(collection, box, t0, t1)
+
+    def _pages(
+        self, collection: str, box: BBox, a: dt.datetime, b: dt.datetime, *, sortby: Any = None
+    ) -> Iterator[list[pystac.Item]]:
+        search = self._client.search(
+            collections=[collection],
+            bbox=list(box),
+            datetime=f"{_iso(a)}/{_iso(b)}",
+            limit=self.page_size,
+            sortby=sortby,
+        )
+        for page in search.pages():  # one request per page, following `next` links
+            yield list(page.items)
+
+    def _search_sorted(
+        self, collection: str, box: BBox, t0: dt.datetime, t1: dt.datetime
+    ) -> Iterator[pystac.Item]:
+        """One sorted search; the items of a page's last timestamp wait for the next page.
+
+        The server orders by time then id, but its id collation may differ from Python's, and one
+        timestamp (one datatake, several tiles) can span two pages: holding back the last timestamp's
+        items makes the order exactly (time, id) here too. A server that does not sort by time is
+        refused with :class:`CatalogError` instead of yielding out of order.
+        """
+
+        def key(it: pystac.Item) -> tuple[dt.datetime, str]:
+            return item_time(it), it.id
+
+        seen: set[str] = set()
+        pending: list[pystac.Item] = []
+        last: tuple[dt.datetime, str] | None = None
+        for page in self._pages(collection, box, t0, t1, sortby=SORT_BY_TIME):
+            for item in page:
+                if item.id in seen:
+                    continue
+                seen.add(item.id)
+                if last is not None and item_time(item) < last[0]:
+                    raise CatalogError(
+                        f"STAC API {self.url} returned {item.id!r} ({item_time(item).isoformat()}) after "
+                        f"{last[1]!r} ({last[0].isoformat()}) although asked to sort by time; open it with "
+                        "StacApiCatalog(url, sort=False) to search month by month instead"
+                    )
+                pending.append(item)
+            if not pending:
+                continue
+            pending.sort(key=key)
+            newest = item_time(pending[-1])
+            cut = next(i for i, it in enumerate(pending) if item_time(it) == newest)
+            ready, pending = pending[:cut], pending[cut:]
+            if ready:
+                last = key(ready[-1])
+                yield from ready
+        yield from pending
+
+    def _search_by_month(
+        self, collection: str, box: BBox, t0: dt.datetime, t1: dt.datetime
+    ) -> Iterator[pystac.Item]:
+        """One paged search per calendar month, each window sorted here (APIs without sorting)."""
         seen_last_window: set[str] = set()
         for a, b in month_windows(t0, t1):
-            search = self._client.search(
-                collections=[collection],
-                bbox=list(box),
-                datetime=f"{_iso(a)}/{_iso(b)}",
-                limit=self.page_size,
-            )
             window: dict[str, pystac.Item] = {}
-            for page in search.pages():  # one request per page, following `next` links
-                for item in page.items:
+            for page in self._pages(collection, box, a, b):
+                for item in page:
                     if item.id not in seen_last_window:
                         window.setdefault(item.id, item)
             # At most one month of items is held, to yield them in time order.
@@ -400,26 +505,72 @@ def _is_planetary_computer(url: str) -> bool:
     return urlparse(url).netloc.endswith("planetarycomputer.microsoft.com")
 
 
-def open_catalog(url: str | Path, *, sign: bool | None = None) -> Catalog:
-    """Open ``"planetary-computer"``, an ``http(s)://`` STAC API URL, or a local static catalog path.
+@functools.lru_cache(maxsize=16)
+def _cached_api(url: str, sign: bool) -> StacApiCatalog:
+    return _open_api(url, sign)
 
-    ``sign`` (default: only for Planetary Computer) signs asset hrefs with
-    ``planetary_computer.sign_inplace``; the SAS endpoint is taken from ``PC_SDK_SAS_URL`` if set.
+
+def _open_api(url: str, sign: bool) -> StacApiCatalog:
+    modifier = None
+    if sign:
+        import planetary_computer
+
+        modifier = planetary_computer.sign_inplace
+    return StacApiCatalog(url, modifier=modifier)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_snapshot(url: str) -> Catalog:
+    from embedder.data.snapshot import GeoParquetCatalog
+
+    return GeoParquetCatalog(url)
+
+
+def clear_catalog_cache() -> None:
+    """Forget the catalogs :func:`open_catalog` keeps: STAC APIs and remote snapshots (tests; a change)."""
+    _cached_api.cache_clear()
+    _cached_snapshot.cache_clear()
+
+
+def open_catalog(
+    url: str | Path,
+    *,
+    sign: bool | None = None,
+    cached: bool = True,
+    storage_options: dict[str, Any] | None = None,
+) -> Catalog:
+    """Open ``"planetary-computer"``, an ``http(s)://`` STAC API URL, a geoparquet snapshot or a local catalog.
+
+    * STAC APIs: ``sign`` (default: only for Planetary Computer) signs asset hrefs with
+      ``planetary_computer.sign_inplace``; the SAS endpoint is taken from ``PC_SDK_SAS_URL`` if set.
+      With ``cached`` (default) the same :class:`StacApiCatalog` is returned for the same (URL, sign)
+      in this process, so a worker reading many units opens the API (its landing page) once;
+      ``cached=False`` opens a new one, :func:`clear_catalog_cache` forgets them all.
+    * A path or fsspec URL ending in ``.parquet``: a stac-geoparquet snapshot
+      (:class:`~embedder.data.snapshot.GeoParquetCatalog`; ``storage_options`` for its filesystem;
+      ``sign`` defaults to what the snapshot's metadata says: signed when taken from Planetary Computer).
+      Remote snapshots opened without ``storage_options`` are cached like APIs (one footer read per
+      process); local files are opened afresh.
+    * Anything else: a static catalog on disk (``catalog.json``, its folder or a ``file://`` URL),
+      read afresh on every call (its files may change).
     """
     text = str(url)
     if text == "planetary-computer":
         text = PLANETARY_COMPUTER_URL
-    if text.startswith(("http://", "https://")):
-        use_sign = _is_planetary_computer(text) if sign is None else sign
-        modifier = None
-        if use_sign:
-            import planetary_computer
+    if text.split("?", 1)[0].endswith(".parquet"):
+        from embedder.data.snapshot import GeoParquetCatalog
 
-            modifier = planetary_computer.sign_inplace
-        return StacApiCatalog(text, modifier=modifier)
+        remote = "://" in text and not text.startswith("file://")
+        if cached and remote and not storage_options and sign is None:
+            return _cached_snapshot(text)
+        return GeoParquetCatalog(text, storage_options=storage_options, sign=sign)
+    if text.startswith(("http://", "https://")):
+        use_sign = _is_planetary_computer(text) if sign is None else bool(sign)
+        return _cached_api(text, use_sign) if cached else _open_api(text, use_sign)
     if "://" in text and not text.startswith("file://"):
         raise CatalogError(
-            f"catalog {text!r}: only 'planetary-computer', http(s) STAC API URLs and local paths are supported"
+            f"catalog {text!r}: only 'planetary-computer', http(s) STAC API URLs, '.parquet' snapshots "
+            "and local catalog paths are supported"
         )
     return LocalCatalog(text)
 

@@ -1,21 +1,21 @@
-"""The catalog layer: validation, item helpers, local catalog, a local STAC API with paging and signing."""
+"""The catalog layer: validation, item helpers, local catalog, and the STAC API path (sorted or month by month,
+paging, signing, the per-process cache) against embedder.testing's local STAC API."""
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
 import json
-import threading
+import math
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import pystac
 import pytest
 
 from embedder.data.stac import (
+    SORT_BY_TIME,
     BBoxError,
     Catalog,
     CatalogError,
@@ -29,6 +29,7 @@ from embedder.data.stac import (
     check_bbox,
     check_item,
     check_period,
+    clear_catalog_cache,
     item_epsg,
     item_time,
     load_item_file,
@@ -37,6 +38,7 @@ from embedder.data.stac import (
     s2_scale_offset,
 )
 from embedder.sensors import S1, S2
+from embedder.testing.stac_api import LocalStacApi
 
 REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata" / "stac"
 if not REALDATA.is_dir():  # the tree may be checked out elsewhere
@@ -248,138 +250,46 @@ def test_memory_catalog_matches_local_semantics() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# A tiny local STAC API (/search with `next` paging) + a SAS token stub, served by http.server
+# The production STAC API path against a local STAC API (embedder.testing.stac_api)
 # ------------------------------------------------------------------------------------------------
 
 
-class _Api:
-    """State of the fake API: the items it serves and a log of the requests it answered."""
-
-    def __init__(self, items: list[dict[str, Any]]) -> None:
-        self.items = items
-        self.search_requests: list[dict[str, Any]] = []
-        self.token_requests: list[str] = []
-        self.base = ""
-
-
-def _handler(api: _Api) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _send(self, body: dict[str, Any]) -> None:
-            raw = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def _search(self, params: dict[str, Any], method: str) -> None:
-            api.search_requests.append(params)
-            colls = params.get("collections") or []
-            if isinstance(colls, str):
-                colls = colls.split(",")
-            bbox = params.get("bbox")
-            if isinstance(bbox, str):
-                bbox = [float(v) for v in bbox.split(",")]
-            a, b = (pystac.utils.str_to_datetime(s) for s in params["datetime"].split("/"))
-            limit = int(params.get("limit", 10))
-            token = int(params.get("token", 0))
-            hits = []
-            for d in api.items:
-                t = pystac.utils.str_to_datetime(d["properties"]["datetime"])
-                ib = d["bbox"]
-                if d["collection"] in colls and a <= t <= b:
-                    if bbox is None or (
-                        ib[0] <= bbox[2] and bbox[0] <= ib[2] and ib[1] <= bbox[3] and bbox[1] <= ib[3]
-                    ):
-                        hits.append(d)
-            page = hits[token : token + limit]
-            links: list[dict[str, Any]] = []
-            if token + limit < len(hits):
-                nxt = {**params, "token": token + limit}
-                if method == "POST":
-                    links.append({"rel": "next", "href": f"{api.base}/search", "method": "POST", "body": nxt})
-                else:
-                    query = "&".join(
-                        f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in nxt.items()
-                    )
-                    links.append({"rel": "next", "href": f"{api.base}/search?{query}", "method": "GET"})
-            self._send({"type": "FeatureCollection", "features": page, "links": links})
-
-        def do_GET(self) -> None:
-            url = urlparse(self.path)
-            if url.path.startswith("/sas/"):
-                api.token_requests.append(url.path)
-                expiry = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-                self._send({"token": "st=x&se=y&sp=rl&sig=fake", "msft:expiry": expiry})
-            elif url.path in ("/api/stac/v1", "/api/stac/v1/"):
-                self._send(
-                    {
-                        "type": "Catalog",
-                        "id": "fake-pc",
-                        "description": "local STAC API",
-                        "stac_version": "1.0.0",
-                        "conformsTo": [
-                            "https://api.stacspec.org/v1.0.0/core",
-                            "https://api.stacspec.org/v1.0.0/item-search",
-                        ],
-                        "links": [
-                            {"rel": "self", "href": api.base},
-                            {"rel": "root", "href": api.base},
-                            {
-                                "rel": "search",
-                                "type": "application/geo+json",
-                                "href": f"{api.base}/search",
-                                "method": "GET",
-                            },
-                            {
-                                "rel": "search",
-                                "type": "application/geo+json",
-                                "href": f"{api.base}/search",
-                                "method": "POST",
-                            },
-                        ],
-                    }
-                )
-            elif url.path == "/api/stac/v1/search":
-                params = {k: v[0] for k, v in parse_qs(url.query).items()}
-                self._search(params, "GET")
-            else:
-                self.send_error(404)
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", 0))
-            params = json.loads(self.rfile.read(length) or b"{}")
-            self._search(params, "POST")
-
-    return Handler
-
-
-@pytest.fixture
-def stac_api() -> Iterator[_Api]:
+def _real_items() -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for name in (
         "pc_sentinel-2-l2a_T35MNM_2020jun-jul_13items.geojson",
         "pc_sentinel-2-l2a_20200606_strip_africa_9items.geojson",
     ):
         items += json.loads((REALDATA / name).read_text())["features"]
-    api = _Api(items)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(api))
-    api.base = f"http://127.0.0.1:{server.server_address[1]}/api/stac/v1"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    return items
+
+
+@pytest.fixture
+def stac_api() -> Iterator[LocalStacApi]:
+    """Real Planetary Computer items (one tile over two months, one strip) behind an API without sorting."""
+    with LocalStacApi(_real_items()) as api:
         yield api
-    finally:
-        server.shutdown()
-        server.server_close()
+
+
+@pytest.fixture
+def sorted_stac_api() -> Iterator[LocalStacApi]:
+    """The same items behind an API that conforms to the sort extension."""
+    with LocalStacApi(_real_items(), sort=True) as api:
+        yield api
+
+
+@pytest.fixture(autouse=True)
+def _fresh_catalog_cache() -> Iterator[None]:
+    clear_catalog_cache()
+    yield
+    clear_catalog_cache()
 
 
 @needs_realdata
-def test_stac_api_pages_month_by_month(stac_api: _Api) -> None:
-    cat = StacApiCatalog(stac_api.base, page_size=4)
+def test_stac_api_pages_month_by_month(stac_api: LocalStacApi) -> None:
+    """An API without the sort extension: one paged search per calendar month, sorted here."""
+    cat = StacApiCatalog(stac_api.url, page_size=4)
+    assert not cat.sorted_search
     bbox = (27.2, -7.8, 27.5, -7.5)  # inside tile 35MNM only
     found = list(cat.search("sentinel-2-l2a", bbox=bbox, start="2020-06-01", end="2020-07-31"))
     ids = [it.id for it in found]
@@ -393,6 +303,8 @@ def test_stac_api_pages_month_by_month(stac_api: _Api) -> None:
     assert months == {"2020-06", "2020-07"}
     assert len(stac_api.search_requests) >= 4
     assert all(int(r.get("limit", 0)) == 4 for r in stac_api.search_requests)
+    assert not any("sortby" in r for r in stac_api.search_requests)
+    assert stac_api.counts["landing"] == 1 and stac_api.counts["search"] == len(stac_api.search_requests)
     assert all(
         it.assets["B04"].href.startswith("https://sentinel2l2a01.blob.core.windows.net/") for it in found
     )
@@ -400,17 +312,18 @@ def test_stac_api_pages_month_by_month(stac_api: _Api) -> None:
 
 
 @needs_realdata
-def test_stac_api_with_planetary_computer_signing(stac_api: _Api, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("sort", [False, True])
+def test_stac_api_with_planetary_computer_signing(monkeypatch: pytest.MonkeyPatch, sort: bool) -> None:
     import planetary_computer.sas
     import planetary_computer.settings
 
-    sas_url = stac_api.base.replace("/api/stac/v1", "/sas")
-    monkeypatch.setenv("PC_SDK_SAS_URL", sas_url)
+    stac_api = LocalStacApi(_real_items(), sort=sort).start()
+    monkeypatch.setenv("PC_SDK_SAS_URL", stac_api.sas_url)
     planetary_computer.settings.Settings.get.cache_clear()
     planetary_computer.sas.TOKEN_CACHE.clear()
     try:
-        cat = open_catalog(stac_api.base, sign=True)
-        assert isinstance(cat, StacApiCatalog)
+        cat = open_catalog(stac_api.url, sign=True)
+        assert isinstance(cat, StacApiCatalog) and cat.sorted_search == sort
         found = list(
             cat.search("sentinel-2-l2a", bbox=(27.2, -7.8, 27.5, -7.5), start="2020-06-05", end="2020-06-07")
         )
@@ -418,13 +331,15 @@ def test_stac_api_with_planetary_computer_signing(stac_api: _Api, monkeypatch: p
         href = found[0].assets["B04"].href
         assert href.startswith("https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2/")
         assert href.endswith("?st=x&se=y&sp=rl&sig=fake")
-        assert stac_api.token_requests and stac_api.token_requests[0] == "/sas/sentinel2l2a01/sentinel2-l2"
+        assert stac_api.token_requests == ["/sas/sentinel2l2a01/sentinel2-l2"]  # one token, then cached
+        assert stac_api.counts["sas"] == 1
     finally:
+        stac_api.close()
         planetary_computer.settings.Settings.get.cache_clear()
         planetary_computer.sas.TOKEN_CACHE.clear()
 
 
-def test_open_catalog_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_open_catalog_dispatch_and_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     opened: list[tuple[str, Any]] = []
 
     def fake_init(self: StacApiCatalog, url: str, *, modifier: Any = None, **_: Any) -> None:
@@ -433,10 +348,133 @@ def test_open_catalog_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(StacApiCatalog, "__init__", fake_init)
     import planetary_computer
 
-    open_catalog("planetary-computer")
-    open_catalog("https://example.invalid/stac")
+    pc = open_catalog("planetary-computer")
+    other = open_catalog("https://example.invalid/stac")
     assert opened[0] == (
         "https://planetarycomputer.microsoft.com/api/stac/v1",
         planetary_computer.sign_inplace,
     )
     assert opened[1] == ("https://example.invalid/stac", None)
+    # one catalog per (url, sign) per process: no second open for the same API, whatever its spelling
+    assert open_catalog("planetary-computer") is pc
+    assert open_catalog("https://planetarycomputer.microsoft.com/api/stac/v1") is pc
+    assert open_catalog("https://example.invalid/stac") is other
+    assert len(opened) == 2
+    signed = open_catalog("https://example.invalid/stac", sign=True)
+    assert signed is not other and opened[2] == (
+        "https://example.invalid/stac",
+        planetary_computer.sign_inplace,
+    )
+    assert open_catalog("https://example.invalid/stac", cached=False) is not other
+    assert len(opened) == 4
+    clear_catalog_cache()
+    assert open_catalog("https://example.invalid/stac") is not other
+    assert len(opened) == 5
+
+
+@needs_realdata
+def test_stac_api_sorted_search_is_one_paged_search(sorted_stac_api: LocalStacApi) -> None:
+    """An API with the sort extension: one search over the whole period, pages in time order."""
+    api = sorted_stac_api
+    cat = open_catalog(api.url)
+    assert isinstance(cat, StacApiCatalog) and cat.sorted_search and cat.page_size == 1000
+    cat.page_size = 4
+    bbox = (27.2, -7.8, 27.5, -7.5)
+    found = list(cat.search("sentinel-2-l2a", bbox=bbox, start="2020-06-01", end="2020-07-31"))
+    expected = sorted({(it["properties"]["datetime"], it["id"]) for it in api.items if "T35MNM" in it["id"]})
+    assert [it.id for it in found] == [i for _, i in expected]  # the duplicate strip item once
+    served = sum("T35MNM" in it["id"] for it in api.items)  # 14: the strip repeats one tile item
+    assert len(api.search_requests) == math.ceil(served / 4)  # one search, its pages, not one per month
+    first = api.search_requests[0]
+    a, b = first["datetime"].split("/")
+    assert a.startswith("2020-06-01T00:00:00") and b.startswith("2020-07-31T23:59:59")  # the whole period
+    assert all(r["sortby"] == SORT_BY_TIME for r in api.search_requests)
+    assert api.counts == {"landing": 1, "search": len(api.search_requests)}
+    # a second unit read through open_catalog: no new landing page request
+    api.reset_counts()
+    assert open_catalog(api.url) is cat
+    list(cat.search("sentinel-2-l2a", bbox=bbox, start="2020-06-01", end="2020-06-30"))
+    assert api.counts["landing"] == 0 and api.counts["search"] >= 1
+
+
+def _tied_items() -> list[pystac.Item]:
+    """Items of three datatakes (several tiles share one timestamp), given out of order."""
+    items = []
+    for t, n in (("2021-04-20T10:00:00", 3), ("2021-04-25T10:00:00", 4), ("2021-05-02T10:00:00", 2)):
+        for k in range(n):
+            items.append(_tiny_item(f"S2_{t[:10]}_T{n - k:02d}", t))
+    items.append(_tiny_item("s1-x", "2021-04-22T05:00:00", collection="sentinel-1-rtc"))
+    return items[::-1]
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 3, 4, 1000])
+def test_sorted_search_orders_ties_across_pages_like_memory_catalog(page_size: int) -> None:
+    items = _tied_items()
+    with LocalStacApi(items, sort=True) as api:
+        cat = StacApiCatalog(api.url, page_size=page_size)
+        pages = 0
+        for coll, start, end in (
+            ("sentinel-2-l2a", "2021-04-01", "2021-05-31"),
+            ("sentinel-2-l2a", "2021-04-21", "2021-04-30"),
+            ("sentinel-1-rtc", "2021-04-01", "2021-05-31"),
+        ):
+            got = [it.id for it in cat.search(coll, bbox=(10, 50, 11, 51), start=start, end=end)]
+            want = [
+                it.id for it in MemoryCatalog(items).search(coll, bbox=(10, 50, 11, 51), start=start, end=end)
+            ]
+            assert got == want and got
+            pages += math.ceil(len(want) / page_size)
+        assert len(api.search_requests) == pages  # one search per call, one request per page
+
+
+def test_sorted_search_refuses_an_api_that_does_not_sort(monkeypatch: pytest.MonkeyPatch) -> None:
+    import embedder.testing.stac_api as stac_api_module
+
+    # the server advertises the sort extension but ignores sortby (hits in the order given: newest first)
+    monkeypatch.setattr(stac_api_module, "_parse_sortby", lambda value: [])
+    with LocalStacApi(sorted(_tied_items(), key=lambda it: it.datetime, reverse=True), sort=True) as api:
+        cat = StacApiCatalog(api.url, page_size=2)
+        with pytest.raises(
+            CatalogError, match=r"asked to sort by time; open it with StacApiCatalog\(url, sort=False\)"
+        ):
+            list(cat.search("sentinel-2-l2a", bbox=(10, 50, 11, 51), start="2021-04-01", end="2021-05-31"))
+        # month by month, the same API gives the right order
+        cat = StacApiCatalog(api.url, page_size=2, sort=False)
+        got = [
+            it.id
+            for it in cat.search(
+                "sentinel-2-l2a", bbox=(10, 50, 11, 51), start="2021-04-01", end="2021-05-31"
+            )
+        ]
+        want = [
+            it.id
+            for it in MemoryCatalog(_tied_items()).search(
+                "sentinel-2-l2a", bbox=(10, 50, 11, 51), start="2021-04-01", end="2021-05-31"
+            )
+        ]
+        assert got == want
+
+
+@pytest.mark.parametrize("sort", [True, False])
+def test_stac_api_over_a_static_catalog_gives_the_local_catalog_items(tmp_path: Path, sort: bool) -> None:
+    items = [*_tied_items(), _tiny_item("s2-late", "2021-09-01T10:00:00")]
+    far = _tiny_item("s2-far", "2021-04-22T10:00:00")
+    far.bbox = [100.0, -10.0, 101.0, -9.0]
+    path = _write_static_catalog(tmp_path / "cat", [*items, far])
+    local = LocalCatalog(path)
+    with LocalStacApi.from_catalog(path, sort=sort) as api:
+        remote = open_catalog(api.url)
+        assert isinstance(remote, StacApiCatalog) and remote.sorted_search == sort
+        for coll, bbox, start, end in (
+            ("sentinel-2-l2a", (10.2, 50.2, 10.4, 50.4), "2021-04-01", "2021-06-30"),
+            ("sentinel-2-l2a", (-180, -90, 180, 90), "2021-01-01", "2021-12-31"),
+            ("sentinel-1-rtc", (10, 50, 11, 51), "2021-04-22", "2021-04-22"),
+        ):
+            a = list(local.search(coll, bbox=bbox, start=start, end=end))
+            b = list(remote.search(coll, bbox=bbox, start=start, end=end))
+            assert [it.id for it in a] == [it.id for it in b] and a
+            assert [it.assets["B02"].href for it in a if "B02" in it.assets] == [
+                it.assets["B02"].href for it in b if "B02" in it.assets
+            ]
+        # sorted: one request per search; month by month: 3 + 12 + 1 windows
+        assert api.counts["search"] == (3 if sort else 16)
