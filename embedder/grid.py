@@ -310,7 +310,7 @@ def region_geometry(region: Any) -> BaseGeometry:
         geom = region
     elif isinstance(region, str) and region in REGIONS:
         named = REGIONS[region]
-        geom = _sample_geometry() if named == "sample" else box(*BBox.parse(named, error=GridError))
+        geom = _sample_geometry() if named == "sample" else box(*BBox.parse(named, error=GridError).bounds)
     elif isinstance(region, (str, Path)):
         path = Path(region)
         if not path.is_file():
@@ -332,7 +332,7 @@ def region_geometry(region: Any) -> BaseGeometry:
                 f"GeoJSON type {kind!r} is not supported: give a (Multi)Polygon, Feature or FeatureCollection"
             )
     elif isinstance(region, (tuple, list, BBox)):
-        geom = box(*BBox.parse(region, error=GridError))
+        geom = box(*BBox.parse(region, error=GridError).bounds)
     else:
         raise GridError(
             f"region {region!r} is not a bbox, GeoJSON, shapely geometry or a name in {sorted(REGIONS)}"
