@@ -50,6 +50,7 @@ __all__ = [
     "Period",
     "Tile",
     "WorkUnit",
+    "lonlat_bbox",
     "periods",
     "region_from_text",
     "region_geometry",
@@ -85,6 +86,19 @@ class GridError(ValueError):
 def utm_epsg(lon: float, lat: float) -> int:
     """EPSG code of the standard UTM zone containing ``(lon, lat)`` (326zz north, 327zz south)."""
     return UtmZone.containing(lon, lat).epsg
+
+
+def lonlat_bbox(epsg: int, bounds: tuple[float, float, float, float]) -> list[float]:
+    """The lon/lat bbox ``[lon_min, lat_min, lon_max, lat_max]`` (7 decimals) around projected ``bounds``.
+
+    ``bounds`` is ``(left, bottom, right, top)`` in the CRS ``epsg``; the edges are densified (21 points
+    each), so the box holds the curved outline of the projected rectangle.
+    """
+    from pyproj import Transformer
+
+    t = Transformer.from_crs(epsg, 4326, always_xy=True)
+    x0, y0, x1, y1 = t.transform_bounds(*bounds, densify_pts=21)
+    return [round(v, 7) for v in (x0, y0, x1, y1)]
 
 
 @dataclass(frozen=True, order=True)

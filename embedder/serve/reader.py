@@ -13,7 +13,7 @@ import numpy as np
 
 from embedder.config import ServeConfig
 from embedder.geo import UtmZone, check_order, day_index, index_date
-from embedder.grid import PIXEL_M, Period, WorkUnit
+from embedder.grid import PIXEL_M, Period, WorkUnit, lonlat_bbox
 from embedder.sensors import EMBEDDING_DIM
 from embedder.serve.parse import (
     NoDataError,
@@ -287,14 +287,12 @@ class StoreReader:
 
     def info(self) -> dict[str, Any]:
         """A JSON-able summary: zones (EPSG, lon/lat bbox, shape), dates with data, layout, model."""
-        from embedder.stac_store import _lonlat_bbox
-
         zones = {}
         for name, zi in self.zones.items():
             bounds = (zi.x0, zi.y0 - zi.ny * PIXEL_M, zi.x0 + zi.nx * PIXEL_M, zi.y0)
             zones[name] = {
                 "epsg": zi.zone.epsg,
-                "bbox": _lonlat_bbox(zi.zone.epsg, bounds),
+                "bbox": lonlat_bbox(zi.zone.epsg, bounds),
                 "shape": [zi.ny, zi.nx],
                 "transform": [PIXEL_M, 0.0, zi.x0, 0.0, -PIXEL_M, zi.y0],
             }
