@@ -380,14 +380,9 @@ def zone_parts(geom: BaseGeometry) -> Iterable[tuple[UtmZone, BaseGeometry]]:
             part = geom.intersection(box(utm.west_lon, b, utm.west_lon + 6.0, t))
             if part.is_empty or part.area <= 0:
                 continue
-            to_utm = Transformer.from_crs(4326, utm.epsg, always_xy=True)
+            to_utm = Transformer.from_crs(4326, utm.epsg, always_xy=True).transform
             dense = shapely.segmentize(part, 0.01)
-            yield (
-                utm,
-                shapely.transform(
-                    dense, lambda xy, t=to_utm: np.column_stack(t.transform(xy[:, 0], xy[:, 1]))
-                ),
-            )
+            yield utm, shapely.transform(dense, lambda xy, f=to_utm: np.column_stack(f(xy[:, 0], xy[:, 1])))
 
 
 def tiles_for_region(region: Any, *, tile_px: int = DEFAULT_TILE_PX) -> list[Tile]:
