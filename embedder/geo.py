@@ -33,6 +33,7 @@ __all__ = [
     "EPOCH",
     "BBox",
     "DateRange",
+    "ErrorType",
     "GeoError",
     "UtmZone",
     "check_lonlat",
