@@ -19,6 +19,8 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
+from embedder.geo import check_order, parse_date
+
 __all__ = [
     "ConfigError",
     "config_fingerprint",
@@ -100,16 +102,7 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
     if tp is dt.date:
-        if isinstance(value, dt.datetime):
-            return value.date()
-        if isinstance(value, dt.date):
-            return value
-        if isinstance(value, str):
-            try:
-                return dt.date.fromisoformat(value)
-            except ValueError:
-                raise ConfigError(f"{where}: {value!r} is not a date (use YYYY-MM-DD)") from None
-        raise ConfigError(f"{where}: expected a date YYYY-MM-DD, got {value!r}")
+        return parse_date(value, name=where, error=ConfigError)
     if isinstance(tp, type) and not isinstance(value, tp):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
@@ -294,8 +287,7 @@ class BuildShardsConfig:
     """fsspec options for the shard root (e.g. ``endpoint_url``, ``token``)."""
 
     def __post_init__(self) -> None:
-        if self.end < self.start:
-            raise ConfigError(f"BuildShardsConfig: end {self.end} is before start {self.start}; swap them")
+        check_order(self.start, self.end, name="BuildShardsConfig: period", error=ConfigError)
         if self.cube_size_px < 15:
             raise ConfigError(
                 f"BuildShardsConfig.cube_size_px = {self.cube_size_px} is below one 15 px window"
@@ -508,8 +500,7 @@ class SampleRegionConfig:
             raise ConfigError(
                 f"SampleRegionConfig.size_px={self.size_px} must be even and at least 8 (20 m bands halve it)"
             )
-        if self.end < self.start:
-            raise ConfigError(f"SampleRegionConfig: end {self.end} is before start {self.start}; swap them")
+        check_order(self.start, self.end, name="SampleRegionConfig: period", error=ConfigError)
         for key in ("s2_cadence_days", "s1_cadence_days", "field_size_px"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"SampleRegionConfig.{key}={getattr(self, key)} must be at least 1")

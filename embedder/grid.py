@@ -6,13 +6,15 @@ A *tile* is a square of ``tile_px`` x ``tile_px`` pixels of 10 m on the grid of 
 with ``T = tile_px * 10 m``, so tiles from different runs (and different regions) coincide exactly,
 and a tile is exactly one spatial shard of the embedding store (:mod:`embedder.store`).
 
-A *period* is one block of ``period_days`` days counted from the fixed :data:`EPOCH`; block ``k``
-covers days ``[k * P, (k + 1) * P)`` since the epoch, which is exactly one time shard of the store.
+A *period* is one block of ``period_days`` days counted from the fixed :data:`EPOCH` (the store's day
+axis, defined in :mod:`embedder.geo` and re-exported here); block ``k`` covers days
+``[k * P, (k + 1) * P)`` since the epoch, which is exactly one time shard of the store.
 A *work unit* is a (tile, period) pair; its :attr:`WorkUnit.id` is stable across runs and machines.
 
-Regions are a lon/lat bbox ``(min_lon, min_lat, max_lon, max_lat)``, a GeoJSON geometry / Feature /
-FeatureCollection (dict, or path to a ``.geojson`` file) in lon/lat, a shapely geometry, or a name
-from :data:`REGIONS` (``"europe"``, ``"sample"``).
+Regions are a lon/lat bbox ``(min_lon, min_lat, max_lon, max_lat)`` (a 4-sequence or an
+:class:`embedder.geo.BBox`), a GeoJSON geometry / Feature / FeatureCollection (dict, or path to a
+``.geojson`` file) in lon/lat, a shapely geometry, or a name from :data:`REGIONS` (``"europe"``,
+``"sample"``).
 
 Every point of a region belongs to exactly one tile: the tile of its own UTM zone (standard 6-degree
 zones, no Norway/Svalbard exceptions) and hemisphere that contains it. Near zone borders the tile
@@ -25,7 +27,7 @@ import datetime as dt
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,8 @@ import shapely
 import shapely.ops
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
+
+from embedder.geo import EPOCH, BBox, DateRange, UtmZone, day_index, index_date, parse_date
 
 __all__ = [
     "DEFAULT_PERIOD_DAYS",
@@ -46,20 +50,20 @@ __all__ = [
     "Period",
     "Tile",
     "WorkUnit",
+    "lonlat_bbox",
     "periods",
     "region_from_text",
     "region_geometry",
     "tiles_for_region",
     "utm_epsg",
     "work_units",
+    "zone_parts",
 ]
 
 PIXEL_M = 10.0
 """Pixel size of the grid in metres (the S2 10 m bands)."""
 DEFAULT_TILE_PX = 512
 """Default tile side in pixels (5.12 km): one spatial shard of the store (docs/store.md)."""
-EPOCH = dt.date(2015, 1, 1)
-"""Day 0 of the store's daily time axis and of the period blocks (before S2A's launch, 2015-06-23)."""
 DEFAULT_PERIOD_DAYS = 366
 """Default period block length in days: one time shard of the store (a year, see docs/store.md)."""
 
@@ -81,8 +85,20 @@ class GridError(ValueError):
 
 def utm_epsg(lon: float, lat: float) -> int:
     """EPSG code of the standard UTM zone containing ``(lon, lat)`` (326zz north, 327zz south)."""
-    zone = min(math.floor((lon + 180.0) / 6.0) + 1, 60)
-    return (32600 if lat >= 0 else 32700) + zone
+    return UtmZone.containing(lon, lat).epsg
+
+
+def lonlat_bbox(epsg: int, bounds: tuple[float, float, float, float]) -> list[float]:
+    """The lon/lat bbox ``[lon_min, lat_min, lon_max, lat_max]`` (7 decimals) around projected ``bounds``.
+
+    ``bounds`` is ``(left, bottom, right, top)`` in the CRS ``epsg``; the edges are densified (21 points
+    each), so the box holds the curved outline of the projected rectangle.
+    """
+    from pyproj import Transformer
+
+    t = Transformer.from_crs(epsg, 4326, always_xy=True)
+    x0, y0, x1, y1 = t.transform_bounds(*bounds, densify_pts=21)
+    return [round(v, 7) for v in (x0, y0, x1, y1)]
 
 
 @dataclass(frozen=True, order=True)
@@ -110,19 +126,24 @@ class Tile:
             )
 
     @property
+    def utm(self) -> UtmZone:
+        """The tile's UTM zone and hemisphere."""
+        return UtmZone(self.zone, self.south)
+
+    @property
     def epsg(self) -> int:
         """EPSG code of the tile's UTM CRS."""
-        return (32700 if self.south else 32600) + self.zone
+        return self.utm.epsg
 
     @property
     def crs(self) -> str:
         """The CRS as ``"EPSG:326zz"``."""
-        return f"EPSG:{self.epsg}"
+        return self.utm.crs
 
     @property
     def zone_name(self) -> str:
         """Store group name of the zone, e.g. ``"utm32N"``."""
-        return f"utm{self.zone:02d}{'S' if self.south else 'N'}"
+        return self.utm.name
 
     @property
     def size_m(self) -> float:
@@ -195,7 +216,7 @@ class Period:
     @property
     def start(self) -> dt.date:
         """First day of the block."""
-        return EPOCH + dt.timedelta(days=self.start_day)
+        return index_date(self.start_day)
 
     @property
     def end(self) -> dt.date:
@@ -232,38 +253,18 @@ class WorkUnit:
         try:
             tile_id, period_id = unit_id.split("__")
             start_s, days_s = period_id.split("_")
-            start = dt.date.fromisoformat(start_s)
+            start = parse_date(start_s)
             days = int(days_s.rstrip("d"))
         except ValueError as exc:
             raise GridError(
                 f"unit id {unit_id!r} is not of the form '32N_512px_x0093_y1023__2020-01-05_366d'"
             ) from exc
-        offset = (start - EPOCH).days
+        offset = day_index(start)
         if offset < 0 or offset % days:
             raise GridError(
                 f"unit id {unit_id!r}: {start} is not the start of a {days}-day block since {EPOCH}"
             )
         return cls(tile=Tile.from_id(tile_id), period=Period(index=offset // days, period_days=days))
-
-
-def _check_bbox(bbox: Sequence[float]) -> tuple[float, float, float, float]:
-    if len(bbox) != 4:
-        raise GridError(f"bbox {tuple(bbox)} must have 4 numbers (min_lon, min_lat, max_lon, max_lat)")
-    lon0, lat0, lon1, lat1 = (float(v) for v in bbox)
-    if any(not math.isfinite(v) for v in (lon0, lat0, lon1, lat1)):
-        raise GridError(f"bbox {tuple(bbox)} has a non-finite number")
-    if abs(lat0) > 90 or abs(lat1) > 90 or abs(lon0) > 180 or abs(lon1) > 180:
-        hint = " (it looks like (lat, lon) order)" if abs(lon0) <= 90 and abs(lon1) <= 90 else ""
-        raise GridError(
-            f"bbox {tuple(bbox)} is out of range{hint}: give (min_lon, min_lat, max_lon, max_lat) in degrees, "
-            "lon in [-180, 180], lat in [-90, 90]"
-        )
-    if lon0 >= lon1 or lat0 >= lat1:
-        raise GridError(
-            f"bbox {tuple(bbox)} is empty or not in (min_lon, min_lat, max_lon, max_lat) order "
-            "(bboxes across the antimeridian are not supported: split them in two)"
-        )
-    return lon0, lat0, lon1, lat1
 
 
 def _sample_geometry() -> BaseGeometry:
@@ -295,9 +296,11 @@ def region_from_text(text: str) -> Any:
     parts = text.split(",")
     if len(parts) == 4:
         try:
-            return tuple(float(p) for p in parts)
+            numbers = [float(p) for p in parts]
         except ValueError:
             pass
+        else:
+            return BBox.parse(numbers, error=GridError).bounds
     path = Path(text)
     if path.name == "region.json" and path.is_file():
         from pyproj import Transformer
@@ -321,7 +324,7 @@ def region_geometry(region: Any) -> BaseGeometry:
         geom = region
     elif isinstance(region, str) and region in REGIONS:
         named = REGIONS[region]
-        geom = _sample_geometry() if named == "sample" else box(*_check_bbox(named))  # type: ignore[arg-type]
+        geom = _sample_geometry() if named == "sample" else box(*BBox.parse(named, error=GridError).bounds)
     elif isinstance(region, (str, Path)):
         path = Path(region)
         if not path.is_file():
@@ -342,8 +345,8 @@ def region_geometry(region: Any) -> BaseGeometry:
             raise GridError(
                 f"GeoJSON type {kind!r} is not supported: give a (Multi)Polygon, Feature or FeatureCollection"
             )
-    elif isinstance(region, (tuple, list)):
-        geom = box(*_check_bbox(region))
+    elif isinstance(region, (tuple, list, BBox)):
+        geom = box(*BBox.parse(region, error=GridError).bounds)
     else:
         raise GridError(
             f"region {region!r} is not a bbox, GeoJSON, shapely geometry or a name in {sorted(REGIONS)}"
@@ -362,16 +365,24 @@ def region_geometry(region: Any) -> BaseGeometry:
     return geom
 
 
-def _zone_parts(geom: BaseGeometry) -> Iterable[tuple[int, bool, BaseGeometry]]:
+def zone_parts(geom: BaseGeometry) -> Iterable[tuple[UtmZone, BaseGeometry]]:
+    """The part of a lon/lat geometry in each UTM zone and hemisphere it meets, in that zone's metres.
+
+    Parts of zero area are left out; edges are densified (~1 km in lon/lat) before projecting, so the
+    projected edges follow the curve.
+    """
+    from pyproj import Transformer
+
     lon0, _lat0, lon1, _lat1 = geom.bounds
-    z0 = min(math.floor((lon0 + 180) / 6) + 1, 60)
-    z1 = min(math.floor((lon1 + 180) / 6) + 1, 60)
+    z0, z1 = UtmZone.containing(lon0, 0.0).number, UtmZone.containing(lon1, 0.0).number
     for zone in range(z0, z1 + 1):
-        w = -180.0 + (zone - 1) * 6.0
-        for south, (b, t) in ((False, (0.0, 90.0)), (True, (-90.0, 0.0))):
-            part = geom.intersection(box(w, b, w + 6.0, t))
-            if not part.is_empty and part.area > 0:
-                yield zone, south, part
+        for utm, (b, t) in ((UtmZone(zone), (0.0, 90.0)), (UtmZone(zone, south=True), (-90.0, 0.0))):
+            part = geom.intersection(box(utm.west_lon, b, utm.west_lon + 6.0, t))
+            if part.is_empty or part.area <= 0:
+                continue
+            to_utm = Transformer.from_crs(4326, utm.epsg, always_xy=True).transform
+            dense = shapely.segmentize(part, 0.01)
+            yield utm, shapely.transform(dense, lambda xy, f=to_utm: np.column_stack(f(xy[:, 0], xy[:, 1])))
 
 
 def tiles_for_region(region: Any, *, tile_px: int = DEFAULT_TILE_PX) -> list[Tile]:
@@ -379,18 +390,12 @@ def tiles_for_region(region: Any, *, tile_px: int = DEFAULT_TILE_PX) -> list[Til
 
     Raises :class:`GridError` for an invalid or empty region.
     """
-    from pyproj import Transformer
-
     if tile_px <= 0:
         raise GridError(f"tile_px={tile_px} must be positive")
     geom = region_geometry(region)
     size_m = tile_px * PIXEL_M
     out: list[Tile] = []
-    for zone, south, part in _zone_parts(geom):
-        epsg = (32700 if south else 32600) + zone
-        to_utm = Transformer.from_crs(4326, epsg, always_xy=True)
-        dense = shapely.segmentize(part, 0.01)  # ~1 km in lon/lat: projected edges follow the curve
-        proj = shapely.transform(dense, lambda xy, t=to_utm: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
+    for utm, proj in zone_parts(geom):
         left, bottom, right, top = proj.bounds
         cols = np.arange(max(0, math.floor(left / size_m)), math.ceil(right / size_m))
         rows = np.arange(max(0, math.floor(bottom / size_m)), math.ceil(top / size_m))
@@ -402,36 +407,25 @@ def tiles_for_region(region: Any, *, tile_px: int = DEFAULT_TILE_PX) -> list[Til
         idx = np.flatnonzero(hit)
         areas = shapely.area(shapely.intersection(boxes[idx], proj))
         for i in idx[areas > 0]:
-            out.append(Tile(zone=zone, south=south, col=int(cc[i]), row=int(rr[i]), size_px=tile_px))
+            out.append(
+                Tile(zone=utm.number, south=utm.south, col=int(cc[i]), row=int(rr[i]), size_px=tile_px)
+            )
     if not out:
         raise GridError(f"region {geom.bounds} covers no tile")
     return sorted(out)
-
-
-def _as_date(value: dt.date | str, name: str) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    try:
-        return dt.date.fromisoformat(str(value))
-    except ValueError as exc:
-        raise GridError(f"{name}={value!r} is not a date; use YYYY-MM-DD") from exc
 
 
 def periods(
     start: dt.date | str, end: dt.date | str, *, period_days: int = DEFAULT_PERIOD_DAYS
 ) -> list[Period]:
     """The store-aligned period blocks that overlap ``[start, end]`` (inclusive), in order."""
-    d0, d1 = _as_date(start, "start"), _as_date(end, "end")
-    if d1 < d0:
-        raise GridError(f"period end {d1} is before its start {d0}; swap them")
-    if d0 < EPOCH:
-        raise GridError(f"period start {d0} is before the store epoch {EPOCH}; start on or after it")
+    span = DateRange.parse(start, end, error=GridError)
+    if span.start < EPOCH:
+        raise GridError(f"period start {span.start} is before the store epoch {EPOCH}; start on or after it")
     if period_days <= 0:
         raise GridError(f"period_days={period_days} must be positive")
-    k0 = (d0 - EPOCH).days // period_days
-    k1 = (d1 - EPOCH).days // period_days
+    k0 = day_index(span.start) // period_days
+    k1 = day_index(span.end) // period_days
     return [Period(index=k, period_days=period_days) for k in range(k0, k1 + 1)]
 
 

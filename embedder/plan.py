@@ -368,18 +368,13 @@ def count_tiles(region: Any, *, tile_px: int) -> int:
     """
     import numpy as np
     import shapely
-    from pyproj import Transformer
 
-    from embedder.grid import PIXEL_M, _zone_parts, region_geometry
+    from embedder.grid import PIXEL_M, region_geometry, zone_parts
 
     geom = region_geometry(region)
     size_m = tile_px * PIXEL_M
     total = 0
-    for zone, south, part in _zone_parts(geom):
-        epsg = (32700 if south else 32600) + zone
-        to_utm = Transformer.from_crs(4326, epsg, always_xy=True)
-        dense = shapely.segmentize(part, 0.01)  # as the grid does: projected edges follow the curve
-        proj = shapely.transform(dense, lambda xy, t=to_utm: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
+    for _utm, proj in zone_parts(geom):  # as the grid projects them
         shapely.prepare(proj)
         left, bottom, right, top = proj.bounds
         cols = np.arange(max(0, math.floor(left / size_m)), math.ceil(right / size_m))
@@ -426,7 +421,8 @@ def plan_run(
     Raises :class:`PlanError` for bad inputs and :class:`embedder.grid.GridError` for a bad region or dates.
     """
     from embedder.config import StoreConfig
-    from embedder.grid import _as_date, periods, region_geometry
+    from embedder.geo import DateRange
+    from embedder.grid import GridError, periods, region_geometry
 
     layout = StoreConfig()
     tile_px = layout.tile_px if tile_px is None else tile_px
@@ -447,13 +443,13 @@ def plan_run(
             "give exactly one of px_dates_per_s (a measured throughput) and gpu_tflops (with utilisation); "
             f"got px_dates_per_s={px_dates_per_s!r}, gpu_tflops={gpu_tflops!r}"
         )
-    d0, d1 = _as_date(start, "start"), _as_date(end, "end")
-    blocks = periods(d0, d1, period_days=period_days)  # validates the dates
+    span = DateRange.parse(start, end, error=GridError)
+    blocks = periods(span.start, span.end, period_days=period_days)  # validates the epoch
     geom = region_geometry(region)
     n_tiles = count_tiles(geom, tile_px=tile_px)
     area = _area_km2(geom)
     land = area * land_share
-    years = ((d1 - d0).days + 1) / 365.25
+    years = span.days / 365.25
     usable_per_year = dates_per_year * usable_share
     pixel_dates = land * _PX_PER_KM2 * years * usable_per_year
     # each period block also encodes 2 x 5 context dates (usable dates just outside the block)
@@ -489,8 +485,8 @@ def plan_run(
     gpu_hours = pixel_dates / rate / 3600.0
     return Plan(
         region=str(region),
-        start=d0,
-        end=d1,
+        start=span.start,
+        end=span.end,
         preset=preset,
         encoder=encoder,
         tiles=n_tiles,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pystac
 
-from embedder.grid import EPOCH, PIXEL_M
+from embedder.grid import EPOCH, PIXEL_M, lonlat_bbox
 from embedder.store import Store, ZoneExtent, as_store, units_of, url_to_fs, zone_attrs
 
 __all__ = ["EMB_EXTENSION", "PROJ_EXTENSION", "store_collection", "write_store_stac"]
@@ -26,14 +26,6 @@ EMB_EXTENSION = "https://stac-extensions.github.io/embeddings/v0.0.1/schema.json
 PROJ_EXTENSION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 """Schema URL of the STAC projection extension (``proj:`` fields)."""
 ZARR_MEDIA_TYPE = "application/vnd+zarr"
-
-
-def _lonlat_bbox(epsg: int, bounds: tuple[float, float, float, float]) -> list[float]:
-    from pyproj import Transformer
-
-    t = Transformer.from_crs(epsg, 4326, always_xy=True)
-    x0, y0, x1, y1 = t.transform_bounds(*bounds, densify_pts=21)
-    return [round(v, 7) for v in (x0, y0, x1, y1)]
 
 
 def _emb_fields(st: Store) -> dict[str, Any]:
@@ -72,7 +64,7 @@ def store_collection(
         a, _, c, _, e, f = zat["spatial:transform"]
         ny, nx = zat["spatial:shape"]
         bounds = (c, f + e * ny, c + a * nx, f)
-        bbox = _lonlat_bbox(z.epsg, bounds)
+        bbox = lonlat_bbox(z.epsg, bounds)
         x0, y0, x1, y1 = bbox
         item = pystac.Item(
             id=f"{collection_id}-{zone}",

@@ -12,6 +12,7 @@ import datetime as dt
 from typing import Any, Literal
 
 from embedder.config import ConfigError, FusionConfig, ModelConfig, StoreConfig, TrainConfig
+from embedder.geo import check_order
 
 __all__ = [
     "EmbedJobConfig",
@@ -244,8 +245,7 @@ class EmbedJobConfig:
     """Show progress bars."""
 
     def __post_init__(self) -> None:
-        if self.end < self.start:
-            raise ConfigError(f"EmbedJobConfig: end {self.end} is before start {self.start}; swap them")
+        check_order(self.start, self.end, name="EmbedJobConfig: period", error=ConfigError)
         if self.min_actors < 1 or (self.max_actors != 0 and self.max_actors < self.min_actors):
             raise ConfigError(
                 f"EmbedJobConfig: min_actors = {self.min_actors}, max_actors = {self.max_actors}; "

@@ -195,13 +195,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def make_region() -> dict[str, Any]:
         from embedder.config import SampleRegionConfig
+        from embedder.geo import parse_date
         from embedder.sample import write_sample_region
 
         cfg = dataclasses.replace(
             SampleRegionConfig(),
             size_px=args.size_px,
-            start=_date(args.start),
-            end=_date(args.end),
+            start=parse_date(args.start, name="--start"),
+            end=parse_date(args.end, name="--end"),
             seed=args.seed,
         )
         if region_dir.exists():
@@ -423,12 +424,6 @@ def _weights_stamp(files: dict[str, Path]) -> str:
     return ",".join(f"{n}:{checkpoint_digest(p)}" for n, p in sorted(files.items()))
 
 
-def _date(text: str) -> Any:
-    import datetime as dt
-
-    return dt.date.fromisoformat(text)
-
-
 def _best(run: Path) -> dict[str, Any]:
     path = run / "best.json"
     data = json.loads(path.read_text()) if path.exists() else {}
@@ -438,14 +433,14 @@ def _best(run: Path) -> dict[str, Any]:
 
 def _probe_point(region_arg: str) -> tuple[float, float]:
     """The centre of the first scene (sample region) or of the bbox."""
+    from embedder.geo import BBox
+
     path = Path(region_arg)
     if path.is_file():
         from embedder.sample import read_region_manifest
 
-        lon0, lat0, lon1, lat1 = read_region_manifest(path.parent).scenes[0].bbox_lonlat
-    else:
-        lon0, lat0, lon1, lat1 = (float(v) for v in region_arg.split(","))
-    return (lon0 + lon1) / 2, (lat0 + lat1) / 2
+        return BBox.parse(read_region_manifest(path.parent).scenes[0].bbox_lonlat).centre
+    return BBox.parse(region_arg).centre
 
 
 if __name__ == "__main__":  # pragma: no cover

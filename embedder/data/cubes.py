@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import math
 import re
 import sys
 import warnings
@@ -45,6 +44,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from embedder.config import ConfigError, CubeConfig
 from embedder.data.stac import (
+    BBoxError,
     Catalog,
     CatalogError,
     EmptySearchError,
@@ -55,6 +55,7 @@ from embedder.data.stac import (
     open_catalog,
     s2_scale_offset,
 )
+from embedder.geo import BBox, UtmZone
 from embedder.sensors import S1, S2, SensorSpec
 
 __all__ = [
@@ -495,15 +496,12 @@ def load_cube(
 # --------------------------------------------------------------------------------------------------
 
 
-def geobox_from_bbox(bbox: Sequence[float], *, resolution_m: float = 10.0) -> GeoBox:
+def geobox_from_bbox(bbox: BBox | Sequence[float], *, resolution_m: float = 10.0) -> GeoBox:
     """The UTM ``resolution_m`` GeoBox (zone of the bbox centre) covering a lon/lat ``bbox``."""
     from odc.geo.geom import BoundingBox
 
-    lon0, lat0, lon1, lat1 = check_bbox(bbox)
-    lon_c, lat_c = (lon0 + lon1) / 2, (lat0 + lat1) / 2
-    zone = min(60, math.floor((lon_c + 180.0) / 6.0) + 1)
-    epsg = (32600 if lat_c >= 0 else 32700) + zone
-    box = BoundingBox(lon0, lat0, lon1, lat1, "EPSG:4326").to_crs(f"EPSG:{epsg}")
+    lonlat = BBox.parse(bbox, error=BBoxError)
+    box = BoundingBox(*lonlat.bounds, "EPSG:4326").to_crs(UtmZone.containing(*lonlat.centre).crs)
     return GeoBox.from_bbox(box, resolution=resolution_m, tight=False)
 
 

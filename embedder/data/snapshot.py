@@ -34,7 +34,7 @@ import pystac
 
 from embedder.data.stac import (
     PLANETARY_COMPUTER_URL,
-    BBox,
+    Bounds,
     Catalog,
     CatalogError,
     DateLike,
@@ -57,7 +57,7 @@ __all__ = [
 SNAPSHOT_METADATA_KEY = b"embedder"
 """Parquet key-value metadata written by :func:`write_geoparquet_snapshot`: source, query, ``sign``."""
 
-_WORLD: BBox = (-180.0, -90.0, 180.0, 90.0)
+_WORLD: Bounds = (-180.0, -90.0, 180.0, 90.0)
 _FIRST_DAY = dt.date(2014, 4, 3)  # Sentinel-1A's launch: no Sentinel item is older
 
 
@@ -126,7 +126,7 @@ class GeoParquetCatalog:
             modifier = planetary_computer.sign_inplace
         self.modifier = modifier
 
-    def _filter(self, collection: str, box: BBox, t0: dt.datetime, t1: dt.datetime) -> Any:
+    def _filter(self, collection: str, box: Bounds, t0: dt.datetime, t1: dt.datetime) -> Any:
         import pyarrow as pa
         import pyarrow.compute as pc
 

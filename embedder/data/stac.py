@@ -38,6 +38,7 @@ from urllib.parse import urlparse
 
 import pystac
 
+from embedder.geo import BBox, check_order, parse_datetime
 from embedder.sensors import S2, SensorSpec
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "SORT_BY_TIME",
     "BBox",
     "BBoxError",
+    "Bounds",
     "Catalog",
     "CatalogError",
     "EmptySearchError",
@@ -72,14 +74,14 @@ __all__ = [
 PLANETARY_COMPUTER_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
 """The Planetary Computer STAC API that ``open_catalog("planetary-computer")`` opens."""
 
+Bounds = tuple[float, float, float, float]
+"""Checked ``(lon_min, lat_min, lon_max, lat_max)`` degrees as a plain tuple (what STAC requests carry)."""
+
 SORT_BY_TIME: list[dict[str, str]] = [
     {"field": "properties.datetime", "direction": "asc"},
     {"field": "id", "direction": "asc"},
 ]
 """The ``sortby`` of a sorted search (STAC API sort extension): time, then id, ascending."""
-
-BBox = tuple[float, float, float, float]
-"""``(lon_min, lat_min, lon_max, lat_max)`` in degrees (EPSG:4326), the STAC order."""
 
 DateLike = dt.date | dt.datetime | str
 
@@ -117,57 +119,25 @@ class NoMapGridError(ItemError):
 # --------------------------------------------------------------------------------------------------
 
 
-def check_bbox(bbox: Sequence[float]) -> BBox:
+def check_bbox(bbox: BBox | Sequence[float]) -> Bounds:
     """Return ``bbox`` as a float 4-tuple, or raise :class:`BBoxError` naming it and the fix.
 
     The box must be ``(lon_min, lat_min, lon_max, lat_max)`` in degrees, with min < max, longitudes in
-    [-180, 180] and latitudes in [-90, 90]. Projected coordinates (metres) and swapped corners fail.
+    [-180, 180] and latitudes in [-90, 90] (:meth:`embedder.geo.BBox.parse`). Projected coordinates
+    (metres) and swapped corners fail.
     """
-    hint = "pass (lon_min, lat_min, lon_max, lat_max) in degrees EPSG:4326"
-    try:
-        values = tuple(float(v) for v in bbox)
-    except (TypeError, ValueError):
-        raise BBoxError(f"bbox {bbox!r} is not four numbers; {hint}") from None
-    if len(values) != 4:
-        raise BBoxError(f"bbox {bbox!r} has {len(values)} values, not 4; {hint}")
-    lon0, lat0, lon1, lat1 = values
-    if not all(-180.0 <= v <= 180.0 for v in (lon0, lon1)) or not all(
-        -90.0 <= v <= 90.0 for v in (lat0, lat1)
-    ):
-        raise BBoxError(
-            f"bbox {bbox!r} is out of range (longitude must be in [-180, 180], latitude in [-90, 90]); "
-            f"projected coordinates or lat/lon order are not accepted: {hint}"
-        )
-    if not (lon0 < lon1 and lat0 < lat1):
-        raise BBoxError(f"bbox {bbox!r} has min >= max (corners swapped or not lon/lat order); {hint}")
-    return (lon0, lat0, lon1, lat1)
-
-
-def _as_utc(value: DateLike, *, end: bool) -> dt.datetime:
-    """A date (whole day; ``end`` -> its last microsecond) or datetime as an aware UTC datetime."""
-    if isinstance(value, str):
-        try:
-            parsed: dt.date | dt.datetime = (
-                dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-                if "T" in value
-                else dt.date.fromisoformat(value)
-            )
-        except ValueError:
-            raise PeriodError(f"{value!r} is not an ISO date or datetime; use YYYY-MM-DD") from None
-        value = parsed
-    if isinstance(value, dt.datetime):
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-    if isinstance(value, dt.date):
-        day = dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
-        return day + dt.timedelta(days=1, microseconds=-1) if end else day
-    raise PeriodError(f"{value!r} is not a date; pass a datetime.date or 'YYYY-MM-DD'")
+    return BBox.parse(bbox, error=BBoxError).bounds
 
 
 def check_period(start: DateLike, end: DateLike) -> tuple[dt.datetime, dt.datetime]:
-    """Return ``(start, end)`` as UTC datetimes (dates cover whole days), or raise :class:`PeriodError`."""
-    t0, t1 = _as_utc(start, end=False), _as_utc(end, end=True)
-    if t1 < t0:
-        raise PeriodError(f"period end {end!s} is before start {start!s}; swap them")
+    """Return ``(start, end)`` as UTC datetimes (dates cover whole days), or raise :class:`PeriodError`.
+
+    Dates are ``YYYY-MM-DD`` text or ``datetime.date``; datetimes are ISO text with ``T`` or
+    ``datetime.datetime`` (naive ones are UTC); see :func:`embedder.geo.parse_datetime`.
+    """
+    t0 = parse_datetime(start, name="start", error=PeriodError)
+    t1 = parse_datetime(end, end=True, name="end", error=PeriodError)
+    check_order(t0, t1, error=PeriodError, shown=(start, end))
     return t0, t1
 
 
@@ -430,7 +400,7 @@ class StacApiCatalog:
             yield from self._search_by_month(collection, box, t0, t1)
 
     def _pages(
-        self, collection: str, box: BBox, a: dt.datetime, b: dt.datetime, *, sortby: Any = None
+        self, collection: str, box: Bounds, a: dt.datetime, b: dt.datetime, *, sortby: Any = None
     ) -> Iterator[list[pystac.Item]]:
         search = self._client.search(
             collections=[collection],
@@ -443,7 +413,7 @@ class StacApiCatalog:
             yield list(page.items)
 
     def _search_sorted(
-        self, collection: str, box: BBox, t0: dt.datetime, t1: dt.datetime
+        self, collection: str, box: Bounds, t0: dt.datetime, t1: dt.datetime
     ) -> Iterator[pystac.Item]:
         """One sorted search; the items of a page's last timestamp wait for the next page.
 
@@ -483,7 +453,7 @@ class StacApiCatalog:
         yield from pending
 
     def _search_by_month(
-        self, collection: str, box: BBox, t0: dt.datetime, t1: dt.datetime
+        self, collection: str, box: Bounds, t0: dt.datetime, t1: dt.datetime
     ) -> Iterator[pystac.Item]:
         """One paged search per calendar month, each window sorted here (APIs without sorting)."""
         seen_last_window: set[str] = set()

@@ -46,6 +46,7 @@ from embedder.config import (
     SceneSpec,
     TrainConfig,
 )
+from embedder.geo import UtmZone
 from embedder.models.fusion import FusionModel
 from embedder.sample import (
     MANIFEST_NAME,
@@ -138,11 +139,10 @@ def tower_scene_specs(
     specs = []
     for i, site in enumerate(sites):
         lon, lat = float(info.loc[site, "lon"]), float(info.loc[site, "lat"])
-        zone = int((lon + 180.0) // 6.0) + 1
         specs.append(
             SceneSpec(
                 name=site,
-                epsg=(32600 if lat >= 0 else 32700) + zone,
+                epsg=UtmZone.containing(lon, lat).epsg,
                 lon=lon,
                 lat=lat,
                 s2_relative_orbit=1 + (37 * (i + 5)) % 143,

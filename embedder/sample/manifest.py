@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedder.config import ConfigError, SampleRegionConfig, from_dict, to_dict
+from embedder.geo import parse_date
 from embedder.sensors import S1, S2
 
 __all__ = [
@@ -151,8 +152,8 @@ def read_region_manifest(out_dir: str | Path) -> SampleRegion:
             catalog_path=root / doc["catalog"],
             classes_path=root / doc["classes"],
             manifest_path=path,
-            start=dt.date.fromisoformat(doc["period"]["start"]),
-            end=dt.date.fromisoformat(doc["period"]["end"]),
+            start=parse_date(doc["period"]["start"], name="period.start"),
+            end=parse_date(doc["period"]["end"], name="period.end"),
             scenes=scenes,
             cfg=cfg,
         )

@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from embedder.config import SampleRegionConfig, SceneSpec
+from embedder.geo import UtmZone
 from embedder.sample.manifest import SampleRegionError
 from embedder.sensors import S2
 
@@ -160,7 +161,7 @@ def solar_geometry(day: dt.date, lat_deg: float, local_hour: float) -> tuple[flo
 
 def mgrs_tile(lon: float, lat: float, epsg: int, easting: float, northing: float) -> str:
     """MGRS 100 km square id (e.g. ``32TMT``) of a point in its UTM zone."""
-    zone = epsg % 100
+    zone = UtmZone.from_epsg(epsg, error=SampleRegionError).number
     bands = "CDEFGHJKLMNPQRSTUVWX"
     band = bands[min(max(int((lat + 80) // 8), 0), len(bands) - 1)]
     col_sets = ("ABCDEFGH", "JKLMNPQR", "STUVWXYZ")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
+import functools
 import json
 import sys
 from collections.abc import Callable, Mapping
@@ -15,6 +15,7 @@ import numpy as np
 import pystac
 
 from embedder.config import ConfigError, SampleRegionConfig, SceneSpec, load_config
+from embedder.geo import UtmZone, parse_date
 from embedder.sample.files import write_catalog
 from embedder.sample.manifest import (
     MANIFEST_NAME,
@@ -55,13 +56,12 @@ def default_scenes(n: int) -> tuple[SceneSpec, ...]:
     for i, (name, lon, lat) in enumerate(_EXTRA_SITES * (1 + n // len(_EXTRA_SITES))):
         if len(base) + len(extra) >= n:
             break
-        zone = int((lon + 180) // 6) + 1
         suffix = "" if i < len(_EXTRA_SITES) else f"_{i // len(_EXTRA_SITES)}"
         lat_i = lat + 0.2 * (i // len(_EXTRA_SITES))
         extra.append(
             SceneSpec(
                 name=f"{name}{suffix}",
-                epsg=32600 + zone,
+                epsg=UtmZone.containing(lon, lat_i).epsg,
                 lon=lon,
                 lat=lat_i,
                 s2_relative_orbit=1 + (37 * (i + 3)) % 143,
@@ -187,13 +187,6 @@ class _progress:
 # ----------------------------------------------------------------------------------------------- CLI
 
 
-def _parse_date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD") from None
-
-
 def cli_main(argv: list[str] | None = None) -> int:
     """``embedder sample-region OUT [--size-px N] [--start D] [--end D] [--seed S] [--scenes N] ...``."""
     parser = argparse.ArgumentParser(
@@ -206,8 +199,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     preset.add_argument("--tiny", action="store_true", help="start from the tiny test preset")
     preset.add_argument("--config", type=Path, help="YAML file of SampleRegionConfig keys to start from")
     parser.add_argument("--size-px", type=int, help="scene side in 10 m pixels (even; default 64)")
-    parser.add_argument("--start", type=_parse_date, help="first day YYYY-MM-DD (default 2021-07-01)")
-    parser.add_argument("--end", type=_parse_date, help="last day YYYY-MM-DD (default 2022-06-30)")
+    day = functools.partial(parse_date, error=argparse.ArgumentTypeError)
+    parser.add_argument("--start", type=day, help="first day YYYY-MM-DD (default 2021-07-01)")
+    parser.add_argument("--end", type=day, help="last day YYYY-MM-DD (default 2022-06-30)")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--scenes", type=int, help="number of scenes (default 2: EPSG 32632 and 32633)")
     parser.add_argument("--s2-cadence-days", type=int, help="days between S2 dates (default 5)")

@@ -21,6 +21,7 @@ from shapely.geometry import Polygon, box, mapping
 from shapely.ops import transform as shapely_transform
 
 from embedder.config import SampleRegionConfig, SceneSpec
+from embedder.geo import UtmZone
 from embedder.sample.files import (
     COG_TYPE,
     EO_EXT,
@@ -78,8 +79,7 @@ class Scene:
         self.cfg, self.spec, self.index, self.driver = cfg, spec, index, driver
         n = self.n = cfg.size_px
         # 1. Grid: centre -> UTM, snap the corner to 20 m so the 10 m and 20 m grids share edges (as PC's).
-        zone = int((spec.lon + 180) // 6) + 1
-        expected = (32600 if spec.lat >= 0 else 32700) + zone
+        expected = UtmZone.containing(spec.lon, spec.lat).epsg
         if spec.epsg != expected:
             raise SampleRegionError(
                 f"scene {spec.name!r}: EPSG:{spec.epsg} is not the UTM zone of lon {spec.lon}, lat {spec.lat}; "

@@ -40,6 +40,7 @@ from embedder.serve.parse import (
     ServeError,
     parse_bbox,
     parse_date,
+    parse_period,
     window_bins,
 )
 from embedder.serve.query import (
@@ -78,6 +79,7 @@ __all__ = [
     "iter_region_strips",
     "parse_bbox",
     "parse_date",
+    "parse_period",
     "pca_cache_path",
     "probe",
     "read_region",

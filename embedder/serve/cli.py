@@ -15,6 +15,8 @@ from embedder.serve.parse import (
     NoDataError,
     RegionTooLargeError,
     ServeError,
+    parse_bbox,
+    parse_period,
 )
 from embedder.serve.query import (
     REDUCERS,
@@ -46,6 +48,12 @@ def _cli_common(prog: str, doc: str | None) -> Any:
     p.add_argument("url", help="store URL (path, file://, gs://, s3://)")
     p.add_argument("--storage-options", default=None, help="fsspec storage options as JSON")
     return p
+
+
+def _region_query(a: Any) -> dict[str, Any]:
+    """``--bbox``, ``--start`` and ``--end`` parsed once (:class:`ServeError`, exit 2, if bad), with the window."""
+    period = parse_period(a.start, a.end)
+    return {"bbox": parse_bbox(a.bbox), "start": period.start, "end": period.end, "window": a.window}
 
 
 def _region_args(p: Any) -> None:
@@ -151,10 +159,7 @@ def cli_region(argv: list[str]) -> int:
 
     def run() -> int:
         so = json.loads(a.storage_options) if a.storage_options else None
-        ds = read_region(
-            a.url, a.bbox, start=a.start, end=a.end, window=a.window, reduce=a.reduce, max_mib=a.max_mib,
-            storage_options=so,
-        )  # fmt: skip
+        ds = read_region(a.url, **_region_query(a), reduce=a.reduce, max_mib=a.max_mib, storage_options=so)
         emb = ds["embedding"].values  # [T, 7, h, w]
         print(
             f"zone {ds.attrs['zone']} {ds.rio.crs}  {ds.sizes['y']} x {ds.sizes['x']} px  window: {ds.attrs['window']}"
@@ -189,8 +194,8 @@ def cli_export(argv: list[str]) -> int:
 
     def run() -> int:
         so = json.loads(a.storage_options) if a.storage_options else None
-        out = export_region(a.url, a.bbox, a.out, start=a.start, end=a.end, window=a.window, reduce=a.reduce,
-                            max_gib=a.max_gib, max_mib=a.max_mib, storage_options=so)  # fmt: skip
+        out = export_region(a.url, dest=a.out, **_region_query(a), reduce=a.reduce, max_gib=a.max_gib,
+                            max_mib=a.max_mib, storage_options=so)  # fmt: skip
         print(f"wrote {out}")
         return 0
 

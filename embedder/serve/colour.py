@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -12,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from embedder.geo import day_index, parse_date
 from embedder.grid import WorkUnit
 from embedder.sensors import EMBEDDING_DIM
 from embedder.serve.parse import (
     NoDataError,
-    day_index,
 )
 from embedder.serve.reader import (
     StoreReader,
@@ -132,7 +131,7 @@ def rgb_pca(
                 continue
             ty, tx = zi.zone.tile_index(unit.tile)
             pick = sorted(rng.choice(len(dates), size=min(4, len(dates)), replace=False).tolist())
-            days = np.array([day_index(dt.date.fromisoformat(dates[k])) for k in pick])
+            days = np.array([day_index(parse_date(dates[k])) for k in pick])
             codes, _, _damaged = store.read_checked(
                 zi.name, "embedding", days, slice(ty * tp, (ty + 1) * tp), slice(tx * tp, (tx + 1) * tp)
             )  # damaged chunks: fill (left out below), noted in store.damaged; never fitted on

@@ -45,6 +45,7 @@ from pydantic import BaseModel, Field
 from swagger_ui_bundle import swagger_ui_path
 
 from embedder.config import ServeConfig
+from embedder.geo import UtmZone, day_index
 from embedder.grid import PIXEL_M
 from embedder.serve.api import (
     NoDataError,
@@ -55,6 +56,7 @@ from embedder.serve.api import (
     check_region,
     default_cache_dir,
     export_region,
+    parse_bbox,
     parse_date,
     probe,
     read_region,
@@ -62,7 +64,7 @@ from embedder.serve.api import (
     sample_points,
     series_csv,
 )
-from embedder.serve.parse import day_index
+from embedder.serve.parse import parse_period
 from embedder.serve.query import quiet_partial, unique_errors
 from embedder.store import CorruptChunkError, StoreError, dequantise
 
@@ -150,9 +152,8 @@ class TileRenderer:
                 raise ServeError("give either date=YYYY-MM-DD or start=/end= (a window), not both")
             d0 = d1 = parse_date(date, name="date")
         elif start is not None and end is not None:
-            d0, d1 = parse_date(start, name="start"), parse_date(end, name="end")
-            if d1 < d0:
-                raise ServeError(f"end={end!r} is before start={start!r}; swap them")
+            period = parse_period(start, end)
+            d0, d1 = period.start, period.end
         else:
             raise ServeError("a tile needs date=YYYY-MM-DD, or start= and end= for a window mean")
         key = (z, x, y, d0, d1)
@@ -177,7 +178,7 @@ class TileRenderer:
         filled = np.zeros((TILE_PX, TILE_PX), dtype=bool)
         for zi in r.zones.values():
             # standard zones cover 6 degrees (+ a margin for tiles that overlap the zone border)
-            central = (zi.zone.epsg % 100 - 1) * 6 - 180 + 3
+            central = UtmZone.from_epsg(zi.zone.epsg).central_lon
             near = np.abs(lon - central) < 4.5
             if not near.any():
                 continue
@@ -405,9 +406,12 @@ def create_app(
         reduce: Literal["mean", "median", "min", "max"] = "mean",
         format: Literal["netcdf", "geotiff", "json"] = "netcdf",
     ) -> Any:
+        period = parse_period(start, end)  # parsed once here, passed on as objects (422 if bad)
+        box = parse_bbox(bbox)
+        kw: dict[str, Any] = {"start": period.start, "end": period.end, "window": window, "reduce": reduce}
         if format == "json":
             with quiet_partial():
-                ds = read_region(reader, bbox, start=start, end=end, window=window, reduce=reduce)
+                ds = read_region(reader, box, **kw)
             emb = ds["embedding"].values  # [T, 7, h, w]
             body = {
                 "crs": f"EPSG:{ds.rio.crs.to_epsg()}",
@@ -422,12 +426,11 @@ def create_app(
                 return body
             body.update(partial=True, unreadable=list(ds.attrs["unreadable"]))
             return JSONResponse(body, headers={PARTIAL_HEADER: f"{len(body['unreadable'])} damaged chunk(s)"})
-        check_region(reader, bbox, start=start, end=end, window=window, reduce=reduce)  # limits, as for json
+        check_region(reader, box, **kw)  # limits, as for json
         with tempfile.TemporaryDirectory() as tmp:
             suffix = ".nc" if format == "netcdf" else ".tif"
             with quiet_partial():
-                out = export_region(reader, bbox, Path(tmp) / f"region{suffix}", start=start, end=end,
-                                    window=window, reduce=reduce)  # fmt: skip
+                out = export_region(reader, box, Path(tmp) / f"region{suffix}", **kw)
             data = out.read_bytes()
             unreadable = _file_unreadable(out)
         media = "application/x-netcdf" if format == "netcdf" else "image/tiff"

@@ -1,26 +1,28 @@
-"""What a query is given: its errors and the parsing of dates, points, bboxes and time windows."""
+"""What a query is given: its errors and the parsing of dates, points, bboxes and time windows.
+
+Dates, points and bboxes are parsed by :mod:`embedder.geo`; the functions here raise :class:`ServeError`
+(HTTP 422) with its messages.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
-import math
 import re
 from typing import Any
 
 import numpy as np
 
-from embedder.grid import EPOCH
+from embedder import geo
 
 __all__ = [
     "NoDataError",
     "RegionTooLargeError",
     "ServeError",
     "check_lonlat",
-    "day_index",
-    "index_date",
     "parse_bbox",
     "parse_date",
+    "parse_period",
     "window_bins",
 ]
 
@@ -48,53 +50,22 @@ class RegionTooLargeError(ServeError):
 
 def parse_date(value: Any, *, name: str = "date") -> dt.date:
     """``YYYY-MM-DD`` (or a date / datetime / numpy datetime64) -> date; :class:`ServeError` otherwise."""
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    if isinstance(value, np.datetime64):
-        return dt.date.fromisoformat(str(value.astype("datetime64[D]")))
-    s = str(value).strip()
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", s):
-        raise ServeError(f"{name}={value!r} is not a date: give it as YYYY-MM-DD (e.g. 2021-06-30)")
-    try:
-        return dt.date.fromisoformat(s)
-    except ValueError as exc:
-        raise ServeError(f"{name}={value!r} is not a valid calendar date: {exc}") from exc
+    return geo.parse_date(value, name=name, error=ServeError)
 
 
-def check_lonlat(lon: float, lat: float) -> tuple[float, float]:
+def parse_period(start: Any, end: Any) -> geo.DateRange:
+    """Days ``start..end`` (inclusive) as :func:`parse_date` takes them; :class:`ServeError` if reversed."""
+    return geo.DateRange.parse(start, end, error=ServeError)
+
+
+def check_lonlat(lon: Any, lat: Any) -> tuple[float, float]:
     """``(lon, lat)`` as floats inside -180..180 / -90..90; :class:`ServeError` otherwise."""
-    try:
-        lon_f, lat_f = float(lon), float(lat)
-    except (TypeError, ValueError) as exc:
-        raise ServeError(f"lon={lon!r}, lat={lat!r} must be numbers in degrees") from exc
-    if not (math.isfinite(lon_f) and math.isfinite(lat_f)) or abs(lon_f) > 180 or abs(lat_f) > 90:
-        hint = " (lat/lon swapped?)" if abs(lat_f) > 90 and abs(lon_f) <= 90 else ""
-        raise ServeError(
-            f"lon={lon!r}, lat={lat!r} is out of range{hint}: lon must be in [-180, 180], lat in [-90, 90]"
-        )
-    return lon_f, lat_f
+    return geo.check_lonlat(lon, lat, error=ServeError)
 
 
-def parse_bbox(bbox: Any) -> tuple[float, float, float, float]:
-    """``(min_lon, min_lat, max_lon, max_lat)`` from a sequence or ``"a,b,c,d"``; :class:`ServeError` if bad."""
-    parts = bbox.split(",") if isinstance(bbox, str) else list(bbox)
-    try:
-        vals = tuple(float(v) for v in parts)
-    except (TypeError, ValueError) as exc:
-        raise ServeError(f"bbox={bbox!r} must be 4 numbers: min_lon,min_lat,max_lon,max_lat") from exc
-    if len(vals) != 4:
-        raise ServeError(f"bbox={bbox!r} must be 4 numbers: min_lon,min_lat,max_lon,max_lat")
-    lon0, lat0, lon1, lat1 = vals
-    check_lonlat(lon0, lat0)
-    check_lonlat(lon1, lat1)
-    if lon0 >= lon1 or lat0 >= lat1:
-        raise ServeError(
-            f"bbox={bbox!r} is empty or inverted: give min_lon < max_lon and min_lat < max_lat "
-            "(bboxes across the antimeridian are not supported: split them in two)"
-        )
-    return lon0, lat0, lon1, lat1
+def parse_bbox(bbox: Any) -> geo.BBox:
+    """A :class:`~embedder.geo.BBox` from a BBox, a sequence or ``"a,b,c,d"``; :class:`ServeError` if bad."""
+    return geo.BBox.parse(bbox, error=ServeError)
 
 
 def window_bins(window: Any, *, start: dt.date, end: dt.date) -> list[tuple[dt.date, dt.date]]:
@@ -115,8 +86,7 @@ def window_bins(window: Any, *, start: dt.date, end: dt.date) -> list[tuple[dt.d
             if len(pair) != 2:
                 raise ServeError(f"custom window {pair!r} must be a (first, last) date pair")
             a, b = parse_date(pair[0], name="window start"), parse_date(pair[1], name="window end")
-            if b < a:
-                raise ServeError(f"custom window ({a}, {b}) ends before it starts; swap its dates")
+            geo.check_order(a, b, name="custom window", error=ServeError)
             out.append((a, b))
         return out
     if isinstance(window, (int, np.integer)) or (isinstance(window, str) and window.isdigit()):
@@ -157,13 +127,3 @@ def window_bins(window: Any, *, start: dt.date, end: dt.date) -> list[tuple[dt.d
     except (ValueError, OverflowError, NotImplementedError) as exc:  # dates beyond pandas' range
         raise ServeError(f"window={window!r} cannot be laid over {start}..{end}: {exc}") from exc
     return out
-
-
-def day_index(d: dt.date) -> int:
-    """Index of day ``d`` on the store's time axis (days since :data:`embedder.grid.EPOCH`)."""
-    return (d - EPOCH).days
-
-
-def index_date(day: int) -> dt.date:
-    """The date of day index ``day`` on the store's time axis (inverse of :func:`day_index`)."""
-    return EPOCH + dt.timedelta(days=int(day))

@@ -13,15 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from embedder.geo import day_index, index_date
 from embedder.grid import PIXEL_M
 from embedder.sensors import EMBEDDING_DIM
 from embedder.serve.parse import (
     RegionTooLargeError,
     ServeError,
     check_lonlat,
-    day_index,
-    index_date,
-    parse_date,
+    parse_bbox,
+    parse_period,
     window_bins,
 )
 from embedder.serve.reader import (
@@ -333,18 +333,18 @@ def _region_plan(
         raise ServeError(f"reduce={reduce!r} is not one of {', '.join(REDUCERS)}")
     if start is None or end is None:
         raise ServeError("a region needs both start and end (YYYY-MM-DD)")
-    s, e = parse_date(start, name="start"), parse_date(end, name="end")
-    if e < s:
-        raise ServeError(f"end={end!r} is before start={start!r}; swap them")
-    bins = None if window is None else window_bins(window, start=s, end=e)  # validate before coverage
-    reg = region_window(r, bbox)
+    period = parse_period(start, end)
+    # the window is validated before the coverage is looked up
+    bins = None if window is None else window_bins(window, start=period.start, end=period.end)
+    box = parse_bbox(bbox)
+    reg = region_window(r, box)
     h, w = reg.ys.stop - reg.ys.start, reg.xs.stop - reg.xs.start
     if limit_px is not None and h * w > limit_px:
         raise RegionTooLargeError(
-            f"bbox {bbox!r} covers {h} x {w} = {h * w} pixels, over the limit of {limit_px}; "
+            f"bbox {box.bounds} covers {h} x {w} = {h * w} pixels, over the limit of {limit_px}; "
             "ask for a smaller bbox (or export it strip by strip with export_region)"
         )
-    d0, d1 = r.day_range(s, e, zone=reg.zone.name)
+    d0, d1 = r.day_range(period.start, period.end, zone=reg.zone.name)
     days = r.region_days(reg.zone.name, d0, d1, reg.ys, reg.xs)
     return reg, days, bins
 

@@ -12,14 +12,13 @@ from typing import Any
 import numpy as np
 
 from embedder.config import ServeConfig
-from embedder.grid import PIXEL_M, Period, Tile, WorkUnit, utm_epsg
+from embedder.geo import UtmZone, check_order, day_index, index_date
+from embedder.grid import PIXEL_M, Period, WorkUnit, lonlat_bbox
 from embedder.sensors import EMBEDDING_DIM
 from embedder.serve.parse import (
     NoDataError,
     ServeError,
     check_lonlat,
-    day_index,
-    index_date,
     parse_bbox,
     parse_date,
 )
@@ -192,9 +191,7 @@ class StoreReader:
 
     def unit_id(self, zone: str, period: int, ty: int, tx: int) -> str:
         """Id of the work unit of tile ``(ty, tx)`` (array tile indices) and ``period`` in zone group ``zone``."""
-        z = self.zones[zone].zone
-        tile = Tile(zone=int(zone[3:5]), south=zone.endswith("S"), col=z.col0 + tx, row=z.row_top - ty,
-                    size_px=self.store.cfg.tile_px)  # fmt: skip
+        tile = self.zones[zone].zone.tile_at(ty, tx, self.store.cfg.tile_px)
         return WorkUnit(tile=tile, period=Period(index=period, period_days=self.store.cfg.period_days)).id
 
     def _missing_object(self, key: str) -> CorruptChunkError | None:
@@ -253,8 +250,7 @@ class StoreReader:
         return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
 
     def _zone_order(self, lon: float, lat: float) -> list[ZoneInfo]:
-        epsg = utm_epsg(lon, lat)
-        native = f"utm{epsg % 100:02d}{'S' if epsg >= 32700 else 'N'}"
+        native = UtmZone.containing(lon, lat).name
         return sorted(self.zones.values(), key=lambda z: (z.name != native, z.name))
 
     def locate(self, lon: float, lat: float) -> tuple[str, int, int] | None:
@@ -270,10 +266,12 @@ class StoreReader:
     def day_range(self, start: Any, end: Any, *, zone: str | None = None) -> tuple[int, int]:
         """``[d0, d1)`` day indices for inclusive ``start``/``end`` (None: the store's whole time axis)."""
         nt = max(z.nt for z in self.zones.values()) if zone is None else self.zones[zone].nt
-        d0 = 0 if start is None else day_index(parse_date(start, name="start"))
-        d1 = nt if end is None else day_index(parse_date(end, name="end")) + 1
-        if start is not None and end is not None and d1 <= d0:
-            raise ServeError(f"end={end!r} is before start={start!r}; swap them")
+        first = None if start is None else parse_date(start, name="start")
+        last = None if end is None else parse_date(end, name="end")
+        if first is not None and last is not None:
+            check_order(first, last, error=ServeError)
+        d0 = 0 if first is None else day_index(first)
+        d1 = nt if last is None else day_index(last) + 1
         return max(d0, 0), min(d1, nt)
 
     def dates(self, *, zone: str | None = None, start: Any = None, end: Any = None) -> list[dt.date]:
@@ -292,14 +290,12 @@ class StoreReader:
 
     def info(self) -> dict[str, Any]:
         """A JSON-able summary: zones (EPSG, lon/lat bbox, shape), dates with data, layout, model."""
-        from embedder.stac_store import _lonlat_bbox
-
         zones = {}
         for name, zi in self.zones.items():
             bounds = (zi.x0, zi.y0 - zi.ny * PIXEL_M, zi.x0 + zi.nx * PIXEL_M, zi.y0)
             zones[name] = {
                 "epsg": zi.zone.epsg,
-                "bbox": _lonlat_bbox(zi.zone.epsg, bounds),
+                "bbox": lonlat_bbox(zi.zone.epsg, bounds),
                 "shape": [zi.ny, zi.nx],
                 "transform": [PIXEL_M, 0.0, zi.x0, 0.0, -PIXEL_M, zi.y0],
             }
@@ -595,14 +591,15 @@ class RegionWindow:
 
 def region_window(r: StoreReader, bbox: Any) -> RegionWindow:
     """The window of a lon/lat bbox on the first zone grid (bbox centre's zone first) that holds it."""
-    lon0, lat0, lon1, lat1 = parse_bbox(bbox)
+    box = parse_bbox(bbox)
+    lon0, lat0, lon1, lat1 = box.bounds
     ring_lon = np.concatenate(
         [np.linspace(lon0, lon1, 21), np.full(21, lon1), np.linspace(lon1, lon0, 21), np.full(21, lon0)]
     )
     ring_lat = np.concatenate(
         [np.full(21, lat0), np.linspace(lat0, lat1, 21), np.full(21, lat1), np.linspace(lat1, lat0, 21)]
     )
-    for zi in r._zone_order((lon0 + lon1) / 2, (lat0 + lat1) / 2):
+    for zi in r._zone_order(*box.centre):
         x, y = r._project(zi, ring_lon, ring_lat)
         ok = np.isfinite(x) & np.isfinite(y)
         if not ok.all():  # the ring leaves the projection's domain: not this zone's region
@@ -614,5 +611,5 @@ def region_window(r: StoreReader, bbox: Any) -> RegionWindow:
         if c1 > c0 and r1 > r0:
             return RegionWindow(zi, slice(r0, r1), slice(c0, c1))
     raise NoDataError(
-        f"bbox {bbox!r} is outside the store's coverage (zones {', '.join(r.zones)}); see /api/info"
+        f"bbox {box.bounds} is outside the store's coverage (zones {', '.join(r.zones)}); see /api/info"
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 from embedder.config import StoreConfig, from_dict
 from embedder.flags import Flag as Flag  # re-exported: the store's flags array
+from embedder.geo import UtmZone, index_date
 from embedder.grid import PIXEL_M, Tile, WorkUnit
 from embedder.store._fs import get_json, url_to_fs
 
@@ -52,14 +53,10 @@ class CorruptChunkError(StoreError):
 
     def to_json(self) -> dict[str, Any]:
         """JSON-able description: array, chunk key, unit, reason and the dates it holds (ISO, inclusive)."""
-        import datetime as dt
-
-        from embedder.grid import EPOCH
-
         first = last = None
         if self.days is not None:
-            first = (EPOCH + dt.timedelta(days=int(self.days[0]))).isoformat()
-            last = (EPOCH + dt.timedelta(days=int(self.days[1]) - 1)).isoformat()
+            first = index_date(self.days[0]).isoformat()
+            last = index_date(self.days[1] - 1).isoformat()
         return {"array": self.array, "key": self.key, "unit": self.unit, "reason": self.reason,
                 "first_date": first, "last_date": last}  # fmt: skip
 
@@ -275,6 +272,13 @@ class ZoneExtent:
                 "create the store with all the units it must hold"
             )
         return ty, tx
+
+    def tile_at(self, ty: int, tx: int, size_px: int) -> Tile:
+        """The tile at ``(tile_y, tile_x)`` of this zone's arrays (the inverse of :meth:`tile_index`)."""
+        utm = UtmZone.from_name(self.name, error=StoreError)
+        return Tile(
+            zone=utm.number, south=utm.south, col=self.col0 + tx, row=self.row_top - ty, size_px=size_px
+        )
 
 
 def zone_extents(units: Sequence[WorkUnit]) -> dict[str, ZoneExtent]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from embedder.grid import Period, Tile, WorkUnit
+from embedder.grid import Period, WorkUnit
 from embedder.sensors import EMBEDDING_DIM
 from embedder.store._codec import FILL_CODE, MISSING_CHUNK, ChunkRef, ShardIndex, decode_chunk
 from embedder.store._fs import zarr_store
@@ -172,9 +172,7 @@ class SeriesReader:
         periods = range(d0 // pd_, (d1 - 1) // pd_ + 1) if d1 > d0 else range(0)
         for i, (r, c) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
             ty, tx = r // tp, c // tp
-            tile = Tile(
-                zone=int(zone[3:5]), south=zone.endswith("S"), col=z.col0 + tx, row=z.row_top - ty, size_px=tp
-            )
+            tile = z.tile_at(ty, tx, tp)
             for p in periods:
                 uid = WorkUnit(tile=tile, period=Period(index=p, period_days=pd_)).id
                 groups.setdefault((uid, p, ty, tx, (r % tp) // cp, (c % tp) // cp), []).append(i)

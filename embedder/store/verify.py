@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import json
 import math
@@ -11,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from embedder.grid import EPOCH, PIXEL_M, WorkUnit
+from embedder.geo import EPOCH, UtmZone, day_index, parse_date
+from embedder.grid import PIXEL_M, WorkUnit
 from embedder.sensors import EMBEDDING_DIM
 from embedder.store._codec import FILL_CODE
 from embedder.store._fs import get_json, zarr_store
@@ -92,7 +92,7 @@ def _check_zone(st: Store, zone: str, problems: list[str]) -> ZoneExtent | None:
         problems.append(f"{zone}: group metadata unreadable ({exc})")
         return None
     cfg = st.cfg
-    expected_epsg = (32700 if zone.endswith("S") else 32600) + int(zone[3:5])
+    expected_epsg = UtmZone.from_name(zone).epsg
     if z.epsg != expected_epsg:
         problems.append(f"{zone}: proj:epsg is {z.epsg}, expected {expected_epsg}")
     _, gt = georef_attrs(dataclasses.replace(z, epsg=expected_epsg), cfg)
@@ -228,7 +228,7 @@ def verify(
         t0 = unit.period.start_day
         ys, xs = slice(ty * tp, (ty + 1) * tp), slice(tx * tp, (tx + 1) * tp)
         try:
-            days = sorted((dt.date.fromisoformat(d) - EPOCH).days for d in marker.get("dates", []))
+            days = sorted(day_index(parse_date(d)) for d in marker.get("dates", []))
             flags = np.asarray(_array(group, f"{zname}/flags")[t0 : t0 + pd_, ys, xs])  # [P, H, W]
             counts = np.asarray(_array(group, f"{zname}/valid_px")[t0 : t0 + pd_, ty, tx])  # [P]
             day_idx = np.asarray(days, dtype=np.int64)

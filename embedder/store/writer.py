@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from embedder.config import StoreConfig, to_dict
-from embedder.grid import EPOCH, PIXEL_M, WorkUnit
+from embedder.geo import EPOCH, index_date
+from embedder.grid import PIXEL_M, WorkUnit
 from embedder.sensors import EMBEDDING_DIM
 from embedder.store._codec import FILL_CODE, compressors, encode_shard, encode_with_zarr, quantise
 from embedder.store._fs import get_json, put_object, url_to_fs, zarr_store
@@ -364,7 +365,7 @@ def write_unit(
     if n_t and (local.min() < 0 or local.max() >= pd_):
         bad = days[(local < 0) | (local >= pd_)][0]
         raise StoreError(
-            f"date {EPOCH + dt.timedelta(days=int(bad))} is outside unit {unit.id} "
+            f"date {index_date(bad)} is outside unit {unit.id} "
             f"({unit.period.start}..{unit.period.end}); split the dates by period"
         )
     if len(np.unique(days)) != n_t:
@@ -374,7 +375,7 @@ def write_unit(
     if nan_valid.any():
         t, r, c = np.argwhere(nan_valid)[0]
         raise StoreError(
-            f"unit {unit.id}: pixel (row {r}, col {c}) on {EPOCH + dt.timedelta(days=int(days[t]))} is flagged "
+            f"unit {unit.id}: pixel (row {r}, col {c}) on {index_date(days[t])} is flagged "
             "VALID but its embedding is not finite; clear the VALID bit or fix the embedding"
         )
     if valid_counts is None:
@@ -448,7 +449,7 @@ def write_unit(
         "unit": unit.id,
         "tile": unit.tile.id,
         "period": unit.period.id,
-        "dates": [(EPOCH + dt.timedelta(days=int(d))).isoformat() for d in days],
+        "dates": [index_date(d).isoformat() for d in days],
         "valid_counts": [int(c) for c in counts],
         "valid_embedding_px": [int(v) for v in valid.sum(axis=(1, 2))],
         "clipped": clipped,

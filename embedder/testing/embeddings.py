@@ -7,11 +7,10 @@ alone would make compression look far worse than it is, so tests and benchmarks 
 
 from __future__ import annotations
 
-import datetime as dt
-
 import numpy as np
 
-from embedder.grid import EPOCH, WorkUnit
+from embedder.geo import index_date
+from embedder.grid import WorkUnit
 from embedder.sensors import EMBEDDING_DIM
 
 __all__ = ["fake_unit_data"]
@@ -67,9 +66,7 @@ def fake_unit_data(
     )
     days = all_days[rng.random(all_days.size) < clear_frac]
     t_n = days.size
-    dates = np.array(
-        [np.datetime64(EPOCH + dt.timedelta(days=int(d)), "D") for d in days], dtype="datetime64[D]"
-    )
+    dates = np.array([np.datetime64(index_date(d), "D") for d in days], dtype="datetime64[D]")
     doy = (dates - dates.astype("datetime64[Y]")).astype(np.float32)  # [T] day of year
 
     cls = _parcels(rng, n, size_px=parcel_px)  # [H, W]
