@@ -27,7 +27,6 @@ records exactness (dense vs the same model's per-window path) and the load avera
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -56,20 +55,6 @@ def _model(encoder: str, seed: int = 0) -> FusionModel:
     mcfg = ModelConfig(encoder=encoder)  # type: ignore[arg-type]
     aes = {s.name: ModalityAutoencoder(s, cfg=mcfg) for s in (S1, S2)}
     return FusionModel(aes, cfg=FusionConfig()).eval()
-
-
-def _subtile(tile: TileInputs, *, n_targets: int, interior_px: int) -> TileInputs:
-    """The tile's top-left ``interior_px`` square (with its halo) and its first ``n_targets`` dates."""
-    p = tile.plan
-    n = n_targets
-    plan = dataclasses.replace(
-        p, targets=p.targets[:n], windows=p.windows[:n], s2_gaps=p.s2_gaps[:n], s1_gaps=p.s1_gaps[:n],
-        s1_delta_days=p.s1_delta_days[:n], gap_rule=p.gap_rule[:n],
-    )  # fmt: skip
-    side = interior_px + 2 * tile.halo_px
-    frames = {k: np.ascontiguousarray(v[:, :, :side, :side]) for k, v in tile.frames.items()}
-    flags = tile.flags[:n, :interior_px, :interior_px]
-    return dataclasses.replace(tile, plan=plan, frames=frames, flags=flags, dates=tile.dates[:n])
 
 
 def _tile(interior_px: int, n_dates: int) -> TileInputs:
@@ -102,17 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     paper, dense = _model("paper"), _model("dense")
     pp = Predictor(paper, pixel_batch=args.pixel_batch)
     pd = Predictor(dense, pixel_batch=args.pixel_batch)
-    warm = _subtile(tile, n_targets=1, interior_px=2)
+    warm = tile.crop(n_targets=1, interior_px=2)
     pp.embed_tile(warm)
     pd.embed_tile(warm)  # warm-up (allocator, kernels)
 
     def px_dates(t: TileInputs) -> int:
         return int(np.count_nonzero(t.flags & FLAG_VALID))
 
-    naive_tile = _subtile(tile, n_targets=args.naive_targets, interior_px=args.naive_px)
+    naive_tile = tile.crop(n_targets=args.naive_targets, interior_px=args.naive_px)
     naive, t_naive = _timed(pp, naive_tile, "naive")
     print(f"[dense] naive: {px_dates(naive_tile)} px-dates in {t_naive:.1f} s", flush=True)
-    crop = _subtile(tile, n_targets=k, interior_px=args.cached_px)
+    crop = tile.crop(n_targets=k, interior_px=args.cached_px)
     cached, t_cached = _timed(pp, crop, "fast")
     print(f"[dense] cached: {px_dates(crop)} px-dates in {t_cached:.1f} s", flush=True)
     dense_crop, t_dense_crop = _timed(pd, crop, "fast")

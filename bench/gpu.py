@@ -105,22 +105,6 @@ def synthetic_tile(interior_px: int, n_dates: int, *, seed: int = 0) -> Any:
     return TileInputs(frames=frames, plan=plan, flags=flags, dates=dates, halo_px=HALO_PX)
 
 
-def crop(tile: Any, *, interior_px: int, n_targets: int | None = None) -> Any:
-    """The tile's top-left ``interior_px`` square (with its halo), optionally only its first ``n_targets``."""
-    import dataclasses
-
-    p = tile.plan
-    n = len(p.targets) if n_targets is None else n_targets
-    plan = dataclasses.replace(
-        p, targets=p.targets[:n], windows=p.windows[:n], s2_gaps=p.s2_gaps[:n], s1_gaps=p.s1_gaps[:n],
-        s1_delta_days=p.s1_delta_days[:n], gap_rule=p.gap_rule[:n],
-    )  # fmt: skip
-    side = interior_px + 2 * tile.halo_px
-    frames = {k: np.ascontiguousarray(v[:, :, :side, :side]) for k, v in tile.frames.items()}
-    flags = tile.flags[:n, :interior_px, :interior_px]
-    return dataclasses.replace(tile, plan=plan, frames=frames, flags=flags, dates=tile.dates[:n])
-
-
 def fusion_model(encoder: str, *, small: bool, seed: int = 0) -> Any:
     """An untrained fusion model at the paper's widths (``small``: the CPU preset, for logic checks)."""
     from embedder.config import FusionConfig, ModelConfig
@@ -163,7 +147,7 @@ def gpu_busy(device: torch.device, fn: Callable[[], Any]) -> float | None:
 def time_path(predictor: Any, tile: Any, method: str, *, reps: int = 1) -> tuple[np.ndarray, float, int]:
     """``(embeddings, pixel-dates per second, host -> device bytes per run)`` of ``reps`` timed runs."""
     device = predictor.device
-    predictor.embed_tile(crop(tile, interior_px=min(8, tile.interior_shape[0]), n_targets=1), method=method)
+    predictor.embed_tile(tile.crop(interior_px=min(8, tile.interior_shape[0]), n_targets=1), method=method)
     _sync(device)
     before = predictor.bytes_to_device
     t0 = time.perf_counter()
@@ -228,8 +212,8 @@ def run(args: argparse.Namespace, device: torch.device, log: Callable[[str], Non
     log(f"matmul peak: {json.dumps({k: round(v, 3) for k, v in out.items() if k.startswith('peak')})}")
     tile = synthetic_tile(args.px, args.dates)
     tiles = {
-        "naive": crop(tile, interior_px=args.naive_px, n_targets=args.naive_targets),
-        "cached": crop(tile, interior_px=args.cached_px),
+        "naive": tile.crop(interior_px=args.naive_px, n_targets=args.naive_targets),
+        "cached": tile.crop(interior_px=args.cached_px),
         "dense": tile,
     }
     for k, t in tiles.items():

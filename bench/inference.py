@@ -44,7 +44,7 @@ from _common import efficiency, flops_of, machine, matmul_peak_gflops  # noqa: E
 
 from embedder.config import FusionConfig, ModelConfig, SampleRegionConfig, StoreConfig  # noqa: E402
 from embedder.data.testing import make_test_cube  # noqa: E402
-from embedder.inference import FLAG_VALID, Predictor, TileInputs, prepare_tile  # noqa: E402
+from embedder.inference import FLAG_VALID, Predictor, prepare_tile  # noqa: E402
 from embedder.models.fusion import FusionModel  # noqa: E402
 from embedder.models.modality import ModalityAutoencoder  # noqa: E402
 from embedder.sensors import S1, S2  # noqa: E402
@@ -66,16 +66,6 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _first_targets(tile: TileInputs, n: int) -> TileInputs:
-    """The same tile restricted to its first ``n`` target dates (same frames, same windows)."""
-    p = tile.plan
-    plan = dataclasses.replace(
-        p, targets=p.targets[:n], windows=p.windows[:n], s2_gaps=p.s2_gaps[:n], s1_gaps=p.s1_gaps[:n],
-        s1_delta_days=p.s1_delta_days[:n], gap_rule=p.gap_rule[:n],
-    )  # fmt: skip
-    return dataclasses.replace(tile, plan=plan, flags=tile.flags[:n], dates=tile.dates[:n])
-
-
 def bench_paths(
     preset: str, *, interior_px: int, n_dates: int, naive_targets: int, pixel_batch: int, peak_gflops: float
 ) -> dict[str, float]:
@@ -90,11 +80,11 @@ def bench_paths(
     cube = make_test_cube(3, size_px=interior_px + 14, n_dates=n_dates, n_s1=2 * n_dates, cloud_frac=0.1)
     tile = prepare_tile(cube, start="2021-01-01", end="2030-12-31", halo_px=7)
     k = len(tile.plan.targets)
-    sub = _first_targets(tile, naive_targets or k)
+    sub = tile.crop(n_targets=naive_targets or k)
     n_fast = int(np.count_nonzero(tile.flags & FLAG_VALID))
     n_naive = int(np.count_nonzero(sub.flags & FLAG_VALID))
     pred = Predictor(_model(preset), pixel_batch=pixel_batch)
-    pred.embed_tile(_first_targets(tile, 1), method="fast")  # warm-up (allocator, kernels)
+    pred.embed_tile(tile.crop(n_targets=1), method="fast")  # warm-up (allocator, kernels)
     t0 = time.perf_counter()
     fast = pred.embed_tile(tile, method="fast")  # [K, 7, h, w]
     t_fast = time.perf_counter() - t0

@@ -210,6 +210,29 @@ class TileInputs:
         """``(h, w)`` of the interior (the pixels that get embeddings)."""
         return int(self.flags.shape[1]), int(self.flags.shape[2])
 
+    def crop(self, *, interior_px: int | None = None, n_targets: int | None = None) -> TileInputs:
+        """The tile's top-left ``interior_px`` square (with its halo) and its first ``n_targets`` dates.
+
+        The same frames and windows, fewer pixels or targets (benchmarks time a path on a part of a tile).
+        """
+        import dataclasses
+
+        p = self.plan
+        n = len(p.targets) if n_targets is None else n_targets
+        plan = dataclasses.replace(
+            p, targets=p.targets[:n], windows=p.windows[:n], s2_gaps=p.s2_gaps[:n], s1_gaps=p.s1_gaps[:n],
+            s1_delta_days=p.s1_delta_days[:n], gap_rule=p.gap_rule[:n],
+        )  # fmt: skip
+        h, w = self.interior_shape
+        py, px = (h, w) if interior_px is None else (interior_px, interior_px)
+        frames = {
+            k: np.ascontiguousarray(v[:, :, : py + 2 * self.halo_px, : px + 2 * self.halo_px])
+            for k, v in self.frames.items()
+        }
+        return dataclasses.replace(
+            self, plan=plan, frames=frames, flags=self.flags[:n, :py, :px], dates=self.dates[:n]
+        )
+
     def to_row(self) -> dict[str, Any]:
         """Flat dict of numpy arrays (one Ray Data row); :meth:`from_row` inverts it."""
         p = self.plan

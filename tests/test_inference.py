@@ -270,3 +270,15 @@ def test_shared_first_layer_path_equals_the_plain_one() -> None:
     shared = Predictor(model, pixel_batch=9).embed_tile(tile)
     plain = Predictor(model, pixel_batch=9, share_first_layer=False).embed_tile(tile)
     np.testing.assert_allclose(shared, plain, atol=1e-5, rtol=0)
+
+
+def test_crop_keeps_the_top_left_pixels_and_first_targets() -> None:
+    from embedder.inference import Predictor
+
+    cube = make_test_cube(7, size_px=20, n_dates=14, cloud_frac=0.3)
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
+    part = tile.crop(interior_px=3, n_targets=2)
+    assert part.interior_shape == (3, 3) and len(part.plan.targets) == 2
+    assert part.frames["s2"].shape[2:] == (17, 17) and part.flags.shape == (2, 3, 3)
+    pred = Predictor(_small_fusion())
+    np.testing.assert_allclose(pred.embed_tile(part), pred.embed_tile(tile)[:2, :, :3, :3], atol=1e-5, rtol=0)
