@@ -8,31 +8,47 @@ so figures taken on machines of different speed or load compare. Import as ``fro
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 
-def matmul_peak_gflops(*, n: int = 1024, seconds: float = 1.0, threads: int | None = None) -> float:
-    """Best fp32 GFLOP/s of ``n x n`` matmuls over about ``seconds`` on this CPU (torch's thread count).
+def matmul_peak_gflops(
+    *,
+    n: int = 1024,
+    seconds: float = 1.0,
+    threads: int | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> float:
+    """Best GFLOP/s of ``n x n`` matmuls in ``dtype`` on ``device`` over about ``seconds``.
 
-    ``threads`` sets torch's thread count for the measurement only.
+    On the CPU torch's thread count applies; ``threads`` sets it for the measurement only.
     """
+    device = torch.device(device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        a @ b  # warm-up
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        for _ in range(3):  # warm-up (clocks, kernels)
+            a @ b
+        sync()
         best = 0.0
         t_end = time.perf_counter() + seconds
         while time.perf_counter() < t_end:
             t0 = time.perf_counter()
             a @ b
+            sync()
             best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
         return best
     finally:
@@ -61,46 +77,22 @@ def machine() -> dict[str, float]:
     return {"load_average_1min": os.getloadavg()[0], "threads": float(torch.get_num_threads())}
 
 
-def model_flops(model: Any, tile: Any) -> dict[str, float]:
-    """Model FLOPs per pixel-date of the fast (``cached``) and ``naive`` paths of ``model`` on ``tile``.
+def model_flops(
+    tile: Any, *, encoder: Literal["paper", "dense"] = "paper", preset: Literal["paper", "small"] = "paper"
+) -> dict[str, float]:
+    """Model FLOPs per pixel-date of the fast (``cached``) and ``naive`` paths on ``tile``.
 
-    The work the model defines, summed per part: each sensor's frame encoding (on the whole ``tile`` for
-    a dense encoder, so its halo counts; once per frame of the tile in the fast path, 11 times per
-    window in the naive one), the temporal transformer and head per window, the fusion. Counted with
-    the layers in training mode (the eval fast path of torch's transformer layer is a fused op the
-    counter does not see), without the predictor's shortcuts (the shared first-layer projection): an
-    efficiency over these FLOPs is model FLOPs utilisation.
+    The counts are :func:`embedder.plan.measure_flops`'s (per frame, per window of tokens, per fusion; a
+    dense encoder's frame counted over this tile with its halo); the fast path encodes each frame of the
+    tile once, i.e. ``frames / targets`` frames per pixel-date. Without the predictor's shortcuts (the
+    shared first-layer projection): an efficiency over these FLOPs is model FLOPs utilisation.
     """
-    from embedder.models.dense import DenseFrameEncoder
-    from embedder.sensors import WINDOW_DATES, WINDOW_PX
+    from embedder.plan import measure_flops
 
-    n = 2
-    frames: dict[str, float] = {}
-    tokens: dict[str, float] = {}
-    h, w = tile.interior_shape
+    h, _ = tile.interior_shape
+    fc = measure_flops(preset, encoder, tile_px=h)
     k = max(1, len(tile.plan.targets))
     n_frames = len(set(tile.plan.windows.reshape(-1).tolist())) if len(tile.plan.targets) else 0
-    was_training = model.training
-    model.train()
-    try:
-        with torch.no_grad():
-            for name in model.names:
-                ae = model.autoencoders[name]
-                enc = ae.frame_encoder
-                if isinstance(enc, DenseFrameEncoder):
-                    frame = torch.from_numpy(tile.frames[name][0])
-                    frames[name] = flops_of(functools.partial(enc.encode_dense, frame)) / (h * w)
-                else:
-                    x = torch.zeros(n, ae.n_channels, WINDOW_PX, WINDOW_PX)
-                    frames[name] = flops_of(functools.partial(ae.encode_frames, x)) / n
-                t = torch.zeros(n, WINDOW_DATES, ae.cfg.d_model)
-                tokens[name] = flops_of(functools.partial(ae.encode_tokens, t, torch.full((n, 10), 5.0))) / n
-            z = {nm: torch.zeros(n, int(model.autoencoders[nm].bottleneck_dim)) for nm in model.names}
-            fuse = flops_of(lambda: model.fuse(z, {d: torch.full((n,), 3.0) for d in model.delta_keys})) / n
-    finally:
-        model.train(was_training)
-    rest = sum(tokens.values()) + fuse
-    return {
-        "cached": n_frames / k * sum(frames.values()) + rest,
-        "naive": WINDOW_DATES * sum(frames.values()) + rest,
-    }
+    frames = sum(fc.encode_frames.values())
+    rest = sum(fc.encode_tokens.values()) + fc.fuse
+    return {"cached": n_frames / k * frames + rest, "naive": fc.naive_per_pixel_date}

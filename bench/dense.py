@@ -107,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     # exactness of the dense pass against the same variant's per-window path, on the naive crop
     dense_naive = pd.embed_tile(naive_tile, method="naive")
     n_t, n_px = len(naive_tile.plan.targets), args.naive_px
-    fl_paper = model_flops(paper, tile)
-    fl_dense = model_flops(dense, tile)
-    fl_dense_crop = model_flops(dense, crop)
+    fl_paper = model_flops(tile)
+    fl_dense = model_flops(tile, encoder="dense")
+    fl_dense_crop = model_flops(crop, encoder="dense")
     res: dict[str, float | int | str] = {
         "tile_interior_px": args.px,
         "cached_crop_px": args.cached_px,
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         "dense_px_dates_s": px_dates(tile) / t_dense,
         "dense_crop_px_dates_s": px_dates(crop) / t_dense_crop,
         "flops_per_px_date_naive": fl_paper["naive"],
-        "flops_per_px_date_cached": model_flops(paper, crop)["cached"],
+        "flops_per_px_date_cached": model_flops(crop)["cached"],
         "flops_per_px_date_dense": fl_dense["cached"],
         "flops_per_px_date_dense_crop": fl_dense_crop["cached"],
         "cached_vs_naive_max_abs_diff": float(np.abs(cached[:n_t, :, :n_px, :n_px] - naive).max()),

@@ -46,6 +46,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from _common import matmul_peak_gflops  # noqa: E402  (torch only: light)
 
 RESULTS = REPO / "bench" / "results"
 DATES_PER_YEAR = 73
@@ -59,20 +62,6 @@ PIXEL_KM2 = 1e-4
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, *, n: int = 8192, reps: int = 20) -> float:
-    """Measured matmul throughput (TFLOP/s) of ``n x n`` products in ``dtype`` on ``device``."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    _sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
 
 
 def synthetic_tile(interior_px: int, n_dates: int, *, seed: int = 0) -> Any:
@@ -203,12 +192,12 @@ def run(args: argparse.Namespace, device: torch.device, log: Callable[[str], Non
     t_start = time.perf_counter()
     out: dict[str, Any] = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     out["torch"] = torch.__version__
-    n_mm = 8192 if device.type == "cuda" else 512
+    n_mm, secs = (8192, 2.0) if device.type == "cuda" else (512, 0.3)
     if device.type == "cuda":
-        out["peak_bf16_tflops"] = matmul_peak_tflops(device, torch.bfloat16, n=n_mm)
-    out["peak_fp32_tflops"] = matmul_peak_tflops(
-        device, torch.float32, n=n_mm, reps=20 if device.type == "cuda" else 3
-    )
+        out["peak_bf16_tflops"] = (
+            matmul_peak_gflops(n=n_mm, seconds=secs, device=device, dtype=torch.bfloat16) / 1e3
+        )
+    out["peak_fp32_tflops"] = matmul_peak_gflops(n=n_mm, seconds=secs, device=device) / 1e3
     log(f"matmul peak: {json.dumps({k: round(v, 3) for k, v in out.items() if k.startswith('peak')})}")
     tile = synthetic_tile(args.px, args.dates)
     tiles = {

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import efficiency, flops_of, machine, matmul_peak_gflops  # noqa: E402
+from _common import efficiency, machine, matmul_peak_gflops, model_flops  # noqa: E402
 
 from embedder.config import FusionConfig, ModelConfig, SampleRegionConfig, StoreConfig  # noqa: E402
 from embedder.data.testing import make_test_cube  # noqa: E402
@@ -67,7 +67,13 @@ def _rss_mb() -> float:
 
 
 def bench_paths(
-    preset: str, *, interior_px: int, n_dates: int, naive_targets: int, pixel_batch: int, peak_gflops: float
+    preset: Literal["paper", "small"],
+    *,
+    interior_px: int,
+    n_dates: int,
+    naive_targets: int,
+    pixel_batch: int,
+    peak_gflops: float,
 ) -> dict[str, float]:
     """Naive vs fast on one synthetic tile: pixel-dates/s of each, their ratio and max abs difference.
 
@@ -75,7 +81,7 @@ def bench_paths(
     dates are shared by more targets, as in a year-long unit); the naive path costs the same for every
     target, so it is timed on the first ``naive_targets`` dates (0 = all) and compared with the fast
     result on those dates. ``achieved_gflops`` and ``efficiency`` (over ``peak_gflops``) are the fast
-    path's, from its FLOPs per pixel-date counted on the same tile.
+    path's, over its model FLOPs per pixel-date on the same tile (``_common.model_flops``).
     """
     cube = make_test_cube(3, size_px=interior_px + 14, n_dates=n_dates, n_s1=2 * n_dates, cloud_frac=0.1)
     tile = prepare_tile(cube, start="2021-01-01", end="2030-12-31", halo_px=7)
@@ -100,7 +106,7 @@ def bench_paths(
         "max_abs_diff": float(np.abs(fast[: len(sub.plan.targets)] - naive).max()),
     }
     out["ratio"] = out["fast_px_dates_s"] / out["naive_px_dates_s"]
-    out["flops_per_px_date"] = flops_of(lambda: pred.embed_tile(tile, method="fast")) / n_fast
+    out["flops_per_px_date"] = model_flops(tile, preset=preset)["cached"]
     out.update(efficiency(out["fast_px_dates_s"], out["flops_per_px_date"], peak_gflops))
     print(f"[bench] {preset}: {k} targets, fast {out['fast_px_dates_s']:.1f}/s on {n_fast}, naive "
           f"{out['naive_px_dates_s']:.2f}/s on {n_naive} pixel-dates, ratio {out['ratio']:.2f}, "

@@ -90,6 +90,12 @@ class RunStorageConfig:
             )
 
 
+def _check_max_batches(value: int | None) -> None:
+    """The training jobs' ``max_batches_per_epoch``: None or at least 1."""
+    if value is not None and value < 1:
+        raise ConfigError(f"max_batches_per_epoch = {value} must be at least 1 (or null)")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainModalityJobConfig:
     """Stage 1 job: one sensor's autoencoder trained alone, data-parallel (ray_jobs/train_modality.py)."""
@@ -127,10 +133,7 @@ class TrainModalityJobConfig:
             raise ConfigError(
                 f"shard_kind 's1only' holds only S1 windows but sensor is {self.sensor!r}; use shard_kind 'fused'"
             )
-        if self.max_batches_per_epoch is not None and self.max_batches_per_epoch < 1:
-            raise ConfigError(
-                f"max_batches_per_epoch = {self.max_batches_per_epoch} must be at least 1 (or null)"
-            )
+        _check_max_batches(self.max_batches_per_epoch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,10 +174,7 @@ class TrainFusionJobConfig:
                 f"stage1 must name one stage-1 run or checkpoint per sensor {list(FUSION_ORDER)}; "
                 f"unknown {unknown}, missing {missing}"
             )
-        if self.max_batches_per_epoch is not None and self.max_batches_per_epoch < 1:
-            raise ConfigError(
-                f"max_batches_per_epoch = {self.max_batches_per_epoch} must be at least 1 (or null)"
-            )
+        _check_max_batches(self.max_batches_per_epoch)
 
 
 # --- Continental inference job (ray_jobs/embed.py) ---------------------------------------------------

@@ -219,7 +219,7 @@ class EmbedActor:
         from embedder.inference import Predictor
         from embedder.training import load_fusion
 
-        cfg = load_config(EmbedJobConfig, cfg_dict)
+        cfg = embed_config(cfg_dict)
         device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self.threads = actor_threads(cfg)
         torch.set_num_threads(self.threads)
