@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         "s1_centre_mae <= 0.5 x s1_floor_frame_mean": flat["s1_centre_mae"]
         <= 0.5 * flat["s1_floor_frame_mean"],
         "probe_emb_linear >= probe_bands_linear": flat["probe_emb_linear"] >= flat["probe_bands_linear"],
-        "train_minutes_cpu_preset <= 60": flat["train_minutes_cpu_preset"] <= 60,
+        # None when no seed trained on an otherwise idle machine: then it is not measured
+        "train_minutes_cpu_preset <= 60": (flat["train_minutes_cpu_preset"] or float("inf")) <= 60,
         "seeds >= 3": flat["seeds"] >= 3,
     }
     flat.update({f"target_met: {k}": v for k, v in targets.items()})

@@ -25,6 +25,15 @@ def test_tiny_run_reports_every_key_resumes_and_exports_weights(tmp_path: Path) 
         assert key in flat, key
     assert flat["seeds"] == 1 and 0 <= flat["probe_emb_linear"] <= 1
     assert flat["s2_vs_floor"] == pytest.approx(flat["s2_centre_mae"] / flat["s2_floor_frame_mean"])
+    # training minutes count only from stages that had every core to themselves; this one had one thread
+    timing = result.seeds[0]["s2"]["timing"]
+    assert timing["threads"] == 1 and timing["wall_s"] > 0
+    timed = all(result.seeds[0][s]["timing"]["timed"] for s in ("s1", "s2", "fusion"))
+    assert flat["train_minutes_timed_seeds"] == int(timed)
+    assert (flat["train_minutes_cpu_preset"] is None) == (not timed)
+    assert flat["seed0_train_minutes"] == pytest.approx(
+        sum(result.seeds[0][s]["minutes"] for s in ("s1", "s2", "fusion"))
+    )
     stage = result.seeds[0]["s2"]
     assert len(stage["val_curve"]) == len(stage["train_curve"]) >= 2  # 30 steps in epochs of 10 or fewer
     # a second run reuses the seed (no training): same figures
