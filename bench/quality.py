@@ -8,8 +8,8 @@ and its PCA-7, and the year-mean embedding; then the window-length table (1 date
 then the real CropHarvest Togo cube (``embedder.evaluation.realdata.togo_figures``: S2 centre error beside its
 frame-mean floor, composite rule and SPEC 7's gap rule); then GPP at six flux towers (``embedder.evaluation.towers``:
 footprints of the site's class driven by its fAPAR, real GPP, 2017-2019 train / 2020 test and
-leave-one-site-out, the paper's regressor and 90-day windows; ``gpp_r2_*`` and the NDVI gate; skip with
-``--no-gpp``).
+leave-one-site-out, the paper's regressor and 90-day windows, every model also given the towers' daily
+light, temperature and VPD (``TOWER_DRIVERS``); ``gpp_r2_*`` and the NDVI gate; skip with ``--no-gpp``).
 
     .venv/bin/python bench/quality.py                       # weights/fusion.pt
     .venv/bin/python bench/quality.py --checkpoint RUN/best.pt --seeds 0,1,2,3,4
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from embedder.config import GppConfig
     from embedder.evaluation.quality import QualityConfig, run_quality
     from embedder.evaluation.realdata import togo_figures
-    from embedder.evaluation.towers import gpp_figures, run_gpp_towers
+    from embedder.evaluation.towers import TOWER_DRIVERS, gpp_figures, run_gpp_towers
     from embedder.training import load_fusion
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-gpp",
         action="store_true",
-        help="skip the tower GPP run (six towers, 2017-2020: ~25 min on 2 cores)",
+        help="skip the tower GPP run (six towers, 2017-2020: ~20 min on 2 cores)",
     )
     p.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     a = p.parse_args(argv)
@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     flat.update(togo_figures(load_fusion(a.checkpoint)))  # the real CropHarvest cube (seconds)
     if not a.no_gpp:  # towers whose footprint is the site's class, driven by its fAPAR; real GPP
         t0 = time.perf_counter()
-        table = run_gpp_towers(a.work / "gpp", checkpoint=a.checkpoint, gpp_cfg=GppConfig(), progress=True)
+        # the paper's regressor (not the companion study's LSTM) beside the linear baselines; every model
+        # also gets the towers' light, temperature and dryness (GppConfig.drivers)
+        gcfg = GppConfig(drivers=TOWER_DRIVERS, models=("transformer", "linear", "ndvi", "evi", "lue"))
+        table = run_gpp_towers(a.work / "gpp", checkpoint=a.checkpoint, gpp_cfg=gcfg, progress=True)
         flat.update(gpp_figures(table))
         flat["gpp_minutes"] = (time.perf_counter() - t0) / 60
         flat["minutes"] += flat["gpp_minutes"]

@@ -362,6 +362,13 @@ class GppConfig:
     """Models to run; baselines whose inputs are absent (S2 bands for ndvi/evi, forcing for lue) are skipped."""
     model: GppModelConfig = dataclasses.field(default_factory=GppModelConfig)
     """Regressor sizes."""
+    drivers: tuple[str, ...] = ()
+    """Daily forcing columns (e.g. ``ppfd``, ``temp``, ``vpd``) given to every model beside the image
+    features: appended to the regressors' daily inputs and the ``linear`` baseline, and to the ``ndvi`` /
+    ``evi`` baselines with their products (``VI x driver``, the light-use-efficiency form). Empty (the
+    default) is SPEC.md section 8: image features only. Greenness alone cannot explain GPP where light and
+    temperature drive it (evergreen sites), so the tower evaluation gives every feature set the same
+    drivers and asks what the image features add to them."""
     lr: float = 1e-4
     """AdamW learning rate (reference: 1e-4)."""
     weight_decay: float = 1e-6
@@ -384,6 +391,10 @@ class GppConfig:
         for name in ("train_stride_days", "eval_stride_days", "batch_size", "epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"gpp.{name} {getattr(self, name)} must be at least 1")
+        if len(set(self.drivers)) != len(self.drivers) or any(not d for d in self.drivers):
+            raise ConfigError(
+                f"gpp.drivers {list(self.drivers)}: name each forcing column once (e.g. ppfd, temp)"
+            )
         both = sorted(set(self.train_years) & set(self.val_years))
         if both:
             raise ConfigError(f"gpp: years {both} are in train_years and val_years; put each in one")

@@ -422,6 +422,48 @@ def test_evaluate_band_means_runs_vi_baselines():
     assert t.loc[("ndvi", "ALL"), "r2"] > 0.8 and t.loc[("evi", "ALL"), "r2"] > 0.8
 
 
+def _light_limited(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Band means whose NDVI is a slow greenness, daily light that is not, and GPP = 1 + 8 NDVI x light."""
+    rng = np.random.default_rng(seed)
+    feats, flux = synthetic(seed, every_days=10)
+    days = pd.date_range("2017-01-01", "2020-12-31", freq="D")
+    forcing = pd.concat(
+        [
+            pd.DataFrame({"site": s, "date": days, "ppfd": rng.uniform(0.2, 1.0, len(days))})
+            for s in ("AA-One", "BB-Two")
+        ],
+        ignore_index=True,
+    )
+    f01 = feats["F01"].to_numpy()
+    bands = feats[["site", "date"]].assign(B02=0.03, B04=0.12 - 0.1 * f01, B08=0.2 + 0.3 * f01)
+    ndvi = G.daily_features(G.add_vegetation_indices(bands))[["site", "date", "NDVI"]]
+    truth = ndvi.merge(forcing, on=["site", "date"])
+    flux = flux.drop(columns="gpp").merge(
+        truth.assign(gpp=1.0 + 8.0 * truth["NDVI"] * truth["ppfd"])[["site", "date", "gpp"]],
+        on=["site", "date"],
+    )
+    return bands, flux, forcing
+
+
+def test_drivers_reach_every_model_and_the_vi_baselines_take_their_products():
+    bands, flux, forcing = _light_limited()
+    image_only = G.evaluate(bands, flux, cfg=GppConfig.small(models=("ndvi", "linear")), forcing=forcing)
+    given = G.evaluate(
+        bands, flux, cfg=GppConfig.small(models=("ndvi", "linear"), drivers=("ppfd",)), forcing=forcing
+    )
+    r2 = {t: d.set_index(["model", "site"])["r2"] for t, d in (("image", image_only), ("drivers", given))}
+    # daily light is what greenness cannot see: without it the index explains little of GPP
+    assert r2["image"][("ndvi", "ALL")] < 0.5
+    assert r2["drivers"][("ndvi", "ALL")] > 0.99  # NDVI x ppfd is the truth
+    assert r2["drivers"][("linear", "ALL")] > r2["image"][("linear", "ALL")] + 0.2
+    with pytest.raises(G.GppInputError, match="forcing"):
+        G.evaluate(bands, flux, cfg=GppConfig.small(drivers=("ppfd",)))
+    with pytest.raises(G.GppInputError, match=r"\['swc'\].*ppfd"):
+        G.evaluate(bands, flux, cfg=GppConfig.small(drivers=("swc",)), forcing=forcing)
+    with pytest.raises(ConfigError, match="once"):
+        GppConfig(drivers=("ppfd", "ppfd"))
+
+
 @needs_real
 def test_evaluate_real_forcing_features_and_cli(tmp_path):
     """Forcing-derived stand-in features (every 5 days) against real tower GPP, through the CLI."""

@@ -63,6 +63,7 @@ __all__ = [
     "FOOTPRINT_RADIUS_PX",
     "IGBP_CLASS",
     "NDVI_GATE_R2",
+    "TOWER_DRIVERS",
     "TOWER_SITES",
     "TowerError",
     "band_dataset",
@@ -83,6 +84,9 @@ DEFAULT_GPP_DIR = Path("/work/shared/realdata/gpp")
 """Folder with ``fdk_rsofun_11sites_*`` (site info, daily forcing, daily GPP)."""
 TOWER_SITES: tuple[str, ...] = ("CA-Cbo", "CH-Aws", "CH-Fru", "ES-LM2", "FI-Let", "IT-Lav")
 """FluxDataKit sites whose records overlap the Sentinel era (2015-2020)."""
+TOWER_DRIVERS: tuple[str, ...] = ("ppfd", "temp", "vpd")
+"""Forcing every GPP model of the tower evaluation gets beside its image features (``GppConfig.drivers``):
+light, temperature and dryness, which greenness cannot stand in for at evergreen sites."""
 SITE_INFO = "fdk_rsofun_11sites_site_info.csv"
 FORCING = "fdk_rsofun_11sites_daily_forcing.csv.gz"
 FLUX = "fdk_rsofun_11sites_daily_gpp_nee_le.csv"
@@ -496,14 +500,23 @@ def run_gpp_towers(
     ]
     table = table[keep]
     table.to_csv(out / "metrics.csv", index=False)
-    ceiling = fapar_ceiling(gpp, forcing, sites=sites, years=(y0, y1))
-    (out / "fapar_ceiling.json").write_text(json.dumps({"gpp_r2_fapar_ceiling": ceiling}) + "\n")
+    ceiling = fapar_ceiling(gpp, forcing, sites=sites, years=(y0, y1), drivers=base.drivers)
+    (out / "fapar_ceiling.json").write_text(
+        json.dumps({"gpp_r2_fapar_ceiling": ceiling, "drivers": list(base.drivers)}) + "\n"
+    )
     table.attrs["gpp_r2_fapar_ceiling"] = ceiling  # read by gpp_figures
+    table.attrs["gpp_drivers"] = list(base.drivers)
     (out / "metrics.md").write_text(
         f"# GPP at tower scenes ({', '.join(sites)}; {y0}-{y1}, {size_px} px, S2 every {cadence_days} d)\n\n"
         "Synthetic imagery driven by each tower's real fAPAR (the tower footprint is the site's vegetation "
-        "class); GPP is the towers' real observation.\n\n"
-        f"**{gpp_figures(table)['gpp_verdict']}.**\n\n" + markdown_table(table)
+        "class); GPP is the towers' real observation. "
+        + (
+            f"Every model also gets the towers' daily {', '.join(base.drivers)}.\n\n"
+            if base.drivers
+            else "\n\n"
+        )
+        + f"**{gpp_figures(table)['gpp_verdict']}.**\n\n"
+        + markdown_table(table)
     )
     (out / "timings.json").write_text(
         json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=1) + "\n"
@@ -516,23 +529,37 @@ NDVI_GATE_R2 = 0.5
 
 
 def fapar_ceiling(
-    gpp: pd.DataFrame, forcing: pd.DataFrame, *, sites: Sequence[str], years: tuple[int, int]
+    gpp: pd.DataFrame,
+    forcing: pd.DataFrame,
+    *,
+    sites: Sequence[str],
+    years: tuple[int, int],
+    drivers: Sequence[str] = (),
 ) -> float:
     """R² on the last year of a pooled linear GPP ~ fAPAR model fitted on the other years.
 
     The scenes' vegetation *is* the towers' fAPAR, so no greenness feature of them (NDVI, bands, an
     embedding) can carry more of the GPP signal than fAPAR itself: this is the ceiling the NDVI gate is
-    measured against. ``gpp`` has ``site, date, gpp`` (:func:`embedder.gpp.read_flux`), ``forcing`` ``site,
-    date, fapar`` (:func:`embedder.gpp.read_forcing`).
+    measured against. With ``drivers`` (``GppConfig.drivers``) the model is the NDVI baseline's with fAPAR
+    in NDVI's place: fAPAR, ``fAPAR x driver`` and each driver. ``gpp`` has ``site, date, gpp``
+    (:func:`embedder.gpp.read_flux`), ``forcing`` ``site, date, fapar`` and the drivers
+    (:func:`embedder.gpp.read_forcing`).
     """
     y0, y1 = years
-    m = gpp.merge(forcing[["site", "date", "fapar"]], on=["site", "date"]).dropna(subset=["gpp", "fapar"])
+    cols = ["fapar", *drivers]
+    m = gpp.merge(forcing[["site", "date", *cols]], on=["site", "date"]).dropna(subset=["gpp", *cols])
     m = m[m["site"].isin(list(sites)) & m["date"].dt.year.between(y0, y1)]
     train, test = m[m["date"].dt.year < y1], m[m["date"].dt.year == y1]
     if len(train) < 10 or len(test) < 10:
         return float("nan")
-    coef = np.polyfit(train["fapar"].to_numpy(), train["gpp"].to_numpy(), 1)
-    pred = np.polyval(coef, test["fapar"].to_numpy())
+
+    def design(t: pd.DataFrame) -> np.ndarray:
+        f = t[["fapar"]].to_numpy()
+        d = t[list(drivers)].to_numpy()
+        return np.concatenate([f, f * d, d, np.ones_like(f)], axis=1)
+
+    coef, *_ = np.linalg.lstsq(design(train), train["gpp"].to_numpy(), rcond=None)
+    pred = design(test) @ coef
     obs = test["gpp"].to_numpy()
     return float(1.0 - ((obs - pred) ** 2).sum() / ((obs - obs.mean()) ** 2).sum())
 
@@ -577,18 +604,28 @@ def gpp_figures(table: pd.DataFrame, *, fapar_r2: float | None = None) -> dict[s
             "year, so the features of the tower pixels do not carry the towers' GPP signal; no comparison "
             "of embeddings and bands is claimed"
         )
+        drivers = table.attrs.get("gpp_drivers") or []
         if fapar_r2 is not None and fapar_r2 < NDVI_GATE_R2:
             out["gpp_verdict"] += (
                 f". Even the towers' true fAPAR, which drives the scenes' vegetation, reaches only R² "
-                f"{fapar_r2:.2f} in a pooled linear model: greenness alone does not explain these sites' GPP "
-                "(light and temperature drive the evergreen ones), so no image feature can pass the gate here"
+                f"{fapar_r2:.2f} in a pooled linear model"
+                + (f" with {', '.join(drivers)}" if drivers else "")
+                + ": greenness does not explain these sites' GPP"
+                + (
+                    ""
+                    if drivers
+                    else " (light and temperature drive the evergreen ones; see GppConfig.drivers)"
+                )
+                + ", so no image feature can pass the gate here"
             )
     else:
         emb, bands = out.get("gpp_r2_emb", float("nan")), out.get("gpp_r2_bands", float("nan"))
         better = "above" if emb >= max(bands, ndvi) else "not above"
+        drivers = table.attrs.get("gpp_drivers") or []
+        given = f" (every model also given {', '.join(drivers)})" if drivers else ""
         out["gpp_verdict"] = (
-            f"discriminates (NDVI R² {ndvi:.2f} >= {NDVI_GATE_R2}): embedding R² {emb:.2f}, bands {bands:.2f}, "
-            f"NDVI {ndvi:.2f}: the embedding is {better} both baselines"
+            f"discriminates (NDVI R² {ndvi:.2f} >= {NDVI_GATE_R2}){given}: embedding R² {emb:.2f}, bands "
+            f"{bands:.2f}, NDVI {ndvi:.2f}: the embedding is {better} both baselines"
         )
     return out
 
@@ -609,6 +646,11 @@ def cli_main(argv: list[str] | None = None) -> int:
         "--train-epochs", type=int, default=2, help="epochs of the quick model without --checkpoint"
     )
     p.add_argument("--gpp-dir", type=Path, default=DEFAULT_GPP_DIR, help="FluxDataKit folder")
+    p.add_argument(
+        "--drivers",
+        default=",".join(TOWER_DRIVERS),
+        help=f"forcing given to every GPP model (default {','.join(TOWER_DRIVERS)}; 'none': SPEC's image only)",
+    )
     args = p.parse_args(argv)
     if args.checkpoint is not None and not args.checkpoint.is_file():
         p.error(f"--checkpoint {str(args.checkpoint)!r} does not exist; pass a fusion .pt or omit it")
@@ -616,7 +658,10 @@ def cli_main(argv: list[str] | None = None) -> int:
         p.error(
             f"output folder {str(args.out)!r} is not empty; pass a new folder (or one with region/ to resume)"
         )
-    gcfg = GppConfig.small()
+    drivers = (
+        () if args.drivers.strip().lower() == "none" else tuple(d.strip() for d in args.drivers.split(","))
+    )
+    gcfg = GppConfig.small(drivers=drivers)
     if args.epochs is not None:
         gcfg = dataclasses.replace(gcfg, epochs=args.epochs)
     t0 = time.perf_counter()

@@ -197,6 +197,30 @@ def _lue_inputs(windows: Windows, forcing: pd.DataFrame) -> np.ndarray:
     return f.reindex(keys).to_numpy(dtype=np.float64)[:, None]
 
 
+def _with_drivers(daily: pd.DataFrame, forcing: pd.DataFrame | None, drivers: list[str]) -> pd.DataFrame:
+    """``daily`` with the forcing columns ``drivers`` of the same site and day (NaN where absent)."""
+    if forcing is None:
+        raise GppInputError(
+            f"gpp.drivers {drivers} need the daily forcing table (read_forcing; --forcing on the command line)"
+        )
+    missing = [d for d in drivers if d not in forcing.columns]
+    if missing:
+        have = sorted(c for c in forcing.columns if c not in ("site", "date"))
+        raise GppInputError(f"gpp.drivers {missing} are not forcing columns; choose from {have}")
+    clash = [d for d in drivers if d in daily.columns]
+    if clash:
+        raise GppInputError(f"gpp.drivers {clash} are also feature columns; rename the features or drop them")
+    day = forcing.groupby(["site", "date"], as_index=False)[drivers].mean()
+    return daily.merge(day, on=["site", "date"], how="left")
+
+
+def _vi_inputs(last_day: np.ndarray, k: int, driver_idx: list[int]) -> np.ndarray:
+    """A vegetation-index baseline's inputs: the index, then per driver the product and the driver."""
+    vi = last_day[:, [k]]
+    cols = [vi] + [vi * last_day[:, [j]] for j in driver_idx] + [last_day[:, [j]] for j in driver_idx]
+    return np.concatenate(cols, axis=1)
+
+
 def run_evaluation(
     features_by_site: pd.DataFrame | Mapping[str, pd.DataFrame],
     gpp: pd.DataFrame,
@@ -226,6 +250,9 @@ def run_evaluation(
     if has_bands:
         frame = add_vegetation_indices(frame)
     daily = daily_features(frame)
+    drivers = list(cfg.drivers)
+    if drivers:
+        daily = _with_drivers(daily, forcing, drivers)
     windows_by_stride = {
         stride: make_windows(daily, clean, window_days=cfg.window_days, stride_days=stride, columns=None)
         for stride in {cfg.train_stride_days, cfg.eval_stride_days}
@@ -234,7 +261,9 @@ def run_evaluation(
     vi_idx: dict[str, int] = {
         name: all_eval.columns.index(name) for name in ("NDVI", "EVI") if name in all_eval.columns
     }
+    feat_cols = [*feat_cols, *drivers]  # the regressors and the linear baseline see the drivers too
     main_idx = [all_eval.columns.index(c) for c in feat_cols]
+    driver_idx = [all_eval.columns.index(c) for c in drivers]
     skipped: dict[str, str] = {}
     if not has_bands:
         for name in ("ndvi", "evi"):
@@ -274,7 +303,7 @@ def run_evaluation(
                     a_train, a_test = train.x[:, -1, main_idx], test.x[:, -1, main_idx]
                 elif name in ("ndvi", "evi"):
                     k = vi_idx[name.upper()]
-                    a_train, a_test = train.x[:, -1, [k]], test.x[:, -1, [k]]
+                    a_train, a_test = (_vi_inputs(w.x[:, -1], k, driver_idx) for w in (train, test))
                 else:  # lue
                     assert forcing is not None
                     a_train, a_test = _lue_inputs(train, forcing), _lue_inputs(test, forcing)
@@ -366,7 +395,13 @@ def cli_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder for metrics and PNGs")
     parser.add_argument(
-        "--forcing", type=Path, help="FluxDataKit forcing CSV (fapar, ppfd) for the LUE baseline"
+        "--forcing",
+        type=Path,
+        help="FluxDataKit forcing CSV (fapar, ppfd) for the LUE baseline and --drivers",
+    )
+    parser.add_argument(
+        "--drivers",
+        help="comma-separated forcing columns given to every model beside the features (e.g. ppfd,temp,vpd)",
     )
     parser.add_argument("--config", type=Path, help="YAML with GppConfig keys")
     parser.add_argument("--split", choices=["temporal", "loso"], help="override the config's split")
@@ -374,7 +409,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", action="store_true", help="tiny regressors for a quick CPU run")
     args = parser.parse_args(argv)
 
-    overrides = {"split": args.split, "epochs": args.epochs}
+    drivers = tuple(d.strip() for d in args.drivers.split(",")) if args.drivers else None
+    overrides = {"split": args.split, "epochs": args.epochs, "drivers": drivers}
     base: dict[str, Any] = to_dict(GppConfig.small()) if args.small else {}
     if args.config:
         if not args.config.is_file():

@@ -7,6 +7,7 @@ S2 every 30 days and S1 every 60 days (the smallest set-up that still has train 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from embedder.evaluation.towers import (
     DEFAULT_GPP_DIR,
     FOOTPRINT_RADIUS_PX,
     FORCING,
+    TOWER_DRIVERS,
     TowerError,
     fapar_ceiling,
     gpp_figures,
@@ -70,6 +72,10 @@ def test_gpp_gate_claims_a_comparison_only_when_ndvi_discriminates() -> None:
     assert "not above" in gpp_figures(_table(ndvi=0.6, emb=0.55, bands=0.5))["gpp_verdict"]
     capped = gpp_figures(_table(ndvi=0.1, emb=0.2, bands=0.2), fapar_r2=0.43)
     assert capped["gpp_r2_fapar_ceiling"] == 0.43 and "true fAPAR" in capped["gpp_verdict"]
+    assert "GppConfig.drivers" in capped["gpp_verdict"]  # points to the way out
+    given = _table(ndvi=0.6, emb=0.7, bands=0.5)
+    given.attrs["gpp_drivers"] = ["ppfd", "temp"]
+    assert "every model also given ppfd, temp" in gpp_figures(given)["gpp_verdict"]
 
 
 def test_fapar_ceiling_is_the_r2_of_a_linear_fapar_model_on_the_last_year() -> None:
@@ -82,6 +88,13 @@ def test_fapar_ceiling_is_the_r2_of_a_linear_fapar_model_on_the_last_year() -> N
     light = exact.assign(gpp=exact["gpp"] + rng.normal(0, 5.0, len(days)))  # what fAPAR cannot see
     assert fapar_ceiling(light, forcing, sites=["A"], years=(2019, 2020)) < 0.6
     assert np.isnan(fapar_ceiling(exact, forcing, sites=["B"], years=(2019, 2020)))
+    ppfd = rng.uniform(0.1, 1.0, len(days))
+    lit = exact.assign(gpp=1.0 + 12.0 * fapar * ppfd)  # light-use efficiency: fAPAR alone misses the light
+    with_light = forcing.assign(ppfd=ppfd)
+    assert fapar_ceiling(lit, with_light, sites=["A"], years=(2019, 2020)) < 0.6
+    assert fapar_ceiling(lit, with_light, sites=["A"], years=(2019, 2020), drivers=["ppfd"]) == pytest.approx(
+        1.0
+    )
 
 
 def test_vegetation_follows_the_real_fapar(tmp_path: Path) -> None:
@@ -121,7 +134,9 @@ def test_pipeline_end_to_end(tmp_path: Path) -> None:
     torch.manual_seed(0)
     aes = {s.name: ModalityAutoencoder(s, cfg=ModelConfig.small()) for s in (S1, S2)}
     ckpt = save_checkpoint(tmp_path / "fusion.pt", FusionModel(aes, cfg=FusionConfig.small()))
-    cfg = GppConfig.small(epochs=2, models=("transformer", "linear", "ndvi", "evi", "lue"))
+    cfg = GppConfig.small(
+        epochs=2, models=("transformer", "linear", "ndvi", "evi", "lue"), drivers=TOWER_DRIVERS
+    )
     table = run_gpp_towers(
         tmp_path / "out", checkpoint=ckpt, years=(2019, 2020), sites=SITES, size_px=24, cadence_days=30, s1_cadence_days=60,
         splits=("temporal",), gpp_cfg=cfg,
@@ -136,6 +151,8 @@ def test_pipeline_end_to_end(tmp_path: Path) -> None:
     feats = pd.read_csv(out / "features_embedding.csv")
     assert set(feats["site"]) == set(SITES) and [f"F0{i}" for i in range(1, 8)] == list(feats.columns[2:])
     assert (out / "metrics.md").read_text().count("| embedding |") == 3
+    assert "daily ppfd, temp, vpd" in (out / "metrics.md").read_text()
+    assert json.loads((out / "fapar_ceiling.json").read_text())["drivers"] == list(TOWER_DRIVERS)
     assert (out / "gpp-embedding-temporal" / "predictions.csv").is_file()
 
 
