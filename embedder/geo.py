@@ -22,10 +22,11 @@ A leaf module: it imports only the standard library, so every part of the packag
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,8 @@ __all__ = [
     "ErrorType",
     "GeoError",
     "UtmZone",
+    "add_bbox_option",
+    "bbox_argv",
     "check_lonlat",
     "check_order",
     "day_index",
@@ -158,6 +161,61 @@ class BBox:
 
     def __iter__(self) -> Iterator[float]:
         return iter(self.bounds)
+
+
+BBOX_HELP = (
+    "lon/lat box W,S,E,N in degrees, one value: --bbox 8.49,47.10,8.51,47.12 (--bbox=-10,35,5,45 works too)"
+)
+"""What every command's ``--bbox`` says about its one syntax."""
+
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def add_bbox_option(
+    parser: argparse.ArgumentParser, *, required: bool = False, default: str | None = None, extra: str = ""
+) -> None:
+    """``--bbox W,S,E,N``, the one box syntax of every command (kept as text; :meth:`BBox.parse` it).
+
+    Pair it with :func:`bbox_argv` on the argument list, so a western edge below zero needs no ``=``
+    and the old four-number form gets a message that shows the one syntax.
+    """
+    parser.add_argument(
+        "--bbox",
+        required=required,
+        default=default,
+        metavar="W,S,E,N",
+        help=BBOX_HELP + (f"; {extra}" if extra else ""),
+    )
+
+
+def bbox_argv(argv: Sequence[str] | None, parser: argparse.ArgumentParser) -> list[str]:
+    """``argv`` (``sys.argv[1:]`` when None) with ``--bbox -10,35,5,45`` joined to ``--bbox=-10,35,5,45``.
+
+    argparse would read a value that starts with ``-`` as an option. Four separate numbers after
+    ``--bbox`` (``--bbox 8 47 9 48``) stop with a usage error that shows the comma form.
+    """
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--bbox" and i + 1 < len(args):
+            value = args[i + 1]
+            rest = args[i + 2 : i + 5]
+            if _NUMBER.match(value) and len(rest) == 3 and all(_NUMBER.match(r) for r in rest):
+                parser.error(
+                    f"--bbox takes one value W,S,E,N: write --bbox {','.join([value, *rest])}, not four "
+                    "separate numbers"
+                )
+            if re.match(r"^-[\d.]", value):  # a negative western edge, not the next option
+                out.append(f"--bbox={value}")
+                i += 2
+                continue
+        out.append(a)
+        i += 1
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from embedder.geo import (
     DateRange,
     GeoError,
     UtmZone,
+    add_bbox_option,
+    bbox_argv,
     check_lonlat,
     check_order,
     day_index,
@@ -90,6 +92,35 @@ def test_bbox_constructor_validates_and_error_class_is_the_callers() -> None:
     with pytest.raises(GeoError):  # GeoError is a ValueError
         BBox.parse("x")
     assert issubclass(GeoError, ValueError)
+
+
+def test_one_bbox_option_joins_a_negative_west_and_refuses_four_numbers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    p = argparse.ArgumentParser(prog="x")
+    add_bbox_option(p, required=True)
+    p.add_argument("--start")
+    a = p.parse_args(bbox_argv(["--bbox", "-10,35,5,45", "--start", "2021-01-01"], p))
+    assert BBox.parse(a.bbox).bounds == (-10.0, 35.0, 5.0, 45.0) and a.start == "2021-01-01"
+    assert p.parse_args(bbox_argv(["--bbox=-1,2,3,4"], p)).bbox == "-1,2,3,4"
+    with pytest.raises(SystemExit) as stop:
+        bbox_argv(["--bbox", "8", "47", "9", "48"], p)
+    assert stop.value.code == 2
+    assert "write --bbox 8,47,9,48, not four separate numbers" in capsys.readouterr().err
+    assert "W,S,E,N" in p.format_help()
+
+
+def test_every_command_takes_the_one_bbox_syntax() -> None:
+    """cube, stac-snapshot, region and export: ``--bbox W,S,E,N`` and nothing else."""
+    from embedder.data.cubes import cli_main as cube
+    from embedder.data.snapshot import cli_main as snapshot
+    from embedder.serve.cli import cli_export, cli_region
+
+    for main, head in ((cube, ["cat.json"]), (snapshot, ["cat.json", "x.parquet"]), (cli_region, ["s"]),
+                       (cli_export, ["s", "o.tif"])):  # fmt: skip
+        with pytest.raises(SystemExit) as stop:
+            main([*head, "--bbox", "8", "47", "9", "48", "--start", "2021-01-01", "--end", "2021-02-01"])
+        assert stop.value.code == 2, main
 
 
 def test_check_lonlat() -> None:

@@ -55,7 +55,7 @@ from embedder.data.stac import (
     open_catalog,
     s2_scale_offset,
 )
-from embedder.geo import BBox, UtmZone
+from embedder.geo import BBox, UtmZone, add_bbox_option, bbox_argv
 from embedder.sensors import S1, S2, SensorSpec
 
 __all__ = [
@@ -617,15 +617,13 @@ def summarize(cube: xr.Dataset) -> str:
 
 
 def cli_main(argv: list[str] | None = None) -> int:
-    """``embedder cube CATALOG --bbox LON0 LAT0 LON1 LAT1 --start DATE --end DATE``: print a cube summary."""
+    """``embedder cube CATALOG --bbox W,S,E,N --start DATE --end DATE``: print a cube summary."""
     parser = argparse.ArgumentParser(prog="embedder cube", description=cli_main.__doc__)
     parser.add_argument(
         "catalog",
         help="'planetary-computer', a STAC API URL, a stac-geoparquet snapshot (.parquet) or a local catalog.json path",
     )
-    parser.add_argument(
-        "--bbox", type=float, nargs=4, required=True, metavar=("LON0", "LAT0", "LON1", "LAT1")
-    )
+    add_bbox_option(parser, required=True)
     parser.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
     parser.add_argument("--end", required=True, help="last day, YYYY-MM-DD")
     parser.add_argument("--resolution-m", type=float, default=10.0, help="pixel size of the UTM grid")
@@ -634,7 +632,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         "--max-gib", type=float, default=CubeConfig.max_gib,
         help=f"refuse cubes larger than this many GiB, before reading (default {CubeConfig.max_gib:g})",
     )  # fmt: skip
-    args = parser.parse_args(argv)
+    args = parser.parse_args(bbox_argv(argv, parser))
     try:
         geobox = geobox_from_bbox(args.bbox, resolution_m=args.resolution_m)
         cube = load_cube(

@@ -34,6 +34,7 @@ import pystac
 
 from embedder.data.stac import (
     PLANETARY_COMPUTER_URL,
+    BBoxError,
     Bounds,
     Catalog,
     CatalogError,
@@ -44,6 +45,7 @@ from embedder.data.stac import (
     check_period,
     open_catalog,
 )
+from embedder.geo import BBox, add_bbox_option, bbox_argv
 from embedder.sensors import S1, S2
 
 __all__ = [
@@ -346,17 +348,19 @@ def cli_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("catalog", help="'planetary-computer', a STAC API URL, or a local catalog.json path")
     parser.add_argument("out", help="the snapshot: a local path or fsspec URL ending in .parquet")
-    parser.add_argument(
-        "--bbox", type=float, nargs=4, default=list(_WORLD), metavar=("LON0", "LAT0", "LON1", "LAT1"),
-        help="lon/lat box (default: the whole world)",
-    )  # fmt: skip
+    add_bbox_option(parser, default=",".join(f"{v:g}" for v in _WORLD), extra="default: the whole world")
     parser.add_argument("--start", default=_FIRST_DAY.isoformat(), help="first day, YYYY-MM-DD")
     parser.add_argument("--end", default=None, help="last day, YYYY-MM-DD (default: today)")
     parser.add_argument(
         "--collections", nargs="+", default=[S2.collection, S1.collection],
         help=f"collections to include (default: {S2.collection} {S1.collection})",
     )  # fmt: skip
-    args = parser.parse_args(argv)
+    args = parser.parse_args(bbox_argv(argv, parser))
+    try:
+        bbox = BBox.parse(args.bbox, error=BBoxError).bounds
+    except BBoxError as err:
+        print(f"embedder stac-snapshot: {err}", file=sys.stderr)
+        return 1
     text = PLANETARY_COMPUTER_URL if args.catalog == "planetary-computer" else args.catalog
     is_pc = text.startswith(("http://", "https://")) and _is_planetary_computer(text)
     # read unsigned (tokens expire); a Planetary Computer snapshot is signed when it is read
@@ -367,7 +371,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         catalog,
         args.out,
         collections=args.collections,
-        bbox=args.bbox,
+        bbox=bbox,
         start=args.start,
         end=args.end,
         sign_on_read=is_pc,

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from embedder.geo import add_bbox_option, bbox_argv
 from embedder.sensors import EMBEDDING_DIM
 from embedder.serve.export import (
     export_region,
@@ -57,7 +58,7 @@ def _region_query(a: Any) -> dict[str, Any]:
 
 
 def _region_args(p: Any) -> None:
-    p.add_argument("--bbox", required=True, help="min_lon,min_lat,max_lon,max_lat in degrees")
+    add_bbox_option(p, required=True)
     p.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
     p.add_argument("--end", required=True, help="last date, YYYY-MM-DD (inclusive)")
     p.add_argument(
@@ -155,7 +156,7 @@ def cli_region(argv: list[str]) -> int:
     p = _cli_common("embedder region", cli_region.__doc__)
     _region_args(p)
     _max_mib_arg(p)
-    a = p.parse_args(argv)
+    a = p.parse_args(bbox_argv(argv, p))
 
     def run() -> int:
         so = json.loads(a.storage_options) if a.storage_options else None
@@ -190,7 +191,7 @@ def cli_export(argv: list[str]) -> int:
         help=f"refuse, before reading, an export of more float32 values than this many GiB "
         f"(default {ServeConfig.max_export_gib:g})",
     )  # fmt: skip
-    a = p.parse_args(argv)
+    a = p.parse_args(bbox_argv(argv, p))
 
     def run() -> int:
         so = json.loads(a.storage_options) if a.storage_options else None

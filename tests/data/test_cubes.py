@@ -456,19 +456,19 @@ def test_cli_prints_summary_and_reports_errors(tmp_path: Path, capsys: pytest.Ca
     cat.normalize_hrefs(str(tmp_path / "cat"))
     cat.save(catalog_type=pystac.CatalogType.ABSOLUTE_PUBLISHED)
     path = str(tmp_path / "cat" / "catalog.json")
-    bbox = ["11.948", "49.999", "11.952", "50.001"]
+    bbox = ["11.948,49.999,11.952,50.001"]
     assert cli_main([path, "--bbox", *bbox, "--start", "2023-03-01", "--end", "2023-03-02"]) == 0
     out = capsys.readouterr().out
     assert "EPSG:32632" in out and "1 dates, 1 usable" in out and "s1_missing=True" in out
     assert (
         cli_main(
-            [path, "--bbox", "50.0", "11.9", "50.1", "200", "--start", "2023-03-01", "--end", "2023-03-02"]
+            [path, "--bbox", "50.0,11.9,50.1,200", "--start", "2023-03-01", "--end", "2023-03-02"]
         )
         == 1
     )
     assert "BBoxError" in capsys.readouterr().err
     # a 2 x 2 degree bbox over the item: refused with its size before any pixel is read
-    huge = ["11.0", "49.0", "13.0", "51.0"]
+    huge = ["11.0,49.0,13.0,51.0"]
     assert cli_main([path, "--bbox", *huge, "--start", "2023-03-01", "--end", "2023-03-02"]) == 1
     err = capsys.readouterr().err
     assert "CubeTooLargeError" in err and "GiB, more than the limit of 8 GiB" in err, err
