@@ -40,8 +40,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 def run_variant(name: str, spec: dict[str, Any], work: Path, weights: Path) -> dict[str, float]:
     """Train (or resume) one variant's fusion, score it and probe it; flat figures keyed by ``name``."""
     from embedder.data.shards import ShardDataset
-    from embedder.evaluation.convergence import ConvergenceConfig, _fit_stage, prepare, probe_scores
-    from embedder.evaluation.fidelity import _probe_inputs
+    from embedder.evaluation.convergence import ConvergenceConfig, fit_stage, prepare, probe_scores
+    from embedder.evaluation.quality import probe_inputs
     from embedder.evaluation.towers import load_scene_cube
     from embedder.inference import Predictor
     from embedder.models.fusion import FusionModel
@@ -61,7 +61,7 @@ def run_variant(name: str, spec: dict[str, Any], work: Path, weights: Path) -> d
     aes = {n: load_autoencoder(weights / f"{n}.pt", n) for n in ("s1", "s2")}
     model = FusionModel(aes, cfg=cfg.fusion)
     t0 = time.perf_counter()
-    stage = _fit_stage(
+    stage = fit_stage(
         model, FusionObjective([S1, S2]), fused, work / name, cfg.train_config("fusion", 0),
         steps_per_epoch=cfg.steps_per_epoch,
     )  # fmt: skip
@@ -71,7 +71,7 @@ def run_variant(name: str, spec: dict[str, Any], work: Path, weights: Path) -> d
         inputs = pickle.loads(cache.read_bytes())
     else:
         cubes = {s.name: load_scene_cube(region, s) for s in region.scenes}
-        inputs = _probe_inputs(Predictor(model.eval(), pixel_batch=cfg.data.pixel_batch), region, cubes)
+        inputs = probe_inputs(Predictor(model.eval(), pixel_batch=cfg.data.pixel_batch), region, cubes)
         cache.write_bytes(pickle.dumps(inputs))
 
     probe = probe_scores(inputs, cfg, seed=0)

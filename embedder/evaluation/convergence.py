@@ -29,15 +29,9 @@ from typing import Any
 import numpy as np
 
 from embedder.config import FusionConfig, ModelConfig, TrainConfig
-from embedder.evaluation.fidelity import (
-    FidelityConfig,
-    _batches,
-    _probe_inputs,
-    _probe_pooled,
-    heldout_split,
-    prepare_region,
-    prepare_shards,
-)
+from embedder.evaluation.fidelity import FidelityConfig
+from embedder.evaluation.quality import probe_inputs, probe_pooled
+from embedder.evaluation.region import batch_loader, heldout_split, prepare_region, prepare_shards
 from embedder.evaluation.timing import CpuMeter, is_timing
 from embedder.floors import centre_floors
 from embedder.sensors import S1, S2, SensorSpec
@@ -185,7 +179,7 @@ def _score(
     return {"test": metrics, "floors_by_sensor": floors, "floor_frame_mean": frame_mean_floor(floors)}
 
 
-def _fit_stage(
+def fit_stage(
     model: Any,
     objective: Any,
     data: Mapping[str, Any],
@@ -220,8 +214,8 @@ def _fit_stage(
         shutil.rmtree(run_dir)
     with CpuMeter(threads=torch.get_num_threads()) as meter:
         res = fit(
-            model, _batches(data["train"], batch_size=cfg.batch_size, seed=cfg.seed, shuffle=True),
-            _batches(data["val"], batch_size=64, seed=cfg.seed, shuffle=False), objective=objective,
+            model, batch_loader(data["train"], batch_size=cfg.batch_size, seed=cfg.seed, shuffle=True),
+            batch_loader(data["val"], batch_size=64, seed=cfg.seed, shuffle=False), objective=objective,
             cfg=cfg, run_dir=run_dir, max_steps_per_epoch=steps_per_epoch,
         )  # fmt: skip
     minutes = meter.wall_s / 60
@@ -230,7 +224,7 @@ def _fit_stage(
     scored = _score(
         model,
         objective,
-        _batches(data[eval_split], batch_size=64, seed=0, shuffle=False)(0),
+        batch_loader(data[eval_split], batch_size=64, seed=0, shuffle=False)(0),
         objective.sensors,
         cfg,
     )
@@ -273,7 +267,7 @@ def train_seed(
         data = {s: ShardDataset(root, split=s, kind=_KIND[spec.name]) for s in ("train", "val", held)}
         seed_everything(seed)
         ae = ModalityAutoencoder(spec, cfg=cfg.model)
-        stage = _fit_stage(
+        stage = fit_stage(
             ae, ModalityObjective(spec), data, out / f"seed{seed}" / f"stage1-{spec.name}",
             cfg.train_config(spec.name, seed), steps_per_epoch=cfg.steps_per_epoch, eval_split=held,
         )  # fmt: skip
@@ -288,7 +282,7 @@ def train_seed(
     seed_everything(seed)
     aes = {spec.name: load_autoencoder(result[spec.name]["checkpoint"], spec) for spec in (S1, S2)}
     model = FusionModel(aes, cfg=cfg.fusion)
-    stage = _fit_stage(
+    stage = fit_stage(
         model, FusionObjective([S1, S2]), fused, out / f"seed{seed}" / "stage2-fusion",
         cfg.train_config("fusion", seed), steps_per_epoch=cfg.steps_per_epoch, eval_split=held,
     )  # fmt: skip
@@ -313,15 +307,15 @@ def _probe_seeds(
 
     Every scene is embedded once; the splits reuse the embeddings.
     """
-    return probe_scores(_probe_inputs(predictor, region, cubes), cfg, seed=seed)
+    return probe_scores(probe_inputs(predictor, region, cubes), cfg, seed=seed)
 
 
 def probe_scores(inputs: list[Any], cfg: ConvergenceConfig, *, seed: int) -> dict[str, Any]:
-    """The probe of :func:`_probe_seeds` on already embedded scenes (``embedder.evaluation.fidelity._probe_inputs``)."""
+    """The probe of :func:`_probe_seeds` on already embedded scenes (``embedder.evaluation.quality.probe_inputs``)."""
     scores = [
         p
         for k in range(cfg.probe_seeds)
-        if (p := _probe_pooled(inputs, block_px=cfg.data.probe_block_px, seed=seed * 100 + k)) is not None
+        if (p := probe_pooled(inputs, block_px=cfg.data.probe_block_px, seed=seed * 100 + k)) is not None
     ]
     if not scores:
         raise ValueError("the land-cover probe found too few pixel-dates in every scene; use larger scenes")

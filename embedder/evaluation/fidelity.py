@@ -4,10 +4,10 @@
 docs/dense.md) on identical shards with identical seeds, epochs, steps and batch sizes, and scores them
 on the same held-out data and downstream checks. In order:
 
-1. **Sample region** (:func:`embedder.sample.write_sample_region`): ``cubes / cubes-per-scene`` scenes
+1. **Sample region** (:func:`embedder.evaluation.region.prepare_region`): ``cubes / cubes-per-scene`` scenes
    of ``scene_px`` (:func:`embedder.sample.default_scenes`); reused when ``region.json`` holds the
    same config.
-2. **Training shards**: the per-cube functions the Ray job ``ray_jobs/build_shards.py`` runs
+2. **Training shards** (:func:`embedder.evaluation.region.prepare_shards`): the per-cube functions the Ray job ``ray_jobs/build_shards.py`` runs
    (:func:`embedder.data.shards.plan_cubes`, :func:`~embedder.data.shards.build_cube_task`), here
    in process; complete cubes are reused. Splits are dealt by cube as always (375/83/42).
 3. **Training**, per encoder, the small preset (``ModelConfig.small``, ``FusionConfig.small``,
@@ -42,25 +42,31 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import xarray as xr
 
 from embedder.config import (
-    BuildShardsConfig,
     ConfigError,
     FusionConfig,
     GppConfig,
     ModelConfig,
     PatchConfig,
-    SampleRegionConfig,
     TrainConfig,
-    to_dict,
+)
+from embedder.evaluation.quality import ProbeScore, probe_inputs, probe_pooled
+from embedder.evaluation.region import (
+    STAGE1_KIND,
+    EvaluationDataError,
+    batch_loader,
+    frame_mean_baselines,
+    heldout_split,
+    prepare_data,
+    spread_indices,
 )
 from embedder.evaluation.towers import DEFAULT_GPP_DIR, TOWER_SITES
 from embedder.models.fusion import FusionModel
@@ -74,14 +80,8 @@ __all__ = [
     "FidelityConfig",
     "FidelityError",
     "FidelityResult",
-    "ProbeScore",
     "VariantResult",
     "compare_encoders",
-    "frame_mean_baselines",
-    "heldout_split",
-    "prepare_data",
-    "prepare_region",
-    "prepare_shards",
     "score_stage1",
     "train_stage1",
     "train_variant",
@@ -96,7 +96,7 @@ RESULT_FILE = "fidelity.json"
 _HALO_PX = 7  # spatial halo of a 15 px window: the scene's outer 7 px get no embedding
 
 
-class FidelityError(ValueError):
+class FidelityError(EvaluationDataError):
     """A comparison setting cannot work (too few cubes for a validation split, missing files, ...)."""
 
 
@@ -262,22 +262,6 @@ class FidelityConfig:
 
 
 @dataclass(frozen=True)
-class ProbeScore:
-    """The land-cover probe of one model, pooled over the region's scenes."""
-
-    accuracy: float
-    """Test accuracy of the logistic regression on the 7-d embedding (weighted by test pixel-dates)."""
-    accuracy_bands: float
-    """The same on the raw 10 S2 bands of the same pixel-dates (the baseline)."""
-    accuracy_majority: float
-    """Always predicting the most frequent training class."""
-    n_test: int
-    """Test pixel-dates over all scenes."""
-    scenes: int
-    """Scenes that could be probed."""
-
-
-@dataclass(frozen=True)
 class VariantResult:
     """Everything measured for one encoder."""
 
@@ -435,121 +419,7 @@ class FidelityResult:
         return "\n".join(lines)
 
 
-# --- 1. the sample region ---------------------------------------------------------------------------------
-
-
-def _region_config(cfg: FidelityConfig) -> SampleRegionConfig:
-    from embedder.sample import default_scenes
-
-    return dataclasses.replace(
-        SampleRegionConfig(), scenes=default_scenes(cfg.n_scenes), size_px=cfg.scene_px, start=cfg.start,
-        end=cfg.end, s2_cadence_days=cfg.s2_cadence_days, seed=cfg.region_seed,
-    )  # fmt: skip
-
-
-def prepare_region(out_dir: str | Path, cfg: FidelityConfig) -> SampleRegion:
-    """The comparison's sample region in ``out_dir``: reused when its ``region.json`` has the same config."""
-    from embedder.sample import MANIFEST_NAME, read_region_manifest, write_sample_region
-
-    root = Path(out_dir)
-    want = _region_config(cfg)
-    if (root / MANIFEST_NAME).is_file():
-        region = read_region_manifest(root)
-        if to_dict(region.cfg) == to_dict(want):
-            return region
-    if root.exists():
-        shutil.rmtree(root)
-    return write_sample_region(root, cfg=want)
-
-
-# --- 2. training shards -----------------------------------------------------------------------------------
-
-
-def _shards_config(region: SampleRegion, shard_root: Path, cfg: FidelityConfig) -> BuildShardsConfig:
-    return BuildShardsConfig(
-        catalog=str(region.catalog_path), shard_root=str(shard_root), start=region.start, end=region.end,
-        region_manifest=str(region.manifest_path), cube_size_px=cfg.cube_px, seed=cfg.seed,
-        patches=cfg.patches, chunk_samples=64, max_cubes=cfg.cubes,
-    )  # fmt: skip
-
-
-def prepare_shards(region: SampleRegion, shard_root: str | Path, cfg: FidelityConfig) -> dict[str, int]:
-    """Build the training shards of the region's first ``cfg.cubes`` cubes (complete ones are reused).
-
-    Runs :func:`embedder.data.shards.build_cube_task` for each planned cube, as ``ray_jobs/build_shards.py``
-    does on Ray. A root built with other settings (recorded in ``fidelity-shards.json``) is rebuilt.
-    Returns cubes per split and training samples per kind.
-    """
-    from embedder.data.shards import ShardDataset, build_cube_task, cube_is_built, plan_cubes
-
-    root = Path(shard_root)
-    scfg = _shards_config(region, root, cfg)
-    stamp = root / "fidelity-shards.json"
-    settings = json.dumps(to_dict(scfg), sort_keys=True, default=str)
-    if root.exists() and (not stamp.is_file() or stamp.read_text() != settings):
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(settings)
-    tasks = plan_cubes(scfg)
-    if len(tasks) < cfg.cubes:
-        raise FidelityError(f"the region has {len(tasks)} cubes of {cfg.cube_px} px, not {cfg.cubes}")
-    for task in tasks:
-        if not cube_is_built(task, scfg):
-            build_cube_task(task, scfg)
-    counts: dict[str, int] = {}
-    for split in ("train", "val", "test"):
-        fused = ShardDataset(str(root), split=split, kind="fused")
-        counts[f"cubes_{split}"] = len(fused.urls)
-        counts[f"samples_{split}_fused"] = len(fused)
-        counts[f"samples_{split}_s1only"] = len(ShardDataset(str(root), split=split, kind="s1only"))
-    return counts
-
-
-def prepare_data(
-    out_dir: Path, cfg: FidelityConfig, *, seconds: dict[str, float], log: Callable[[str], None]
-) -> tuple[SampleRegion, dict[str, int]]:
-    """:func:`prepare_region` and :func:`prepare_shards` in ``out_dir/region`` and ``out_dir/shards``.
-
-    Records their wall time in ``seconds`` (``region``, ``shards``) and logs a line for each.
-    """
-    t0 = time.perf_counter()
-    region = prepare_region(out_dir / "region", cfg)
-    seconds["region"] = time.perf_counter() - t0
-    log(f"region: {len(region.scenes)} scene(s) of {cfg.scene_px} px ({seconds['region']:.0f} s)")
-    t0 = time.perf_counter()
-    counts = prepare_shards(region, out_dir / "shards", cfg)
-    seconds["shards"] = time.perf_counter() - t0
-    log(f"shards: {counts} ({seconds['shards']:.0f} s)")
-    return region, counts
-
-
 # --- 3 and 4. training and held-out centre MAE -------------------------------------------------------------
-
-
-def _spread(n: int, limit: int | None) -> list[int]:
-    """At most ``limit`` indices evenly spread over ``range(n)`` (all when ``limit`` is None)."""
-    if limit is None or n <= limit:
-        return list(range(n))
-    return sorted({int(i) for i in np.linspace(0, n - 1, limit).round()})
-
-
-def _batches(ds: Any, *, batch_size: int, seed: int, shuffle: bool) -> Callable[[int], Iterable[Any]]:
-    """``epoch -> DataLoader``: chunk-shuffled (seeded by ``seed`` and the epoch) or in order."""
-    from torch.utils.data import DataLoader
-
-    from embedder.data.shards import ChunkShuffleSampler
-
-    if shuffle:
-        sampler = ChunkShuffleSampler(ds, shuffle=True, seed=seed)
-        loader = DataLoader(ds, batch_size=batch_size, sampler=sampler)
-
-        def per_epoch(epoch: int) -> Iterable[Any]:
-            sampler.set_epoch(epoch)
-            return loader
-
-        return per_epoch
-    fixed = DataLoader(ds, batch_size=batch_size, shuffle=False)
-    return lambda epoch: fixed
 
 
 @dataclass(frozen=True)
@@ -578,12 +448,12 @@ def _train_stage(
 
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    val = Subset(data["val"], _spread(len(data["val"]), cfg.eval_samples))
-    held = Subset(data[eval_split], _spread(len(data[eval_split]), cfg.eval_samples))
+    val = Subset(data["val"], spread_indices(len(data["val"]), cfg.eval_samples))
+    held = Subset(data[eval_split], spread_indices(len(data[eval_split]), cfg.eval_samples))
     result = fit(
         model,
-        _batches(data["train"], batch_size=cfg.batch_size, seed=cfg.seed, shuffle=True),
-        _batches(val, batch_size=cfg.batch_size, seed=cfg.seed, shuffle=False),
+        batch_loader(data["train"], batch_size=cfg.batch_size, seed=cfg.seed, shuffle=True),
+        batch_loader(val, batch_size=cfg.batch_size, seed=cfg.seed, shuffle=False),
         objective=objective,
         cfg=train_cfg,
         run_dir=run_dir,
@@ -599,7 +469,7 @@ def _train_stage(
     ckpt = load_checkpoint(best, sensors=objective.sensors, kind=objective.kind)
     model.load_state_dict(ckpt["model_state"])
     heldout = evaluate(
-        model, _batches(held, batch_size=cfg.batch_size, seed=cfg.seed, shuffle=False)(0),
+        model, batch_loader(held, batch_size=cfg.batch_size, seed=cfg.seed, shuffle=False)(0),
         objective=objective, cfg=train_cfg,
     )  # fmt: skip
     return _Stage(result.best_epoch, result.best_metric, heldout, best)
@@ -620,10 +490,6 @@ def _check_splits(data: Mapping[str, Mapping[str, Any]], root: str) -> None:
             raise FidelityError(
                 f"the {empty} split(s) of the {kind!r} shards under {root!r} have no samples; use more cubes"
             )
-
-
-_STAGE1_KIND = {"s1": "s1only", "s2": "fused"}
-"""Training windows of each sensor's stage-1 autoencoder: S1 on its own time axis, S2 on fused windows."""
 
 
 def train_stage1(
@@ -650,9 +516,9 @@ def train_stage1(
 
     if encoder not in ENCODERS:
         raise FidelityError(f"encoder {encoder!r} is unknown; use one of {list(ENCODERS)}")
-    if sensor not in _STAGE1_KIND:
-        raise FidelityError(f"sensor {sensor!r} is unknown; use one of {list(_STAGE1_KIND)}")
-    spec, kind, root = (S1 if sensor == "s1" else S2), _STAGE1_KIND[sensor], str(shard_root)
+    if sensor not in STAGE1_KIND:
+        raise FidelityError(f"sensor {sensor!r} is unknown; use one of {list(STAGE1_KIND)}")
+    spec, kind, root = (S1 if sensor == "s1" else S2), STAGE1_KIND[sensor], str(shard_root)
     data = {kind: {s: ShardDataset(root, split=s, kind=kind) for s in ("train", "val", eval_split)}}
     _check_splits(data, root)
     seed = cfg.seed if seed is None else seed
@@ -692,8 +558,8 @@ def score_stage1(
     from embedder.data.shards import ShardDataset
     from embedder.training import ModalityObjective, evaluate, load_autoencoder, load_checkpoint
 
-    if sensor not in _STAGE1_KIND:
-        raise FidelityError(f"sensor {sensor!r} is unknown; use one of {list(_STAGE1_KIND)}")
+    if sensor not in STAGE1_KIND:
+        raise FidelityError(f"sensor {sensor!r} is unknown; use one of {list(STAGE1_KIND)}")
     spec = S1 if sensor == "s1" else S2
     ckpt = load_checkpoint(checkpoint, sensors=[spec], kind="modality")
     have = ckpt["config"]["model"].get("encoder", "paper")
@@ -702,10 +568,10 @@ def score_stage1(
             f"stage-1 checkpoint {str(checkpoint)!r} holds the {have!r} encoder, not {encoder!r}; "
             "pass each encoder its own checkpoints"
         )
-    held = ShardDataset(str(shard_root), split=eval_split, kind=_STAGE1_KIND[sensor])
-    _check_splits({_STAGE1_KIND[sensor]: {eval_split: held}}, str(shard_root))
-    batches = _batches(
-        Subset(held, _spread(len(held), cfg.eval_samples)),
+    held = ShardDataset(str(shard_root), split=eval_split, kind=STAGE1_KIND[sensor])
+    _check_splits({STAGE1_KIND[sensor]: {eval_split: held}}, str(shard_root))
+    batches = batch_loader(
+        Subset(held, spread_indices(len(held), cfg.eval_samples)),
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         shuffle=False,
@@ -774,98 +640,14 @@ def train_variant(
     return model.eval(), {name: {k: stage[k] for k in keep} for name, stage in stages.items()}
 
 
-def _frame_mean_baseline(ds: Any, sensor: str, *, batch_size: int) -> float:
-    """Centre MAE of reconstructing each frame by its mean over valid pixels (per band), over ``ds``."""
-    from torch.utils.data import DataLoader
-
-    from embedder.losses import centre_mae
-
-    total, n = 0.0, 0
-    for batch in DataLoader(ds, batch_size=batch_size, shuffle=False):
-        x, mask = batch[sensor], batch[f"{sensor}_mask"]  # [B, T, C, 15, 15]
-        m = mask.to(x.dtype)
-        mean = (x * m).sum((-2, -1), keepdim=True) / m.sum((-2, -1), keepdim=True).clamp_min(
-            1.0
-        )  # [B, T, C, 1, 1]
-        total += float(centre_mae(mean.expand_as(x), x, mask)) * len(x)  # weighted as evaluate() does
-        n += len(x)
-    return total / max(n, 1)
-
-
-def heldout_split(counts: Mapping[str, int]) -> str:
-    """The split models are scored on: ``test``, or ``val`` when no cube was dealt to test.
-
-    ``counts`` is what :func:`prepare_shards` returns.
-    """
-    return "test" if counts["samples_test_fused"] and counts["samples_test_s1only"] else "val"
-
-
-def frame_mean_baselines(shard_root: str | Path, split: str, cfg: FidelityConfig) -> dict[str, float]:
-    """Centre MAE (``s1``, ``s2``) of the trivial frame-mean reconstruction on the scored samples of ``split``.
-
-    The same (at most ``cfg.eval_samples``, evenly spread) samples :func:`train_stage1` scores; a model
-    below this has learned something about the pixel.
-    """
-    from torch.utils.data import Subset
-
-    from embedder.data.shards import ShardDataset
-
-    out = {}
-    for sensor, kind in _STAGE1_KIND.items():
-        held = ShardDataset(str(shard_root), split=split, kind=kind)
-        subset = Subset(held, _spread(len(held), cfg.eval_samples))
-        out[sensor] = _frame_mean_baseline(subset, sensor, batch_size=cfg.batch_size)
-    return out
-
-
 # --- 5. the land-cover probe -------------------------------------------------------------------------------
-
-
-def _probe_inputs(
-    predictor: Any, region: SampleRegion, cubes: Mapping[str, xr.Dataset]
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per scene: embeddings ``[T, 7, h, w]``, raw bands ``[T, 10, h, w]`` of the same dates, labels ``[h, w]``.
-
-    The probe's view of :func:`embedder.evaluation.quality.scene_features` (one embedding per scene).
-    """
-    from embedder.evaluation.quality import scene_features
-
-    return [(f.emb, f.bands, f.labels) for f in scene_features(predictor, region, cubes)]
-
-
-def _probe_pooled(
-    inputs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], *, block_px: int, seed: int
-) -> ProbeScore | None:
-    """:func:`embedder.evaluation.report.land_cover_probe` of every scene of :func:`_probe_inputs`, pooled."""
-    from embedder.evaluation.report import ReportError, land_cover_probe
-
-    results = []
-    for e, b, labels in inputs:
-        try:
-            results.append(land_cover_probe(e, b, labels, block_px=block_px, seed=seed))
-        except ReportError:
-            continue  # too few pixel-dates in this scene; the others still count
-    if not results:
-        return None
-    n = sum(r.n_test for r in results)
-
-    def pooled(attr: str) -> float:
-        return float(sum(getattr(r, attr) * r.n_test for r in results) / max(n, 1))
-
-    return ProbeScore(
-        accuracy=pooled("accuracy_embedding"),
-        accuracy_bands=pooled("accuracy_bands"),
-        accuracy_majority=pooled("accuracy_majority"),
-        n_test=int(n),
-        scenes=len(results),
-    )
 
 
 def _probe(
     predictor: Any, region: SampleRegion, cubes: Mapping[str, xr.Dataset], *, block_px: int, seed: int
 ) -> ProbeScore | None:
     """Embed every scene and pool :func:`embedder.evaluation.report.land_cover_probe` over them."""
-    return _probe_pooled(_probe_inputs(predictor, region, cubes), block_px=block_px, seed=seed)
+    return probe_pooled(probe_inputs(predictor, region, cubes), block_px=block_px, seed=seed)
 
 
 # --- 6. GPP at the towers ------------------------------------------------------------------------------------

@@ -32,12 +32,15 @@ import numpy as np
 __all__ = [
     "FEATURES",
     "WINDOWS",
+    "ProbeScore",
     "QualityConfig",
     "SceneFeatures",
     "blocked_split",
     "feature_stack",
     "interval95",
     "probe_features",
+    "probe_inputs",
+    "probe_pooled",
     "run_probes",
     "scene_features",
     "stack_series",
@@ -419,7 +422,7 @@ def run_quality(
     """
     from pathlib import Path
 
-    from embedder.evaluation.fidelity import prepare_region
+    from embedder.evaluation.region import prepare_region
     from embedder.evaluation.towers import load_scene_cube
     from embedder.inference import Predictor
     from embedder.training import checkpoint_digest, load_fusion
@@ -447,3 +450,60 @@ def run_quality(
         minutes=(time.perf_counter() - t0) / 60,
     )
     return out
+
+
+@dataclass(frozen=True)
+class ProbeScore:
+    """The land-cover probe of one model, pooled over the region's scenes."""
+
+    accuracy: float
+    """Test accuracy of the logistic regression on the 7-d embedding (weighted by test pixel-dates)."""
+    accuracy_bands: float
+    """The same on the raw 10 S2 bands of the same pixel-dates (the baseline)."""
+    accuracy_majority: float
+    """Always predicting the most frequent training class."""
+    n_test: int
+    """Test pixel-dates over all scenes."""
+    scenes: int
+    """Scenes that could be probed."""
+
+
+# --- the land-cover probe of one model, pooled over scenes (fidelity, convergence) -------------------------------------------------------------------------------
+
+
+def probe_inputs(
+    predictor: Any, region: Any, cubes: Mapping[str, Any]
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per scene of a ``SampleRegion``: embeddings ``[T, 7, h, w]``, raw bands ``[T, 10, h, w]`` of the same dates, labels ``[h, w]``.
+
+    The probe's view of :func:`embedder.evaluation.quality.scene_features` (one embedding per scene).
+    """
+    return [(f.emb, f.bands, f.labels) for f in scene_features(predictor, region, cubes)]
+
+
+def probe_pooled(
+    inputs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], *, block_px: int, seed: int
+) -> ProbeScore | None:
+    """:func:`embedder.evaluation.report.land_cover_probe` of every scene of :func:`probe_inputs`, pooled."""
+    from embedder.evaluation.report import ReportError, land_cover_probe
+
+    results = []
+    for e, b, labels in inputs:
+        try:
+            results.append(land_cover_probe(e, b, labels, block_px=block_px, seed=seed))
+        except ReportError:
+            continue  # too few pixel-dates in this scene; the others still count
+    if not results:
+        return None
+    n = sum(r.n_test for r in results)
+
+    def pooled(attr: str) -> float:
+        return float(sum(getattr(r, attr) * r.n_test for r in results) / max(n, 1))
+
+    return ProbeScore(
+        accuracy=pooled("accuracy_embedding"),
+        accuracy_bands=pooled("accuracy_bands"),
+        accuracy_majority=pooled("accuracy_majority"),
+        n_test=int(n),
+        scenes=len(results),
+    )

@@ -39,15 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from embedder.config import ConfigError, to_dict
-from embedder.evaluation.fidelity import (
-    ENCODERS,
-    FidelityConfig,
-    FidelityError,
-    frame_mean_baselines,
-    heldout_split,
-    prepare_data,
-    train_stage1,
-)
+from embedder.evaluation.fidelity import ENCODERS, FidelityConfig, FidelityError, train_stage1
+from embedder.evaluation.region import frame_mean_baselines, heldout_split, prepare_data
 
 __all__ = [
     "RESULT_FILE",

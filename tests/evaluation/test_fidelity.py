@@ -20,9 +20,9 @@ from embedder.evaluation.fidelity import (
     FidelityConfig,
     FidelityError,
     compare_encoders,
-    prepare_region,
     train_variant,
 )
+from embedder.evaluation.region import prepare_region
 from embedder.evaluation.towers import DEFAULT_GPP_DIR, FORCING
 from embedder.training import load_checkpoint
 

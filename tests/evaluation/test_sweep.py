@@ -218,7 +218,7 @@ def test_a_diverged_stage_says_so_and_names_the_learning_rate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import embedder.training
-    from embedder.evaluation.fidelity import prepare_region, prepare_shards
+    from embedder.evaluation.region import prepare_region, prepare_shards
 
     base = FidelityConfig.tiny(gpp=False)
     region = prepare_region(tmp_path / "region", base)
