@@ -40,9 +40,9 @@ from embedder.data.stac import (
     CatalogError,
     DateLike,
     MemoryCatalog,
-    _is_planetary_computer,
     check_bbox,
     check_period,
+    is_planetary_computer,
     open_catalog,
 )
 from embedder.geo import BBox, add_bbox_option, bbox_argv
@@ -362,7 +362,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"embedder stac-snapshot: {err}", file=sys.stderr)
         return 1
     text = PLANETARY_COMPUTER_URL if args.catalog == "planetary-computer" else args.catalog
-    is_pc = text.startswith(("http://", "https://")) and _is_planetary_computer(text)
+    is_pc = text.startswith(("http://", "https://")) and is_planetary_computer(text)
     # read unsigned (tokens expire); a Planetary Computer snapshot is signed when it is read
     catalog = open_catalog(text, sign=False)
     if isinstance(catalog, GeoParquetCatalog):  # a snapshot of a snapshot keeps its signing

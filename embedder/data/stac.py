@@ -471,7 +471,8 @@ class StacApiCatalog:
         return f"StacApiCatalog({self.url!r})"
 
 
-def _is_planetary_computer(url: str) -> bool:
+def is_planetary_computer(url: str) -> bool:
+    """Whether ``url`` is Planetary Computer's STAC API (its items need signing)."""
     return urlparse(url).netloc.endswith("planetarycomputer.microsoft.com")
 
 
@@ -535,7 +536,7 @@ def open_catalog(
             return _cached_snapshot(text)
         return GeoParquetCatalog(text, storage_options=storage_options, sign=sign)
     if text.startswith(("http://", "https://")):
-        use_sign = _is_planetary_computer(text) if sign is None else bool(sign)
+        use_sign = is_planetary_computer(text) if sign is None else bool(sign)
         return _cached_api(text, use_sign) if cached else _open_api(text, use_sign)
     if "://" in text and not text.startswith("file://"):
         raise CatalogError(

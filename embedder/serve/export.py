@@ -18,13 +18,13 @@ from embedder.serve.parse import (
     ServeError,
 )
 from embedder.serve.query import (
-    _region_plan,
-    _size,
-    _strips,
-    _warn_partial,
+    human_size,
     plan_strips,
     read_region,
+    region_plan,
+    region_strips,
     unique_errors,
+    warn_partial,
 )
 from embedder.serve.reader import (
     RegionWindow,
@@ -77,7 +77,7 @@ def export_region(
             f"(mkdir -p {dest.parent})"
         )
     kw = {"start": start, "end": end, "window": window, "reduce": reduce}
-    reg, days, bins = _region_plan(r, bbox, start, end, window, reduce, limit_px=None)
+    reg, days, bins = region_plan(r, bbox, start, end, window, reduce, limit_px=None)
     h, w = reg.ys.stop - reg.ys.start, reg.xs.stop - reg.xs.start
     n_out = len(days) if bins is None else len(bins)
     out_bytes = n_out * EMBEDDING_DIM * h * w * 4
@@ -85,7 +85,7 @@ def export_region(
     if out_bytes > limit:
         raise RegionTooLargeError(
             f"the export ({n_out} dates/windows x {EMBEDDING_DIM} x {h} x {w} px, float32) would be "
-            f"{_size(out_bytes)}, over the limit of {_size(limit)} (ServeConfig.max_export_gib; "
+            f"{human_size(out_bytes)}, over the limit of {human_size(limit)} (ServeConfig.max_export_gib; "
             "`embedder export --max-gib`); split the bbox or the period, or use a window"
         )
     rows = plan_strips(r, reg, days, bins, max_mib=max_mib)
@@ -97,7 +97,7 @@ def export_region(
             ds = read_region(r, bbox, max_mib=max_mib, **kw)
             _netcdf_ready(ds).to_netcdf(part, engine="scipy")
         else:
-            strips = _strips(r, reg, days, bins, window=window, reduce=reduce, strip_px=rows, lost=lost)
+            strips = region_strips(r, reg, days, bins, window=window, reduce=reduce, strip_px=rows, lost=lost)
             if kind == "zarr":
                 for i, strip in enumerate(strips):
                     strip = _netcdf_ready(strip.drop_vars("unreadable", errors="ignore"))
@@ -122,7 +122,7 @@ def export_region(
             shutil.rmtree(part, ignore_errors=True)
         elif part.exists():
             part.unlink()
-    _warn_partial(f"export {str(dest)!r}", unique_errors(lost))
+    warn_partial(f"export {str(dest)!r}", unique_errors(lost))
     return dest
 
 

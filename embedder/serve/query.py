@@ -82,7 +82,8 @@ def quiet_partial() -> Iterator[None]:
         _QUIET.on = before
 
 
-def _warn_partial(what: str, errors: Sequence[CorruptChunkError]) -> None:
+def warn_partial(what: str, errors: Sequence[CorruptChunkError]) -> None:
+    """Warn once per result that ``what`` is partial: the damaged chunks it was read around."""
     import warnings
 
     if errors and not getattr(_QUIET, "on", False):
@@ -272,7 +273,7 @@ def sample_points(
                 **where_kw,
             )
     out = [s for s in results if s is not None]
-    _warn_partial(
+    warn_partial(
         f"point series ({sum(s.status in ('partial', 'unreadable') for s in out)} of {len(out)} points)",
         unique_errors([e for s in out for e in s.unreadable]),
     )
@@ -299,7 +300,7 @@ def probe(
         s = sample_points(store, [(lon, lat)], start=start, end=end, storage_options=storage_options)[0]
     if s.status == "unreadable":
         raise s.unreadable[0]
-    _warn_partial("point series", s.unreadable)
+    warn_partial("point series", s.unreadable)
     return s
 
 
@@ -326,9 +327,10 @@ def _reduce(vals: np.ndarray, how: str) -> np.ndarray:
     return np.where(n > 0, out, np.nan).astype(np.float32)
 
 
-def _region_plan(
+def region_plan(
     r: StoreReader, bbox: Any, start: Any, end: Any, window: Any, reduce: str, *, limit_px: int | None
 ) -> tuple[RegionWindow, np.ndarray, list[tuple[dt.date, dt.date]] | None]:
+    """A region request parsed once: its pixel window, its stored days and its windows (None: per date)."""
     if reduce not in REDUCERS:
         raise ServeError(f"reduce={reduce!r} is not one of {', '.join(REDUCERS)}")
     if start is None or end is None:
@@ -352,7 +354,7 @@ def _region_plan(
 _MIB = 2**20
 
 
-def _size(nbytes: float) -> str:
+def human_size(nbytes: float) -> str:
     """``nbytes`` for a message: MiB below a GiB, else GiB (TiB above)."""
     for unit, div in (("TiB", 2**40), ("GiB", 2**30)):
         if nbytes >= div:
@@ -392,8 +394,8 @@ def plan_strips(
     per_row = _strip_bytes(n_out, _dates_per_read(days, bins), 1, w)
     if per_row > limit:
         raise RegionTooLargeError(
-            f"one row of {w} px of this region over {n_out} dates/windows needs {_size(per_row)} in memory, "
-            f"over the limit of {_size(limit)} (ServeConfig.max_request_mib); ask for a narrower bbox or a "
+            f"one row of {w} px of this region over {n_out} dates/windows needs {human_size(per_row)} in memory, "
+            f"over the limit of {human_size(limit)} (ServeConfig.max_request_mib); ask for a narrower bbox or a "
             "shorter period or window"
         )
     rows = min(strip_px or r.cfg.strip_px, reg.ys.stop - reg.ys.start)
@@ -420,12 +422,12 @@ def iter_region_strips(
     chunks has NaN there, an ``unreadable`` variable and ``partial``/``unreadable`` attributes.
     """
     r = as_reader(store, storage_options)
-    reg, days, bins = _region_plan(r, bbox, start, end, window, reduce, limit_px=None)
+    reg, days, bins = region_plan(r, bbox, start, end, window, reduce, limit_px=None)
     rows = plan_strips(r, reg, days, bins, strip_px=strip_px, max_mib=max_mib)
-    yield from _strips(r, reg, days, bins, window=window, reduce=reduce, strip_px=rows, lost=[])
+    yield from region_strips(r, reg, days, bins, window=window, reduce=reduce, strip_px=rows, lost=[])
 
 
-def _strips(
+def region_strips(
     r: StoreReader,
     reg: RegionWindow,
     days: np.ndarray,
@@ -543,7 +545,7 @@ def region_bytes(r: StoreReader, reg: RegionWindow, days: np.ndarray, bins: Any)
 def _checked_plan(
     r: StoreReader, bbox: Any, start: Any, end: Any, window: Any, reduce: str, *, max_mib: float | None = None
 ) -> tuple[RegionWindow, np.ndarray, list[tuple[dt.date, dt.date]] | None]:
-    reg, days, bins = _region_plan(r, bbox, start, end, window, reduce, limit_px=r.cfg.max_region_px)
+    reg, days, bins = region_plan(r, bbox, start, end, window, reduce, limit_px=r.cfg.max_region_px)
     n_t = len(days) if bins is None else len(bins)
     values = n_t * EMBEDDING_DIM * (reg.ys.stop - reg.ys.start) * (reg.xs.stop - reg.xs.start)
     if values > r.cfg.max_region_values:
@@ -555,8 +557,8 @@ def _checked_plan(
     if need > limit:
         raise RegionTooLargeError(
             f"the extract ({n_t} dates/windows x {EMBEDDING_DIM} x {reg.ys.stop - reg.ys.start} x "
-            f"{reg.xs.stop - reg.xs.start} px) needs about {_size(need)} in memory, over the limit of "
-            f"{_size(limit)} (ServeConfig.max_request_mib); shorten the period, use a window, or export it"
+            f"{reg.xs.stop - reg.xs.start} px) needs about {human_size(need)} in memory, over the limit of "
+            f"{human_size(limit)} (ServeConfig.max_request_mib); shorten the period, use a window, or export it"
         )
     return reg, days, bins
 
@@ -606,7 +608,7 @@ def read_region(
     r = as_reader(store, storage_options)
     reg, days, bins = _checked_plan(r, bbox, start, end, window, reduce, max_mib=max_mib)
     lost: list[CorruptChunkError] = []
-    strips = list(_strips(r, reg, days, bins, window=window, reduce=reduce, strip_px=None, lost=lost))
+    strips = list(region_strips(r, reg, days, bins, window=window, reduce=reduce, strip_px=None, lost=lost))
     if lost:  # every strip the same variables, the attributes of the whole region
         for st in strips:
             if "unreadable" not in st:
@@ -621,5 +623,5 @@ def read_region(
     )
     if lost:
         _mark_partial(ds, lost, None)
-        _warn_partial(f"region {bbox!r}", unique_errors(lost))
+        warn_partial(f"region {bbox!r}", unique_errors(lost))
     return _georef(ds, reg.zone.zone.epsg)
