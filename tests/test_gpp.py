@@ -456,6 +456,19 @@ def test_drivers_reach_every_model_and_the_vi_baselines_take_their_products():
     assert r2["image"][("ndvi", "ALL")] < 0.5
     assert r2["drivers"][("ndvi", "ALL")] > 0.99  # NDVI x ppfd is the truth
     assert r2["drivers"][("linear", "ALL")] > r2["image"][("linear", "ALL")] + 0.2
+    # a 365-day forcing calendar (no 29 February, as FluxDataKit's) loses no window over the leap day;
+    # a longer gap in the forcing drops the windows over it
+    no_leap = forcing[~((forcing["date"].dt.month == 2) & (forcing["date"].dt.day == 29))]
+    leapless = G.evaluate(
+        bands, flux, cfg=GppConfig.small(models=("ndvi",), drivers=("ppfd",)), forcing=no_leap
+    )
+    n = given.set_index(["model", "site"])["n"]
+    assert leapless.set_index(["model", "site"]).loc[("ndvi", "ALL"), "n"] == n[("ndvi", "ALL")]
+    week = (forcing["date"] >= "2020-06-01") & (forcing["date"] < "2020-06-08")
+    holed = G.evaluate(
+        bands, flux, cfg=GppConfig.small(models=("ndvi",), drivers=("ppfd",)), forcing=forcing[~week]
+    )
+    assert holed.set_index(["model", "site"]).loc[("ndvi", "ALL"), "n"] < n[("ndvi", "ALL")]
     with pytest.raises(G.GppInputError, match="forcing"):
         G.evaluate(bands, flux, cfg=GppConfig.small(drivers=("ppfd",)))
     with pytest.raises(G.GppInputError, match=r"\['swc'\].*ppfd"):

@@ -197,8 +197,18 @@ def _lue_inputs(windows: Windows, forcing: pd.DataFrame) -> np.ndarray:
     return f.reindex(keys).to_numpy(dtype=np.float64)[:, None]
 
 
+DRIVER_GAP_DAYS = 3
+"""Days a driver may be missing in a row and still be filled, linearly between its neighbours: forcing
+tables on a 365-day calendar (FluxDataKit/rsofun) have no 29 February, which would otherwise drop every
+90-day window over it."""
+
+
 def _with_drivers(daily: pd.DataFrame, forcing: pd.DataFrame | None, drivers: list[str]) -> pd.DataFrame:
-    """``daily`` with the forcing columns ``drivers`` of the same site and day (NaN where absent)."""
+    """``daily`` with the forcing columns ``drivers`` of the same site and day.
+
+    Gaps of at most :data:`DRIVER_GAP_DAYS` days inside a site's record are filled linearly; longer gaps
+    and days outside the record stay NaN (their windows are dropped).
+    """
     if forcing is None:
         raise GppInputError(
             f"gpp.drivers {drivers} need the daily forcing table (read_forcing; --forcing on the command line)"
@@ -211,7 +221,17 @@ def _with_drivers(daily: pd.DataFrame, forcing: pd.DataFrame | None, drivers: li
     if clash:
         raise GppInputError(f"gpp.drivers {clash} are also feature columns; rename the features or drop them")
     day = forcing.groupby(["site", "date"], as_index=False)[drivers].mean()
-    return daily.merge(day, on=["site", "date"], how="left")
+    parts = []
+    for site, grp in day.groupby("site"):
+        series = grp.set_index("date")[drivers].asfreq("D")  # the missing days as rows of NaN
+        filled = series.interpolate(method="time", limit=DRIVER_GAP_DAYS, limit_area="inside")
+        # a gap longer than the limit stays missing as a whole, not filled at its edges
+        run = series.isna().any(axis=1)
+        run_id = (run != run.shift()).cumsum()
+        too_long = run & (run.groupby(run_id).transform("size") > DRIVER_GAP_DAYS)
+        filled[too_long] = np.nan
+        parts.append(filled.reset_index().assign(site=site))
+    return daily.merge(pd.concat(parts, ignore_index=True), on=["site", "date"], how="left")
 
 
 def _vi_inputs(last_day: np.ndarray, k: int, driver_idx: list[int]) -> np.ndarray:
