@@ -461,10 +461,7 @@ def test_cli_prints_summary_and_reports_errors(tmp_path: Path, capsys: pytest.Ca
     out = capsys.readouterr().out
     assert "EPSG:32632" in out and "1 dates, 1 usable" in out and "s1_missing=True" in out
     assert (
-        cli_main(
-            [path, "--bbox", "50.0,11.9,50.1,200", "--start", "2023-03-01", "--end", "2023-03-02"]
-        )
-        == 1
+        cli_main([path, "--bbox", "50.0,11.9,50.1,200", "--start", "2023-03-01", "--end", "2023-03-02"]) == 1
     )
     assert "BBoxError" in capsys.readouterr().err
     # a 2 x 2 degree bbox over the item: refused with its size before any pixel is read
