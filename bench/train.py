@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Ray Train job (1 worker): {ray_rate:.1f} samples/CPU-s ({ray_wall:.1f}/wall-s)", flush=True)
         plain_2, plain_wall_2 = plain_run(cfg, root / "plain2")
         print(f"plain torch loop again: {plain_2:.1f} samples/CPU-s ({plain_wall_2:.1f}/wall-s)", flush=True)
+        flops = train_flops_per_sample(cfg)  # reads the shards: inside the temporary folder
 
     plain = (plain_1 + plain_2) / 2
     plain_wall = (plain_wall_1 + plain_wall_2) / 2
@@ -231,7 +232,6 @@ def main(argv: list[str] | None = None) -> int:
         "model": "ModelConfig()" if a.preset == "paper" else "ModelConfig.small()",
         **loader,
     }
-    flops = train_flops_per_sample(cfg)
     result.update(flops_per_sample=flops, peak_gflops=round(peak, 1), **machine())
     result.update({k: round(v, 3) for k, v in efficiency(plain, flops, peak, prefix="plain_").items()})
     result.update({k: round(v, 3) for k, v in efficiency(ray_rate, flops, peak).items()})
