@@ -111,6 +111,7 @@ class ConvergenceResult:
     def flat(self) -> dict[str, Any]:
         """The flat keys of ``bench/results/convergence.json`` (means over seeds, ``_sd``, per seed)."""
         rows: dict[str, list[float]] = {}
+        out: dict[str, Any] = {"seeds": len(self.seeds)}
         timed_minutes: list[float] = []
         for seed, r in sorted(self.seeds.items()):
             # training time of the three stages (a stage reused from an earlier run keeps its own); it
@@ -119,9 +120,9 @@ class ConvergenceResult:
             timed = all(is_timing(r[s].get("timing")) for s in _STAGES)
             if timed:
                 timed_minutes.append(minutes)
+            # per seed only: a mean over seeds that were not timings would mislead
+            out[f"seed{seed}_train_minutes"], out[f"seed{seed}_train_timed"] = minutes, float(timed)
             one = {
-                "train_minutes": minutes,
-                "train_timed": float(timed),
                 "probe_emb_linear": r["probe"]["emb"],
                 "probe_bands_linear": r["probe"]["bands"],
                 "probe_majority": r["probe"]["majority"],
@@ -137,10 +138,7 @@ class ConvergenceResult:
             for k, v in one.items():
                 rows.setdefault(k, []).append(float(v))
                 rows.setdefault(f"seed{seed}_{k}", []).append(float(v))
-        out: dict[str, Any] = {"seeds": len(self.seeds)}
         for k, vs in rows.items():
-            if k in ("train_minutes", "train_timed"):  # per seed only: a mean over untimed runs misleads
-                continue
             out[k] = float(np.mean(vs))
             if not k.startswith("seed") and len(vs) > 1:
                 out[f"{k}_sd"] = float(np.std(vs, ddof=1))

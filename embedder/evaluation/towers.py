@@ -545,6 +545,8 @@ def fapar_ceiling(
     (:func:`embedder.gpp.read_flux`), ``forcing`` ``site, date, fapar`` and the drivers
     (:func:`embedder.gpp.read_forcing`).
     """
+    from embedder.gpp.model import apply_linear, fit_linear, index_driver_design
+
     y0, y1 = years
     cols = ["fapar", *drivers]
     m = gpp.merge(forcing[["site", "date", *cols]], on=["site", "date"]).dropna(subset=["gpp", *cols])
@@ -554,12 +556,9 @@ def fapar_ceiling(
         return float("nan")
 
     def design(t: pd.DataFrame) -> np.ndarray:
-        f = t[["fapar"]].to_numpy()
-        d = t[list(drivers)].to_numpy()
-        return np.concatenate([f, f * d, d, np.ones_like(f)], axis=1)
+        return index_driver_design(t[["fapar"]].to_numpy(), t[list(drivers)].to_numpy())
 
-    coef, *_ = np.linalg.lstsq(design(train), train["gpp"].to_numpy(), rcond=None)
-    pred = design(test) @ coef
+    pred = apply_linear(fit_linear(design(train), train["gpp"].to_numpy()), design(test))
     obs = test["gpp"].to_numpy()
     return float(1.0 - ((obs - pred) ** 2).sum() / ((obs - obs.mean()) ** 2).sum())
 

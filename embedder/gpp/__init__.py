@@ -67,6 +67,7 @@ from embedder.gpp.model import (
     TransformerRegressor,
     fit_linear,
     fit_regressor,
+    index_driver_design,
     predict_regressor,
 )
 
@@ -86,6 +87,7 @@ __all__ = [
     "evaluate",
     "fit_linear",
     "fit_regressor",
+    "index_driver_design",
     "make_windows",
     "mean_within_radius",
     "metrics_table",

@@ -41,6 +41,7 @@ from embedder.gpp.model import (
     apply_linear,
     fit_linear,
     fit_regressor,
+    index_driver_design,
     predict_regressor,
 )
 
@@ -224,8 +225,8 @@ def _with_drivers(daily: pd.DataFrame, forcing: pd.DataFrame | None, drivers: li
     parts = []
     for site, grp in day.groupby("site"):
         series = grp.set_index("date")[drivers].asfreq("D")  # the missing days as rows of NaN
-        filled = series.interpolate(method="time", limit=DRIVER_GAP_DAYS, limit_area="inside")
-        # a gap longer than the limit stays missing as a whole, not filled at its edges
+        filled = series.interpolate(method="time", limit_area="inside")
+        # a gap longer than the limit stays missing as a whole
         run = series.isna().any(axis=1)
         run_id = (run != run.shift()).cumsum()
         too_long = run & (run.groupby(run_id).transform("size") > DRIVER_GAP_DAYS)
@@ -235,10 +236,8 @@ def _with_drivers(daily: pd.DataFrame, forcing: pd.DataFrame | None, drivers: li
 
 
 def _vi_inputs(last_day: np.ndarray, k: int, driver_idx: list[int]) -> np.ndarray:
-    """A vegetation-index baseline's inputs: the index, then per driver the product and the driver."""
-    vi = last_day[:, [k]]
-    cols = [vi] + [vi * last_day[:, [j]] for j in driver_idx] + [last_day[:, [j]] for j in driver_idx]
-    return np.concatenate(cols, axis=1)
+    """A vegetation-index baseline's inputs (:func:`~embedder.gpp.model.index_driver_design`)."""
+    return index_driver_design(last_day[:, [k]], last_day[:, driver_idx])
 
 
 def run_evaluation(

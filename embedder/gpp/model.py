@@ -173,6 +173,15 @@ def fit_linear(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.asarray(coef)
 
 
+def index_driver_design(index: np.ndarray, drivers: np.ndarray) -> np.ndarray:
+    """The light-use-efficiency form of a linear GPP model: ``[index, index x driver..., driver...]``.
+
+    ``index [N, 1]`` (NDVI, EVI or fAPAR), ``drivers [N, K]`` (e.g. PPFD, temperature; ``K`` may be 0) ->
+    ``[N, 1 + 2K]``; :func:`fit_linear` adds the intercept.
+    """
+    return np.concatenate([index, index * drivers, drivers], axis=1)
+
+
 def apply_linear(coef: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Predictions of :func:`fit_linear`'s coefficients (weights, then intercept) on ``x``."""
     return np.asarray(x @ coef[:-1] + coef[-1])
