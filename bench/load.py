@@ -1,15 +1,20 @@
-"""Cube-loading throughput: odc-stac vs a plain rasterio windowed read of the same COGs.
+"""Cube-loading throughput: the loader vs a plain rasterio windowed read of the same COGs.
 
 Writes a sample region (one scene, larger than the test one) into a temporary folder, then reads all
-Sentinel-2 items (10 bands + SCL) of the scene onto its 10 m grid twice:
+Sentinel-2 items (10 bands + SCL) of the scene onto its 10 m grid three times:
 
-* ``odc.stac.load(items, groupby="id", geobox=...)`` (what :func:`embedder.data.cubes.load_cube` uses);
+* the loader, :func:`embedder.data.cubes.read_items` (what :func:`~embedder.data.cubes.load_cube` reads
+  with): assets on the output's UTM grid are read directly (:mod:`embedder.data.gridread`), anything else
+  through odc-stac;
+* odc-stac alone (``read_items(..., direct=False)``: ``odc.stac.load(items, groupby="id", geobox=...)``);
 * per item and asset, ``rasterio.open(href).read(1, window=..., out_shape=(H, W))`` with the same
   resampling (bilinear, SCL nearest), i.e. the same output arrays with no reprojection machinery.
 
-Both single-threaded, best of ``--repeats`` (warm page cache). Throughput is output MB (native dtype)
-per second and pixel-dates (pixels x items) per second; ``ratio = odc_stac_mb_s / rasterio_mb_s``.
-Also times the whole :func:`load_cube` (S2 + S1 processing) for reference.
+All single-threaded, best of ``--repeats`` (warm page cache). Throughput is output MB (native dtype)
+per second and pixel-dates (pixels x items) per second; ``ratio = loader_mb_s / rasterio_mb_s`` and
+``odc_stac_ratio = odc_stac_mb_s / rasterio_mb_s``. Correctness: the loader's pixels must equal
+odc-stac's (same nodata pixels, values at most 1 DN apart: GDAL's rounding), or the bench fails. Also
+times the whole :func:`load_cube` (S2 + S1 processing) for reference.
 
 ``stac_requests_per_unit`` counts catalog requests, not time: the region's catalog is served by a local
 STAC API (:class:`embedder.testing.stac_api.LocalStacApi`, with the sort extension like Planetary
@@ -39,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import odc.stac
 import pystac
 import rasterio
 from affine import Affine
@@ -47,8 +51,8 @@ from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
 from rasterio.windows import from_bounds
 
-from embedder.config import SampleRegionConfig
-from embedder.data.cubes import load_cube
+from embedder.config import CubeConfig, SampleRegionConfig
+from embedder.data.cubes import load_cube, read_items
 from embedder.data.stac import clear_catalog_cache, open_catalog
 from embedder.grid import region_from_text, work_units
 from embedder.inference import temporal_halo_days
@@ -59,19 +63,28 @@ from embedder.testing.stac_api import LocalStacApi
 RESULTS = Path(__file__).resolve().parent / "results" / "load.json"
 
 
-def odc_read(items: list[pystac.Item], geobox: GeoBox, assets: list[str]) -> int:
-    ds = odc.stac.load(
-        items,
-        bands=assets,
-        geobox=geobox,
-        groupby="id",
-        preserve_original_order=True,
-        resampling={"*": S2.resampling, "SCL": "nearest"},
-        stac_cfg={S2.collection: {"assets": {"*": {"data_type": S2.dtype, "nodata": S2.nodata}}}},
-        pool=1,
-        chunks=None,
-    )
-    return int(sum(ds[a].nbytes for a in assets))
+ONE_THREAD = CubeConfig(read_threads=1)
+
+
+def loader_read(items: list[pystac.Item], geobox: GeoBox, *, direct: bool) -> dict[str, np.ndarray]:
+    return read_items(items, geobox, S2, ONE_THREAD, direct=direct)
+
+
+def nbytes(arrays: dict[str, np.ndarray]) -> int:
+    return int(sum(a.nbytes for a in arrays.values()))
+
+
+def check_same_pixels(loader: dict[str, np.ndarray], odc: dict[str, np.ndarray]) -> int:
+    """The largest DN difference between the loader's and odc-stac's arrays; raises unless they agree."""
+    worst = 0
+    for asset, a in loader.items():
+        b = odc[asset]
+        if not np.array_equal(a == S2.nodata, b == S2.nodata):
+            raise RuntimeError(f"{asset}: the loader and odc-stac disagree on which pixels are nodata")
+        worst = max(worst, int(np.abs(a.astype(np.int64) - b.astype(np.int64)).max()))
+    if worst > 1:
+        raise RuntimeError(f"the loader's pixels differ from odc-stac's by up to {worst} DN (allowed: 1)")
+    return worst
 
 
 def rasterio_read(items: list[pystac.Item], geobox: GeoBox, assets: list[str]) -> int:
@@ -165,23 +178,36 @@ def main() -> int:
         )
         assets = [*S2.assets, "SCL"]
 
-        odc_s, odc_bytes = best_time(lambda: odc_read(items, geobox, assets), args.repeats)
+        max_dn_diff = check_same_pixels(
+            loader_read(items, geobox, direct=True), loader_read(items, geobox, direct=False)
+        )
+        loader_s, loader_bytes = best_time(
+            lambda: nbytes(loader_read(items, geobox, direct=True)), args.repeats
+        )
+        odc_s, odc_bytes = best_time(lambda: nbytes(loader_read(items, geobox, direct=False)), args.repeats)
         rio_s, rio_bytes = best_time(lambda: rasterio_read(items, geobox, assets), args.repeats)
-        if odc_bytes != rio_bytes:
-            raise RuntimeError(f"the two readers produced different sizes: {odc_bytes} vs {rio_bytes} bytes")
+        if not loader_bytes == odc_bytes == rio_bytes:
+            raise RuntimeError(
+                f"the readers produced different sizes: {loader_bytes}, {odc_bytes}, {rio_bytes} bytes"
+            )
         cube_s, _ = best_time(lambda: load_cube(catalog, geobox, region.start, region.end).sizes["time"], 1)
         requests = stac_requests_per_unit(region)
         requests_months = stac_requests_per_unit(region, sort=False)
 
     pixel_dates = scene.size_px * scene.size_px * len(items)
     result = {
+        "loader_mb_s": round(loader_bytes / loader_s / 1e6, 2),
         "odc_stac_mb_s": round(odc_bytes / odc_s / 1e6, 2),
         "rasterio_mb_s": round(rio_bytes / rio_s / 1e6, 2),
-        "ratio": round((odc_bytes / odc_s) / (rio_bytes / rio_s), 3),
+        "ratio": round((loader_bytes / loader_s) / (rio_bytes / rio_s), 3),
+        "odc_stac_ratio": round((odc_bytes / odc_s) / (rio_bytes / rio_s), 3),
+        "loader_vs_odc_max_dn_diff": max_dn_diff,
+        "loader_pixel_dates_s": round(pixel_dates / loader_s),
         "odc_stac_pixel_dates_s": round(pixel_dates / odc_s),
         "rasterio_pixel_dates_s": round(pixel_dates / rio_s),
         "load_cube_pixel_dates_s": round(pixel_dates / cube_s),
         "load_cube_s": round(cube_s, 3),
+        "loader_s": round(loader_s, 3),
         "odc_stac_s": round(odc_s, 3),
         "rasterio_s": round(rio_s, 3),
         "output_mb": round(odc_bytes / 1e6, 2),

@@ -43,6 +43,7 @@ from odc.geo.geobox import GeoBox
 from rasterio.errors import NotGeoreferencedWarning
 
 from embedder.config import ConfigError, CubeConfig
+from embedder.data.gridread import read_aligned
 from embedder.data.stac import (
     BBoxError,
     Catalog,
@@ -69,6 +70,7 @@ __all__ = [
     "cube_from_cropharvest",
     "geobox_from_bbox",
     "load_cube",
+    "read_items",
     "s1_to_unit",
 ]
 
@@ -145,19 +147,60 @@ def _find_corrupt(items: Sequence[pystac.Item], assets: Sequence[str]) -> tuple[
     return None
 
 
-def _read(
-    items: list[pystac.Item], geobox: GeoBox, sensor: SensorSpec, cfg: CubeConfig
+def _corrupt(item: pystac.Item, href: str, err: Exception) -> CorruptAssetError:
+    return CorruptAssetError(
+        f"cannot read asset {href!r} of item {item.id!r} ({type(err).__name__}: {err}); the COG is "
+        "corrupt or truncated: re-download it, or remove the item from the catalog"
+    )
+
+
+def read_items(
+    items: list[pystac.Item], geobox: GeoBox, sensor: SensorSpec, cfg: CubeConfig, *, direct: bool = True
 ) -> dict[str, np.ndarray]:
-    """Read ``items`` onto ``geobox``: one slice per item, in the given order, native dtype.
+    """Read ``items`` onto ``geobox``: one slice per item, in the given order, native dtype, no scaling.
 
-    Returns ``{asset: array [n_items, H, W]}`` for the sensor's band assets and its mask asset.
+    Returns ``{asset: array [n_items, H, W]}`` for the sensor's band assets and its mask asset (resampled
+    nearest). Items on the output grid's own UTM grid (every asset a whole-pixel shift or a whole-multiple
+    coarsening of it) are read directly (:func:`embedder.data.gridread.read_aligned`, the same pixels as
+    odc-stac's warp); the rest, or all with ``direct=False``, go through odc-stac. An unreadable asset
+    raises :class:`CorruptAssetError`.
     """
-    import odc.stac
-
     assets = list(sensor.assets) + ([sensor.mask_asset] if sensor.mask_asset else [])
     resampling: dict[str, str] = {"*": sensor.resampling}
     if sensor.mask_asset:
         resampling[sensor.mask_asset] = "nearest"  # class labels must never be interpolated
+    if not direct:
+        return _read_odc(items, geobox, sensor, assets, resampling, cfg)
+    h, w = geobox.shape.yx
+    out = {a: np.empty((len(items), h, w), dtype=sensor.dtype) for a in assets}
+    rest = read_aligned(
+        items,
+        assets,
+        geobox,
+        out,
+        nodata=sensor.nodata,
+        resampling=lambda a: resampling.get(a, resampling["*"]),
+        threads=cfg.read_threads,
+        on_error=lambda item, asset, err: _corrupt(item, item.assets[asset].href, err),
+    )
+    if rest:
+        warped = _read_odc([items[i] for i in rest], geobox, sensor, assets, resampling, cfg)
+        for a in assets:
+            out[a][rest] = warped[a]
+    return out
+
+
+def _read_odc(
+    items: list[pystac.Item],
+    geobox: GeoBox,
+    sensor: SensorSpec,
+    assets: list[str],
+    resampling: dict[str, str],
+    cfg: CubeConfig,
+) -> dict[str, np.ndarray]:
+    """odc-stac's load of ``items`` onto ``geobox`` (reprojecting), one slice per item, native dtype."""
+    import odc.stac
+
     try:
         with warnings.catch_warnings():
             # rasterio's reproject of in-memory arrays (inside odc-loader) warns spuriously on every read.
@@ -176,10 +219,8 @@ def _read(
     except Exception as err:
         bad = _find_corrupt(items, assets)
         if bad is not None:
-            raise CorruptAssetError(
-                f"cannot read asset {bad[1]!r} of item {bad[0]!r} ({type(err).__name__}: {err}); the COG is "
-                "corrupt or truncated: re-download it, or remove the item from the catalog"
-            ) from err
+            item = next(it for it in items if it.id == bad[0])
+            raise _corrupt(item, bad[1], err) from err
         raise
     if ds.sizes["time"] != len(items):  # pragma: no cover - groupby="id" gives one slice per item
         raise CubeError(f"odc-stac returned {ds.sizes['time']} slices for {len(items)} items")
@@ -230,7 +271,7 @@ def _s2_dates(
     for b0 in range(0, len(groups), cfg.dates_per_read):
         batch = groups[b0 : b0 + cfg.dates_per_read]
         items = [it for g in batch for it in g]
-        raw = _read(items, geobox, S2, cfg)
+        raw = read_items(items, geobox, S2, cfg)
         dn = np.stack([raw[a] for a in S2.assets], axis=1)  # [n_items, C, H, W] uint16
         scl = raw[S2.mask_asset] if S2.mask_asset else None  # [n_items, H, W]
         k = 0
@@ -297,7 +338,7 @@ def _s1_acquisitions(
     for b0 in range(0, len(groups), cfg.dates_per_read):
         batch = groups[b0 : b0 + cfg.dates_per_read]
         batch_items = [it for g in batch for it in g]
-        raw = _read(batch_items, geobox, S1, cfg)
+        raw = read_items(batch_items, geobox, S1, cfg)
         power = np.stack([raw[a] for a in S1.assets], axis=1).astype(np.float32)  # [n_items, 2, H, W]
         power[(power == np.float32(S1.nodata)) | (power < 0)] = np.nan
         k = 0
