@@ -471,6 +471,33 @@ class Predictor:
             return tokens.reshape(-1, tokens.shape[-1])  # [h*w, d_model]
         return torch.cat([self._frames_fn[name](x) for x in self.window_batches(frame, halo_px)])
 
+    def _frames_per_pass(self, name: str, n_px: int, halo_px: int) -> int:
+        """Frames the paper encoder takes in one pass: enough for about :attr:`pixel_batch` pixels.
+
+        One frame of a large tile already fills the batch; a small tile's frames (edge tiles, short
+        regions) are encoded together, so its convolutions see a batch, not a handful of pixels.
+        """
+        if name in self._dense_fn and 2 * halo_px + 1 == WINDOW_PX:
+            return 1  # the dense encoder runs frame by frame over the whole frame
+        return max(1, self.pixel_batch // max(1, n_px))
+
+    def _frames_tokens(
+        self, name: str, frames: torch.Tensor, us: list[int], halo_px: int
+    ) -> list[torch.Tensor]:
+        """Tokens ``[h*w, d_model]`` of frames ``us`` of ``frames [U, C, H, W]``, one list entry per frame."""
+        if len(us) == 1:
+            return [self._frame_tokens(name, frames[us[0]], halo_px)]
+        wins = torch.cat(
+            [x for u in us for x in self.window_batches(frames[u], halo_px)]
+        )  # [m*h*w, C, 15, 15]
+        tokens = torch.cat(
+            [
+                self._frames_fn[name](wins[lo : lo + self.pixel_batch])
+                for lo in range(0, len(wins), self.pixel_batch)
+            ]
+        )  # [m*h*w, d]
+        return list(tokens.reshape(len(us), -1, tokens.shape[-1]).unbind(0))
+
     def _plan_gaps(self, tile: TileInputs, name: str) -> np.ndarray:
         return tile.plan.s2_gaps if name == PRIMARY_SENSOR.name else tile.plan.s1_gaps  # [K, 10]
 
@@ -519,9 +546,15 @@ class Predictor:
             z: dict[str, torch.Tensor] = {}
             for name in self.names:
                 shared = name in self._shared
-                for u in window:
-                    if (name, u) not in cache:
-                        tok = self._frame_tokens(name, frames[name][u], tile.halo_px)  # [h*w, d]
+                need = [u for u in window if (name, u) not in cache]
+                if need:
+                    # small tiles: encode later windows' frames too, up to pixel_batch pixels per pass
+                    room = self._frames_per_pass(name, n_px, tile.halo_px) - len(need)
+                    if room > 0:
+                        later = dict.fromkeys(int(u) for win in plan.windows[k + 1 :] for u in win)
+                        need += [u for u in later if u not in need and (name, u) not in cache][:room]
+                    encoded = self._frames_tokens(name, frames[name], need, tile.halo_px)
+                    for u, tok in zip(need, encoded, strict=True):
                         cache[(name, u)] = (tok, self._ae(name).project_first_layer(tok) if shared else None)
                 tokens = torch.stack([cache[(name, u)][0] for u in window], dim=1)  # [h*w, 11, d]
                 p = pos[name][k : k + 1]  # [1, 11, d]: the window's gaps, shared by its pixels
