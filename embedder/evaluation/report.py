@@ -72,11 +72,12 @@ def pca_rgb(maps: np.ndarray, *, fit_index: int, low_pct: float = 1.0, high_pct:
     fit = fit[np.isfinite(fit).all(axis=1)]
     if len(fit) < 3:
         raise ReportError(f"date {fit_index} has {len(fit)} valid pixels; PCA needs at least 3")
+    from sklearn.decomposition import PCA
+
     mean, std = fit.mean(axis=0), fit.std(axis=0) + 1e-9
-    z = (fit - mean) / std
-    _, _, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
-    comps = vt[:3]  # [3, F]
-    proj = ((flat - mean) / std) @ comps.T  # [T, P, 3]
+    # exact SVD; scikit-learn makes each component's largest loading positive (deterministic colours)
+    comps = PCA(n_components=3, svd_solver="full").fit((fit - mean) / std).components_  # [3, F]
+    proj = ((flat - mean) / std) @ comps.T  # [T, P, 3] (NaN rows stay NaN, so not pca.transform)
     valid = np.isfinite(proj).all(axis=2)  # [T, P]
     rgb = np.full(proj.shape, np.nan)
     for i in range(t):  # per-date stretch: a map shows spatial contrast even when dates differ a lot
