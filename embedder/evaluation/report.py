@@ -76,7 +76,8 @@ def pca_rgb(maps: np.ndarray, *, fit_index: int, low_pct: float = 1.0, high_pct:
 
     mean, std = fit.mean(axis=0), fit.std(axis=0) + 1e-9
     # exact SVD; scikit-learn makes each component's largest loading positive (deterministic colours)
-    comps = PCA(n_components=3, svd_solver="full").fit((fit - mean) / std).components_  # [3, F]
+    with np.errstate(invalid="ignore", divide="ignore"):  # constant maps: a 0/0 explained-variance ratio
+        comps = PCA(n_components=3, svd_solver="full").fit((fit - mean) / std).components_  # [3, F]
     proj = ((flat - mean) / std) @ comps.T  # [T, P, 3] (NaN rows stay NaN, so not pca.transform)
     valid = np.isfinite(proj).all(axis=2)  # [T, P]
     rgb = np.full(proj.shape, np.nan)

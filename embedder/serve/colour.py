@@ -53,7 +53,8 @@ def _fit_pca(samples: np.ndarray) -> dict[str, Any]:
 
     # The exact SVD ("auto" would take the covariance route for N >> 7); scikit-learn makes each
     # component's largest loading positive, so the colours do not depend on the LAPACK build.
-    pca = PCA(n_components=3, svd_solver="full").fit(samples)
+    with np.errstate(invalid="ignore", divide="ignore"):  # constant samples: a 0/0 explained-variance ratio
+        pca = PCA(n_components=3, svd_solver="full").fit(samples)
     proj = pca.transform(samples)  # [N, 3]
     lo, hi = np.percentile(proj, 2, axis=0), np.percentile(proj, 98, axis=0)
     hi = np.where(hi > lo, hi, lo + 1e-6)
