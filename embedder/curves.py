@@ -40,6 +40,9 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
         raise CurvesError(
             f"{str(path)!r} does not exist; pass a run directory written by embedder.training.fit"
         )
+    # json line by line, not pd.read_json(lines=True): the rows are nested records with optional keys
+    # ("floors"), which pandas fills with NaN; a NaN loss would come back as None, and a broken line's
+    # number would be lost.
     by_epoch: dict[int, dict[str, Any]] = {}
     with path.open() as fh:
         for i, raw in enumerate(fh, 1):

@@ -44,6 +44,9 @@ def pca_reconstruction(series: np.ndarray, k: int) -> np.ndarray:
     k = max(0, min(k, *centred.shape))
     if k == 0:
         return np.broadcast_to(mean, series.shape).copy()
+    # A plain SVD, not scikit-learn's PCA: this runs in the training workers, which import no scikit-learn
+    # otherwise; a reconstruction needs no sign rule; and PCA warns (0/0 explained variance) on one
+    # window or a constant series, which a floor must take quietly.
     _, _, vt = np.linalg.svd(centred, full_matrices=False)  # vt [min(N, F), F]
     basis = vt[:k]  # [k, F]
     return mean + (centred @ basis.T) @ basis  # [N, F]

@@ -175,15 +175,13 @@ class Tile:
 
         The default halo of 7 px is half the 15 px inference window (SPEC.md section 7).
         """
-        from affine import Affine
-        from odc.geo.geobox import GeoBox
+        from odc.geo.gridspec import GridSpec
 
         if halo_px < 0:
             raise GridError(f"halo_px={halo_px} must be >= 0")
-        left, _, _, top = self.bounds
-        n = self.size_px + 2 * halo_px
-        transform = Affine(PIXEL_M, 0.0, left - halo_px * PIXEL_M, 0.0, -PIXEL_M, top + halo_px * PIXEL_M)
-        return GeoBox((n, n), transform, self.crs)
+        # The zone's tile grid: origin (0, 0), north-up pixels, tile (col, row) above and right of it.
+        grid = GridSpec(self.crs, (self.size_px, self.size_px), PIXEL_M)
+        return grid.tile_geobox((self.col, self.row)).pad(halo_px)
 
     def footprint(self) -> BaseGeometry:
         """The tile square (no halo) in lon/lat (EPSG:4326), edges densified to follow the projection."""

@@ -15,6 +15,7 @@ import datetime as dt
 from typing import Any
 
 import pystac
+from pystac.extensions.projection import SCHEMA_URI, ProjectionExtension
 
 from embedder.grid import EPOCH, PIXEL_M, lonlat_bbox
 from embedder.store import Store, ZoneExtent, as_store, units_of, url_to_fs, zone_attrs
@@ -23,7 +24,7 @@ __all__ = ["EMB_EXTENSION", "PROJ_EXTENSION", "store_collection", "write_store_s
 
 EMB_EXTENSION = "https://stac-extensions.github.io/embeddings/v0.0.1/schema.json"
 """Schema URL of the STAC embeddings extension (``emb:`` fields)."""
-PROJ_EXTENSION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+PROJ_EXTENSION = SCHEMA_URI
 """Schema URL of the STAC projection extension (``proj:`` fields)."""
 ZARR_MEDIA_TYPE = "application/vnd+zarr"
 
@@ -73,16 +74,15 @@ def store_collection(
             datetime=None,
             start_datetime=t0,
             end_datetime=t1,
-            properties={
-                **emb,
-                "proj:code": f"EPSG:{z.epsg}",
-                "proj:shape": [ny, nx],
-                "proj:transform": [a, 0.0, c, 0.0, e, f],
-                "proj:bbox": list(bounds),
-            },
-            stac_extensions=[EMB_EXTENSION, PROJ_EXTENSION],
+            properties=dict(emb),
+            stac_extensions=[EMB_EXTENSION],
             collection=collection_id,
         )
+        proj = ProjectionExtension.ext(item, add_if_missing=True)  # lists PROJ_EXTENSION after EMB_EXTENSION
+        proj.code = f"EPSG:{z.epsg}"
+        proj.shape = [ny, nx]
+        proj.transform = [a, 0.0, c, 0.0, e, f]
+        proj.bbox = list(bounds)
         item.add_asset(
             "embeddings",
             pystac.Asset(

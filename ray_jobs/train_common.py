@@ -169,7 +169,7 @@ class RunFolder:
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The per-epoch metrics rows (empty when none were written yet)."""
-        text = self.read_text(METRICS_FILE) or ""
+        text = self.read_text(METRICS_FILE) or ""  # not pd.read_json: see embedder.curves.read_metrics
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def download(self, name: str, local_dir: str | Path) -> Path:

@@ -24,7 +24,6 @@ split and the same set of cubes always gives the same split. Adding cubes to a r
 from __future__ import annotations
 
 import argparse
-import collections
 import datetime as dt
 import json
 import sys
@@ -43,6 +42,7 @@ import zarr.codecs
 import zarr.storage
 from torch.utils.data import Dataset, Sampler
 
+from embedder._cache import LRUCache
 from embedder.config import BuildShardsConfig, CubeSpec, PatchConfig, to_dict
 from embedder.data.patches import (
     FUSED_KEYS,
@@ -542,23 +542,21 @@ class ShardDataset(Dataset[dict[str, torch.Tensor]]):
         self.keys = _KEYS[self.kind]
         self.cache_chunks = max(1, int(cache_chunks))
         self._groups: dict[int, zarr.Group] = {}
-        self._cache: collections.OrderedDict[tuple[int, int], dict[str, np.ndarray]] = (
-            collections.OrderedDict()
-        )
+        self._cache: LRUCache[tuple[int, int], dict[str, np.ndarray]] = LRUCache(self.cache_chunks)
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_groups"], state["_cache"] = {}, collections.OrderedDict()
+        state["_groups"] = {}  # open zarr groups stay behind; the cache pickles empty (LRUCache)
         return state
 
     def _chunk(self, shard: int, chunk: int) -> dict[str, np.ndarray]:
         key = (shard, chunk)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
         if shard not in self._groups:
             group = _open_group(self.urls[shard], self.storage_options)
             if group is None:
@@ -567,9 +565,7 @@ class ShardDataset(Dataset[dict[str, torch.Tensor]]):
         group = self._groups[shard]
         size = int(self.chunk_samples[shard])
         block = {k: np.asarray(_array(group, k)[chunk * size : (chunk + 1) * size]) for k in self.keys}
-        self._cache[key] = block
-        while len(self._cache) > self.cache_chunks:
-            self._cache.popitem(last=False)
+        self._cache.put(key, block)
         return block
 
     def chunk_ranges(self) -> list[tuple[int, int]]:

@@ -171,6 +171,9 @@ def item_epsg(item: pystac.Item) -> int:
 
     Raises :class:`NoMapGridError` naming the item when neither is present (e.g. Sentinel-1 GRD).
     """
+    # Read by hand, not with pystac's ProjectionExtension: its ext() refuses items that do not list the
+    # extension's schema (catalogs and test items carry proj:code without it), and its epsg takes only an
+    # exact "EPSG:" prefix (raising on a malformed code) and returns proj:epsg unchecked (even a bool).
     sources: list[dict[str, Any]] = [item.properties] + [a.extra_fields for a in item.assets.values()]
     for props in sources:
         code = props.get("proj:code")
@@ -552,8 +555,8 @@ def load_item_file(path: str | Path) -> list[pystac.Item]:
         data = json.load(fh)
     if isinstance(data, list):
         return [pystac.Item.from_dict(d) for d in data]
-    if data.get("type") == "FeatureCollection":
-        return [pystac.Item.from_dict(d) for d in data["features"]]
+    if data.get("type") == "FeatureCollection":  # parsed once above, so from_dict (from_file reads again)
+        return list(pystac.ItemCollection.from_dict(data, preserve_dict=False))
     if data.get("type") == "Feature":
         return [pystac.Item.from_dict(data)]
     raise CatalogError(f"{str(path)!r} holds neither an Item, a FeatureCollection nor a list of Items")

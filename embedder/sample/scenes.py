@@ -466,6 +466,8 @@ class Scene:
             "platform": platform,
             "constellation": "Sentinel 2",
             "instruments": ["msi"],
+            # proj: fields as Planetary Computer's raw JSON has them (proj:epsg beside proj:code), not
+            # through pystac's ProjectionExtension, whose setters write proj:code only.
             "proj:code": f"EPSG:{spec.epsg}",
             "proj:epsg": spec.epsg,
             "s2:mgrs_tile": self.mgrs,

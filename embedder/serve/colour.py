@@ -49,19 +49,18 @@ PCA_SIDECAR = "_serve/pca.json"
 
 def _fit_pca(samples: np.ndarray) -> dict[str, Any]:
     """PCA of ``[N, 7]`` samples -> mean, 3 components and the 2..98 % range of each projection."""
-    mean = samples.mean(axis=0)  # [7]
-    centred = samples - mean
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    comps = vt[:3]  # [3, 7]
-    for k in range(3):  # deterministic sign: the largest loading positive
-        if comps[k, np.argmax(np.abs(comps[k]))] < 0:
-            comps[k] = -comps[k]
-    proj = centred @ comps.T  # [N, 3]
+    from sklearn.decomposition import PCA
+
+    # The exact SVD ("auto" would take the covariance route for N >> 7); scikit-learn makes each
+    # component's largest loading positive, so the colours do not depend on the LAPACK build.
+    with np.errstate(invalid="ignore", divide="ignore"):  # constant samples: a 0/0 explained-variance ratio
+        pca = PCA(n_components=3, svd_solver="full").fit(samples)
+    proj = pca.transform(samples)  # [N, 3]
     lo, hi = np.percentile(proj, 2, axis=0), np.percentile(proj, 98, axis=0)
     hi = np.where(hi > lo, hi, lo + 1e-6)
     return {
-        "mean": mean.tolist(),
-        "components": comps.tolist(),
+        "mean": pca.mean_.tolist(),  # [7]
+        "components": pca.components_.tolist(),  # [3, 7]
         "lo": lo.tolist(),
         "hi": hi.tolist(),
         "n_samples": int(samples.shape[0]),

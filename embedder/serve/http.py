@@ -24,7 +24,6 @@ writes to the store.
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import io
 import logging
@@ -44,6 +43,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from swagger_ui_bundle import swagger_ui_path
 
+from embedder._cache import LRUCache
 from embedder.config import ServeConfig
 from embedder.geo import UtmZone, day_index
 from embedder.grid import PIXEL_M
@@ -124,9 +124,7 @@ class TileRenderer:
     def __init__(self, reader: StoreReader, *, pca: dict[str, Any], cache_tiles: int = 512) -> None:
         self.reader = reader
         self.pca = pca
-        self._cache: collections.OrderedDict[tuple[Any, ...], tuple[bytes, list[CorruptChunkError]]]
-        self._cache = collections.OrderedDict()
-        self._cache_size = cache_tiles
+        self._cache: LRUCache[tuple[Any, ...], tuple[bytes, list[CorruptChunkError]]] = LRUCache(cache_tiles)
         self._lock = threading.Lock()
 
     def render(
@@ -158,15 +156,13 @@ class TileRenderer:
             raise ServeError("a tile needs date=YYYY-MM-DD, or start= and end= for a window mean")
         key = (z, x, y, d0, d1)
         with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
+            hit = self._cache.get(key)
+        if hit is not None:
+            return hit
         lost: list[CorruptChunkError] = []
         png = _png(self._rgba(z, x, y, d0, d1, lost))
         with self._lock:
-            self._cache[key] = (png, unique_errors(lost))
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            self._cache.put(key, (png, unique_errors(lost)))
         return png, unique_errors(lost)
 
     def _rgba(

@@ -591,23 +591,20 @@ class RegionWindow:
 
 def region_window(r: StoreReader, bbox: Any) -> RegionWindow:
     """The window of a lon/lat bbox on the first zone grid (bbox centre's zone first) that holds it."""
+    from pyproj.exceptions import ProjError
+
     box = parse_bbox(bbox)
-    lon0, lat0, lon1, lat1 = box.bounds
-    ring_lon = np.concatenate(
-        [np.linspace(lon0, lon1, 21), np.full(21, lon1), np.linspace(lon1, lon0, 21), np.full(21, lon0)]
-    )
-    ring_lat = np.concatenate(
-        [np.full(21, lat0), np.linspace(lat0, lat1, 21), np.full(21, lat1), np.linspace(lat1, lat0, 21)]
-    )
     for zi in r._zone_order(*box.centre):
-        x, y = r._project(zi, ring_lon, ring_lat)
-        ok = np.isfinite(x) & np.isfinite(y)
-        if not ok.all():  # the ring leaves the projection's domain: not this zone's region
+        try:  # edges densified to 21 points each (corners included), so the window holds their curves
+            x_min, y_min, x_max, y_max = _to_utm(zi.zone.epsg).transform_bounds(
+                *box.bounds, densify_pts=19, errcheck=True
+            )
+        except ProjError:  # an edge leaves the projection's domain: not this zone's region
             continue
-        c0 = max(0, math.floor((x.min() - zi.x0) / PIXEL_M))
-        c1 = min(zi.nx, math.ceil((x.max() - zi.x0) / PIXEL_M))
-        r0 = max(0, math.floor((zi.y0 - y.max()) / PIXEL_M))
-        r1 = min(zi.ny, math.ceil((zi.y0 - y.min()) / PIXEL_M))
+        c0 = max(0, math.floor((x_min - zi.x0) / PIXEL_M))
+        c1 = min(zi.nx, math.ceil((x_max - zi.x0) / PIXEL_M))
+        r0 = max(0, math.floor((zi.y0 - y_max) / PIXEL_M))
+        r1 = min(zi.ny, math.ceil((zi.y0 - y_min) / PIXEL_M))
         if c1 > c0 and r1 > r0:
             return RegionWindow(zi, slice(r0, r1), slice(c0, c1))
     raise NoDataError(

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from embedder._cache import LRUCache
 from embedder.grid import Period, WorkUnit
 from embedder.sensors import EMBEDDING_DIM
 from embedder.store._codec import FILL_CODE, MISSING_CHUNK, ChunkRef, ShardIndex, decode_chunk
@@ -64,15 +65,13 @@ class SeriesReader:
         self, store: Store | str, *, storage_options: dict[str, Any] | None = None, cache_units: int = 4096
     ) -> None:
         import threading
-        from collections import OrderedDict
 
         self.store = as_store(store, storage_options)
         self.fs = self.store.fs
         self.root = self.store.root
         self.cache_units = cache_units
         # (zone, unit id) -> (done-marker or None, its shard indexes parsed once)
-        self._markers: OrderedDict[tuple[str, str], _Entry]
-        self._markers = OrderedDict()
+        self._markers: LRUCache[tuple[str, str], _Entry] = LRUCache(cache_units)
         self._lock = threading.Lock()
         self._zones: dict[str, ZoneExtent] = {}
 
@@ -97,9 +96,9 @@ class SeriesReader:
     def _entry(self, zone: str, unit_id: str) -> _Entry:
         key = (zone, unit_id)
         with self._lock:
-            if key in self._markers:
-                self._markers.move_to_end(key)
-                return self._markers[key]
+            hit = self._markers.get(key)
+        if hit is not None:
+            return hit
         try:
             raw: bytes | None = self.fs.cat_file(f"{self.root}/_units/{zone}/{unit_id}.json")
         except FileNotFoundError:
@@ -126,10 +125,7 @@ class SeriesReader:
         entries = {key: self._parsed(key, raw) for key, raw in raws.items()}
         with self._lock:
             for key, entry in entries.items():
-                self._markers[key] = entry
-                self._markers.move_to_end(key)
-            while len(self._markers) > self.cache_units:
-                self._markers.popitem(last=False)
+                self._markers.put(key, entry)
         return entries
 
     def prefetch(self, zone: str, unit_ids: Iterable[str]) -> None:

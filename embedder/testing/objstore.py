@@ -30,6 +30,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from unittest import mock
 
 __all__ = ["CountingFS", "EmulatorError", "ObjectStoreEmulator", "fake_gcs", "moto_s3"]
 
@@ -104,21 +105,6 @@ def _check_bucket(bucket: str) -> None:
         raise EmulatorError(
             f"bucket name {bucket!r} is not valid: use 3-63 lower-case letters, digits or '-'"
         )
-
-
-@contextlib.contextmanager
-def _patched_env(env: dict[str, str]) -> Iterator[None]:
-    """Set ``env`` in ``os.environ`` for the duration, restoring previous values after."""
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _fake_gcs_binary() -> str:
@@ -217,7 +203,7 @@ def fake_gcs(
                 storage_options={"token": "anon", "project": project, "endpoint_url": endpoint},
                 env=env,
             )
-            with _patched_env(env):
+            with mock.patch.dict(os.environ, env):  # restores the environment on exit
                 yield emu
         finally:
             proc.terminate()
@@ -268,7 +254,7 @@ def moto_s3(*, bucket: str = "embedder-test") -> Iterator[ObjectStoreEmulator]:
         with urllib.request.urlopen(reset, timeout=10):
             pass
         emu.filesystem().mkdir(bucket)
-        with _patched_env(env):
+        with mock.patch.dict(os.environ, env):  # restores the environment on exit
             yield emu
     finally:
         server.stop()
