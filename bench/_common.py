@@ -8,9 +8,11 @@ so figures taken on machines of different speed or load compare. Import as ``fro
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -96,3 +98,21 @@ def model_flops(
     frames = sum(fc.encode_frames.values())
     rest = sum(fc.encode_tokens.values()) + fc.fuse
     return {"cached": n_frames / k * frames + rest, "naive": fc.naive_per_pixel_date}
+
+
+def report(result: Mapping[str, Any], out: Path, *, targets: Mapping[str, bool] | None = None) -> None:
+    """Print ``result`` (and each target as MET / NOT MET) and write it as flat JSON to ``out``.
+
+    The targets are also recorded in the JSON, as ``"target_met: <target>"`` keys.
+    """
+    flat = dict(result)
+    if targets:
+        flat.update({f"target_met: {k}": v for k, v in targets.items()})
+    width = max((len(k) for k in flat), default=0)
+    for key, value in flat.items():
+        print(f"{key:{width}s}  {value}")
+    for key, met in (targets or {}).items():
+        print(f"{'MET    ' if met else 'NOT MET'}  {key}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(flat, indent=1) + "\n")
+    print(f"wrote {out}")

@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -93,14 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         "train_minutes_cpu_preset <= 60": (flat["train_minutes_cpu_preset"] or float("inf")) <= 60,
         "seeds >= 3": flat["seeds"] >= 3,
     }
-    flat.update({f"target_met: {k}": v for k, v in targets.items()})
-    print(json.dumps(flat, indent=1))
-    for k, v in targets.items():
-        print(f"{'MET    ' if v else 'NOT MET'}  {k}")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(flat, indent=1) + "\n")
+    report(flat, a.out, targets=targets)
     _plot(result, a.out.with_suffix(".png"))
-    print(f"wrote {a.out} and {a.out.with_suffix('.png')}")
+    print(f"wrote {a.out.with_suffix('.png')}")
     if a.weights_out is not None:
         from embedder.evaluation.convergence import export_weights
 

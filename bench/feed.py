@@ -38,6 +38,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from _common import report  # noqa: E402
+
 RESULTS = REPO / "bench" / "results" / "feed.json"
 GPU_RESULTS = REPO / "bench" / "results" / "gpu.json"
 REFERENCE_GPU = {"dense": 262_000.0, "cached": 35_000.0}
@@ -167,11 +171,7 @@ def _run(a: argparse.Namespace) -> int:
         result[f"write_tasks_per_gpu_{path}"] = round(rate / write_rate, 1)
         result[f"cpus_per_gpu_{path}"] = math.ceil(rate / read_rate + rate / write_rate)
     result["load_average_1min"] = round(os.getloadavg()[0], 2)
-    for key, value in result.items():
-        print(f"{key:28s} {value}")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {a.out}")
+    report(result, a.out)
     return 0
 
 

@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -111,9 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{flat[f'{name}_probe_emb_linear']:.3f} vs bands {flat[f'{name}_probe_bands_linear']:.3f}",
             flush=True,
         )
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(flat, indent=1) + "\n")
-    print(f"wrote {a.out}")
+    report(flat, a.out)
     return 0
 
 

@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import matmul_peak_gflops  # noqa: E402  (torch only: light)
+from _common import matmul_peak_gflops, report  # noqa: E402  (torch only: light)
 
 RESULTS = REPO / "bench" / "results"
 DATES_PER_YEAR = 73
@@ -286,14 +286,7 @@ def main(argv: list[str] | None = None) -> int:
               "Run it on a GPU machine, or with --cpu to check its logic.")  # fmt: skip
         return 0
     out = run(a, device)
-    met = targets(out)
-    out.update({f"target_met: {k}": v for k, v in met.items()})
-    print(json.dumps(out, indent=1))
-    for k, v in met.items():
-        print(f"{'MET    ' if v else 'NOT MET'}  {k}")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {a.out} ({out['seconds']:.0f} s)")
+    report(out, a.out, targets=targets(out))
     return 0
 
 

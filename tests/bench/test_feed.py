@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _bench_feed() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_feed", REPO / "bench" / "feed.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_feed_measures_both_stages_and_sizes_a_gpu_from_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load_bench: Callable[[str], ModuleType]
 ) -> None:
-    feed = _bench_feed()
+    feed = load_bench("feed")
     monkeypatch.setattr(feed, "GPU_RESULTS", tmp_path / "missing.json")
     out = tmp_path / "feed.json"
     assert feed.main(["--size-px", "64", "--tile-px", "32", "--units", "1", "--out", str(out)]) == 0

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 
 import pytest
@@ -12,16 +11,6 @@ import pytest
 from embedder.config import SampleRegionConfig
 from embedder.inference import temporal_halo_days
 from embedder.sample import SampleRegion, write_sample_region
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _bench_load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_load", REPO / "bench" / "load.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +20,10 @@ def region(tmp_path_factory: pytest.TempPathFactory) -> SampleRegion:
     return write_sample_region(tmp_path_factory.mktemp("load") / "region", cfg=cfg)
 
 
-def test_stac_requests_per_unit_sorted_api_is_a_landing_page_plus_two_searches(region: SampleRegion) -> None:
-    fig = _bench_load().stac_requests_per_unit(region, tile_px=16, max_units=3)
+def test_stac_requests_per_unit_sorted_api_is_a_landing_page_plus_two_searches(
+    region: SampleRegion, load_bench: Callable[[str], ModuleType]
+) -> None:
+    fig = load_bench("load").stac_requests_per_unit(region, tile_px=16, max_units=3)
     n = fig["units"]
     assert n == 3 and sum(fig["statuses"].values()) == n
     assert fig["unit_read_days"] == 366 + 2 * temporal_halo_days()
@@ -41,8 +32,10 @@ def test_stac_requests_per_unit_sorted_api_is_a_landing_page_plus_two_searches(r
     assert fig["stac_requests_per_unit"] == round((1 + 2 * n) / n, 2) <= 4
 
 
-def test_stac_requests_per_unit_without_sort_is_one_search_per_month(region: SampleRegion) -> None:
-    fig = _bench_load().stac_requests_per_unit(region, sort=False, tile_px=32, max_units=1)
+def test_stac_requests_per_unit_without_sort_is_one_search_per_month(
+    region: SampleRegion, load_bench: Callable[[str], ModuleType]
+) -> None:
+    fig = load_bench("load").stac_requests_per_unit(region, sort=False, tile_px=32, max_units=1)
     # S2 over ~430 days and S1 over that +- 36 days: one search per calendar month each
     assert fig["requests"]["landing"] == 1
     assert fig["requests"]["search"] >= 2 * 14
