@@ -458,13 +458,17 @@ class Predictor:
             out.append(x)
         return out
 
+    def _dense(self, name: str, halo_px: int) -> bool:
+        """Whether ``name``'s frames are encoded whole by the dense-consistent encoder."""
+        return name in self._dense_fn and 2 * halo_px + 1 == WINDOW_PX
+
     def _frame_tokens(self, name: str, frame: torch.Tensor, halo_px: int) -> torch.Tensor:
         """Tokens ``[h*w, d_model]`` of every interior pixel of one device frame ``[C, H, W]``.
 
         A dense-consistent encoder (``ModelConfig.encoder == "dense"``) runs once over the whole frame
         (exactly the per-window tokens); the paper encoder encodes each pixel's 15 x 15 window.
         """
-        if name in self._dense_fn and 2 * halo_px + 1 == WINDOW_PX:
+        if self._dense(name, halo_px):
             w = frame.shape[2] - 2 * halo_px
             rows = max(64, -(-self.pixel_batch // max(1, w)))
             tokens = self._dense_fn[name](frame, rows_per_chunk=rows)  # [h, w, d_model]
@@ -477,7 +481,7 @@ class Predictor:
         One frame of a large tile already fills the batch; a small tile's frames (edge tiles, short
         regions) are encoded together, so its convolutions see a batch, not a handful of pixels.
         """
-        if name in self._dense_fn and 2 * halo_px + 1 == WINDOW_PX:
+        if self._dense(name, halo_px):
             return 1  # the dense encoder runs frame by frame over the whole frame
         return max(1, self.pixel_batch // max(1, n_px))
 
@@ -485,8 +489,8 @@ class Predictor:
         self, name: str, frames: torch.Tensor, us: list[int], halo_px: int
     ) -> list[torch.Tensor]:
         """Tokens ``[h*w, d_model]`` of frames ``us`` of ``frames [U, C, H, W]``, one list entry per frame."""
-        if len(us) == 1:
-            return [self._frame_tokens(name, frames[us[0]], halo_px)]
+        if len(us) == 1 or self._dense(name, halo_px):
+            return [self._frame_tokens(name, frames[u], halo_px) for u in us]
         wins = torch.cat(
             [x for u in us for x in self.window_batches(frames[u], halo_px)]
         )  # [m*h*w, C, 15, 15]

@@ -119,6 +119,29 @@ def test_fast_path_equals_naive_path() -> None:
     np.testing.assert_allclose(fast, naive, atol=1e-5, rtol=0)
 
 
+def test_small_tiles_encode_several_dates_per_pass_with_the_same_numbers() -> None:
+    from embedder.inference import Predictor
+
+    cube = make_test_cube(7, size_px=17, n_dates=16, cloud_frac=0.2)  # 3 x 3 interior pixels
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
+    results, passes = [], []
+    for batch in (9, 9 * 40):  # one frame per pass, then up to 40 frames per pass
+        pred = Predictor(_small_fusion(), pixel_batch=batch)
+        calls = {"n": 0}
+        for name, fn in list(pred._frames_fn.items()):
+
+            def counted(x, fn=fn):  # type: ignore[no-untyped-def]
+                calls["n"] += 1
+                return fn(x)
+
+            pred._frames_fn[name] = counted
+        results.append(pred.embed_tile(tile, method="fast"))
+        passes.append(calls["n"])
+    # one pass per frame, then one pass per sensor for the whole tile (30 frames here)
+    assert passes[1] == len(pred.names) and passes[0] >= 4 * passes[1], passes
+    np.testing.assert_allclose(results[1], results[0], atol=1e-5, rtol=0)
+
+
 def test_tile_edge_embedding_equals_single_window() -> None:
     import torch
 
