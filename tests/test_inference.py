@@ -130,7 +130,7 @@ def test_small_tiles_encode_several_dates_per_pass_with_the_same_numbers() -> No
         calls = {"n": 0}
         for name, fn in list(pred._frames_fn.items()):
 
-            def counted(x, fn=fn):  # type: ignore[no-untyped-def]
+            def counted(x, fn=fn, calls=calls):  # type: ignore[no-untyped-def]
                 calls["n"] += 1
                 return fn(x)
 
