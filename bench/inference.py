@@ -148,9 +148,8 @@ def bench_pipeline(tmp: Path) -> dict[str, float]:
     """Ray pipeline pixel-dates/s over the bare predictor's on the same units (small model)."""
     import ray
 
-    from embedder.grid import work_units
+    from embedder.grid import region_from_text, work_units
     from ray_jobs.embed import EmbedActor, read_unit, run
-    from ray_jobs.embed import _region as job_region
 
     region_dir, ckpt = _region(tmp)
     cfg = _job_config(
@@ -158,14 +157,15 @@ def bench_pipeline(tmp: Path) -> dict[str, float]:
     )
     layout = StoreConfig(**_STORE)
     units = work_units(
-        job_region(cfg), cfg.start, cfg.end, tile_px=layout.tile_px, period_days=layout.period_days
+        region_from_text(cfg.region),
+        cfg.start,
+        cfg.end,
+        tile_px=layout.tile_px,
+        period_days=layout.period_days,
     )
     # bare predictor: the prepared tiles in memory, only the model's time
-    from embedder.config import to_dict
-
-    cfg_dict = to_dict(cfg)
-    rows = [read_unit({"unit_id": u.id}, cfg_dict=cfg_dict) for u in units]
-    actor = EmbedActor(cfg_dict)
+    rows = [read_unit(u.to_row(), cfg=cfg) for u in units]
+    actor = EmbedActor(cfg)
     t0 = time.perf_counter()
     n_bare = 0
     for row in rows:

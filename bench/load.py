@@ -121,18 +121,21 @@ def stac_requests_per_unit(
     Returns ``stac_requests_per_unit`` (all requests / units), the units, the counts by kind and the
     units' statuses (``empty`` is fine: its searches were made).
     """
+    from embedder.config import load_config
+    from ray_jobs.config import EmbedJobConfig
     from ray_jobs.embed import read_unit
 
     units = work_units(region_from_text(str(region.manifest_path)), region.start, region.end, tile_px=tile_px)
     units = units[:max_units]
     statuses: collections.Counter[str] = collections.Counter()
     with LocalStacApi.from_catalog(region.catalog_path, sort=sort) as api:
-        cfg = {"catalog": api.url, "store": "unused", "region": str(region.manifest_path),
+        doc = {"catalog": api.url, "store": "unused", "region": str(region.manifest_path),
                "start": region.start.isoformat(), "end": region.end.isoformat(), "checkpoint": "unused"}  # fmt: skip
+        cfg = load_config(EmbedJobConfig, doc)
         clear_catalog_cache()
         try:
             for unit in units:
-                row = read_unit({"unit_id": unit.id}, cfg_dict=cfg)
+                row = read_unit(unit.to_row(), cfg=cfg)
                 if row["status"] == "failed":
                     raise RuntimeError(f"unit {unit.id} could not be read: {row['reason']}")
                 statuses[row["status"]] += 1

@@ -27,7 +27,7 @@ import datetime as dt
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,6 +263,37 @@ class WorkUnit:
                 f"unit id {unit_id!r}: {start} is not the start of a {days}-day block since {EPOCH}"
             )
         return cls(tile=Tile.from_id(tile_id), period=Period(index=offset // days, period_days=days))
+
+    def to_row(self) -> dict[str, Any]:
+        """The unit's typed fields as flat ``unit_*`` keys of one Ray Data row; :meth:`from_row` inverts it.
+
+        Pipelines carry these rather than :attr:`id`, so no stage parses a string; the id stays a label
+        (logs, markers, failure records).
+        """
+        t, p = self.tile, self.period
+        return {
+            "unit_zone": t.zone,
+            "unit_south": t.south,
+            "unit_col": t.col,
+            "unit_row": t.row,
+            "unit_tile_px": t.size_px,
+            "unit_period": p.index,
+            "unit_period_days": p.period_days,
+        }
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> WorkUnit:
+        """The unit of a row holding :meth:`to_row`'s keys (other keys are ignored, numpy scalars accepted)."""
+        tile = Tile(
+            zone=int(row["unit_zone"]),
+            south=bool(row["unit_south"]),
+            col=int(row["unit_col"]),
+            row=int(row["unit_row"]),
+            size_px=int(row["unit_tile_px"]),
+        )
+        return cls(
+            tile=tile, period=Period(index=int(row["unit_period"]), period_days=int(row["unit_period_days"]))
+        )
 
 
 def _sample_geometry() -> BaseGeometry:

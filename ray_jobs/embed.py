@@ -25,13 +25,16 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from embedder.config import ConfigError, load_config, to_dict
+from embedder.grid import WorkUnit
 from ray_jobs.config import EmbedJobConfig
-from ray_jobs.worker import embed_config, embed_store
+
+if TYPE_CHECKING:
+    from embedder.store import Store
 
 __all__ = [
     "EmbedActor",
@@ -49,13 +52,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 # 1. the dataset: work units not yet done
 # --------------------------------------------------------------------------------------------------
-
-
-def _region(cfg: EmbedJobConfig) -> Any:
-    """A region value for :func:`embedder.grid.work_units` from the config's text."""
-    from embedder.grid import region_from_text
-
-    return region_from_text(cfg.region)
 
 
 class ModelVersionError(RuntimeError):
@@ -113,18 +109,20 @@ def check_model_version(cfg: EmbedJobConfig, version: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def read_unit(row: dict[str, Any], *, cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    """CPU stage: search + load the unit's cube with its halos and prepare it for the model."""
+def read_unit(row: dict[str, Any], *, cfg: EmbedJobConfig) -> dict[str, Any]:
+    """CPU stage: search + load the unit's cube with its halos and prepare it for the model.
+
+    ``row`` holds the unit's fields (:meth:`WorkUnit.to_row`); ``cfg`` is the job's parsed config, as the
+    driver made it.
+    """
     from embedder.data.cubes import CubeError, load_cube
     from embedder.data.stac import EmptySearchError, open_catalog
-    from embedder.grid import WorkUnit
     from embedder.inference import prepare_tile, temporal_halo_days
 
-    cfg = embed_config(cfg_dict)  # parsed once per worker process
-    unit = WorkUnit.from_id(row["unit_id"])
+    unit = WorkUnit.from_row(row)
     halo_days = cfg.temporal_halo_days or temporal_halo_days()
     start, end = unit.period.start, unit.period.end
-    out: dict[str, Any] = {"unit_id": row["unit_id"], "status": "ok", "reason": ""}
+    out: dict[str, Any] = {**unit.to_row(), "status": "ok", "reason": ""}
     try:
         cube = load_cube(
             open_catalog(cfg.catalog),
@@ -213,13 +211,12 @@ def actor_pool(cfg: EmbedJobConfig, resources: dict[str, float]) -> tuple[int, i
 class EmbedActor:
     """Accelerator stage: loads the checkpoint once, embeds one prepared unit per call."""
 
-    def __init__(self, cfg_dict: dict[str, Any]) -> None:
+    def __init__(self, cfg: EmbedJobConfig) -> None:
         import torch
 
         from embedder.inference import Predictor
         from embedder.training import load_fusion
 
-        cfg = embed_config(cfg_dict)
         device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self.threads = actor_threads(cfg)
         torch.set_num_threads(self.threads)
@@ -246,7 +243,7 @@ class EmbedActor:
         tile = TileInputs.from_row(row)
         emb = self.predictor.embed_tile(tile)  # [K, 7, h, w]
         return {
-            "unit_id": row["unit_id"],
+            **WorkUnit.from_row(row).to_row(),
             "status": "ok",
             "reason": "",
             "embeddings": emb,
@@ -256,18 +253,20 @@ class EmbedActor:
         }
 
 
-def write_result(row: dict[str, Any], *, cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    """CPU stage: write a unit whole (or record its failure); returns a small summary row."""
-    from embedder.grid import WorkUnit
+def write_result(row: dict[str, Any], *, store: Store) -> dict[str, Any]:
+    """CPU stage: write a unit whole (or record its failure); returns a small summary row.
+
+    ``store`` is the handle :func:`create_store` gave the driver (the zones' extents travel with it); the
+    summary row holds the unit's fields.
+    """
     from embedder.inference import masked_embeddings
     from embedder.store import record_failure, write_unit
 
-    unit = WorkUnit.from_id(row["unit_id"])
+    unit = WorkUnit.from_row(row)
     tp = unit.tile.size_px
-    summary = {"unit_id": row["unit_id"], "status": row["status"], "reason": row["reason"], "px_dates": 0}
-    st: Any = None
+    st = store
+    summary = {**unit.to_row(), "status": row["status"], "reason": row["reason"], "px_dates": 0}
     try:
-        st = embed_store(cfg_dict)  # opened once per worker process
         if row["status"] == "failed":
             record_failure(st, unit, row["reason"])
             return summary
@@ -284,8 +283,7 @@ def write_result(row: dict[str, Any], *, cfg_dict: dict[str, Any]) -> dict[str, 
     except Exception as err:
         summary.update(status="failed", reason=f"write: {type(err).__name__}: {err}")
         try:
-            if st is not None:
-                record_failure(st, unit, summary["reason"])
+            record_failure(st, unit, summary["reason"])
         except Exception:  # the store itself is unreachable: the summary still says why
             pass
     return summary
@@ -296,54 +294,41 @@ def write_result(row: dict[str, Any], *, cfg_dict: dict[str, Any]) -> dict[str, 
 # --------------------------------------------------------------------------------------------------
 
 
-def _pipeline(unit_ids: list[str], cfg: EmbedJobConfig) -> Any:
-    import ray
-
-    cfg_dict = to_dict(cfg)
-    lo, hi = actor_pool(cfg, ray.cluster_resources())
-    ds: Any = ray.data.from_items(
-        [{"unit_id": u} for u in unit_ids], override_num_blocks=max(1, len(unit_ids))
-    )
-    ds = ds.map(read_unit, fn_kwargs={"cfg_dict": cfg_dict}, num_cpus=cfg.read_num_cpus)
-    ds = ds.map(
-        EmbedActor,
-        fn_constructor_kwargs={"cfg_dict": cfg_dict},
-        compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
-        num_cpus=cfg.actor_num_cpus,
-        num_gpus=cfg.actor_num_gpus,
-    )
-    return ds.map(write_result, fn_kwargs={"cfg_dict": cfg_dict}, num_cpus=cfg.write_num_cpus)
-
-
 _UNITS_PER_PIPELINE = 4096
 """Units per Ray Data pipeline: a continent's ~10^6 units run as consecutive pipelines, so the driver
 never builds one dataset (and its block metadata) of the whole region."""
 
 
-def _pipelines(unit_ids: list[str], cfg: EmbedJobConfig) -> Any:
-    for lo in range(0, len(unit_ids), _UNITS_PER_PIPELINE):
-        yield from _pipeline(unit_ids[lo : lo + _UNITS_PER_PIPELINE], cfg).iter_rows()
+def _pipelines(units: list[WorkUnit], cfg: EmbedJobConfig, st: Store) -> Any:
+    """The stages on Ray Data, ``_UNITS_PER_PIPELINE`` units at a time; yields the summary rows.
 
-
-def _serial(unit_ids: list[str], cfg: EmbedJobConfig) -> Any:
-    """The same stages in this process, one unit after the other (no Ray): reference runs and debugging."""
-    cfg_dict = to_dict(cfg)
-    actor = EmbedActor(cfg_dict)
-    for unit_id in unit_ids:
-        yield write_result(actor(read_unit({"unit_id": unit_id}, cfg_dict=cfg_dict)), cfg_dict=cfg_dict)
-
-
-def _record_job(cfg: EmbedJobConfig, st: Any) -> None:
-    """Record the job's configuration in the opened store ``st`` (``embedder verify --repair`` runs it again).
-
-    Storage options are left out: they may hold credentials; the repair takes them from its caller.
+    Rows carry the units' fields; every stage gets the parsed ``cfg`` or the opened store ``st`` as it
+    is (pickled once per stage by Ray), so no stage parses a config, a unit id or a store URL. An
+    actor that dies is rebuilt from the same ``cfg``.
     """
-    from embedder.config import to_dict
-    from embedder.store import put_object
-    from embedder.store.verify import JOB_CONFIG
+    import ray
 
-    doc = {k: v for k, v in to_dict(cfg).items() if k != "storage_options"}
-    put_object(st.fs, f"{st.root}/{JOB_CONFIG}", json.dumps(doc, indent=1, default=str).encode())
+    for i in range(0, len(units), _UNITS_PER_PIPELINE):
+        chunk = units[i : i + _UNITS_PER_PIPELINE]
+        lo, hi = actor_pool(cfg, ray.cluster_resources())
+        ds: Any = ray.data.from_items([u.to_row() for u in chunk], override_num_blocks=max(1, len(chunk)))
+        ds = ds.map(read_unit, fn_kwargs={"cfg": cfg}, num_cpus=cfg.read_num_cpus)
+        ds = ds.map(
+            EmbedActor,
+            fn_constructor_kwargs={"cfg": cfg},
+            compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
+            num_cpus=cfg.actor_num_cpus,
+            num_gpus=cfg.actor_num_gpus,
+        )
+        ds = ds.map(write_result, fn_kwargs={"store": st}, num_cpus=cfg.write_num_cpus)
+        yield from ds.iter_rows()
+
+
+def _serial(units: list[WorkUnit], cfg: EmbedJobConfig, st: Store) -> Any:
+    """The same stages in this process, one unit after the other (no Ray): reference runs and debugging."""
+    actor = EmbedActor(cfg)
+    for unit in units:
+        yield write_result(actor(read_unit(unit.to_row(), cfg=cfg)), store=st)
 
 
 def run(cfg: EmbedJobConfig, *, serial: bool = False) -> dict[str, Any]:
@@ -354,13 +339,18 @@ def run(cfg: EmbedJobConfig, *, serial: bool = False) -> dict[str, Any]:
     import ray
     from tqdm import tqdm
 
-    from embedder.grid import work_units
-    from embedder.store import StoreConfig, create_store, list_done
+    from embedder.grid import region_from_text, work_units
+    from embedder.store import StoreConfig, create_store, list_done, put_object
+    from embedder.store.verify import JOB_CONFIG
 
     t0 = time.perf_counter()
     layout = cfg.store_layout or StoreConfig()
     units = work_units(
-        _region(cfg), cfg.start, cfg.end, tile_px=layout.tile_px, period_days=layout.period_days
+        region_from_text(cfg.region),
+        cfg.start,
+        cfg.end,
+        tile_px=layout.tile_px,
+        period_days=layout.period_days,
     )
     opts = dict(cfg.storage_options) or None
     from embedder.training import checkpoint_encoders, checkpoint_init_from
@@ -384,9 +374,12 @@ def run(cfg: EmbedJobConfig, *, serial: bool = False) -> dict[str, Any]:
         storage_options=opts,
         encoders=encoders,
     )
-    _record_job(cfg, st)  # the store create_store opened: no second read of its metadata
+    # the job's config, for `embedder verify --repair` to run it again; storage options are left out (they
+    # may hold credentials; the repair takes them from its caller)
+    job_doc = {k: v for k, v in to_dict(cfg).items() if k != "storage_options"}
+    put_object(st.fs, f"{st.root}/{JOB_CONFIG}", json.dumps(job_doc, indent=1, default=str).encode())
     done = set(list_done(st))
-    todo = [u.id for u in units if u.id not in done]
+    todo = [u for u in units if u.id not in done]
     print(f"[embed] {len(units)} units, {len(done)} already done, {len(todo)} to do", flush=True)
     if not serial:
         if not ray.is_initialized():
@@ -398,18 +391,19 @@ def run(cfg: EmbedJobConfig, *, serial: bool = False) -> dict[str, Any]:
     for attempt in range(1, cfg.max_attempts + 1):
         if not todo:
             break
-        failed_now: list[str] = []
+        failed_now: list[WorkUnit] = []
         bar = tqdm(total=len(todo), desc=f"units (pass {attempt})", unit="unit", disable=not cfg.progress)
-        rows = _serial(todo, cfg) if serial else _pipelines(todo, cfg)
+        rows = _serial(todo, cfg, st) if serial else _pipelines(todo, cfg, st)
         for row in rows:
             bar.update(1)
+            unit = WorkUnit.from_row(row)
             if row["status"] == "failed":
-                failed_now.append(row["unit_id"])
-                failures[row["unit_id"]] = row["reason"]
+                failed_now.append(unit)
+                failures[unit.id] = row["reason"]
                 continue
             counts[row["status"]] += 1
             px_dates += int(row["px_dates"])
-            failures.pop(row["unit_id"], None)
+            failures.pop(unit.id, None)
         bar.close()
         todo = failed_now
     counts["failed"] = len(todo)
@@ -423,7 +417,7 @@ def run(cfg: EmbedJobConfig, *, serial: bool = False) -> dict[str, Any]:
         "units_written": counts["ok"],
         "units_empty": counts["empty"],
         "units_failed": counts["failed"],
-        "failed": {u: failures[u].splitlines()[0] for u in todo},
+        "failed": {u.id: failures[u.id].splitlines()[0] for u in todo},
         "pixel_dates": px_dates,
         "seconds": round(elapsed, 2),
         "pixel_dates_per_s": round(px_dates / elapsed, 1) if elapsed > 0 else 0.0,

@@ -96,6 +96,20 @@ def test_ids_are_stable_and_parse_back():
         WorkUnit.from_id("32N_512px_x0082_y1016__2021-01-06_366d")
 
 
+def test_units_travel_as_typed_rows():
+    import numpy as np
+
+    u = WorkUnit(
+        tile=Tile(zone=33, south=True, col=7, row=1200, size_px=32),
+        period=periods("2022-01-10", "2022-01-10")[0],
+    )
+    row = u.to_row()
+    assert WorkUnit.from_row(row) == u
+    assert WorkUnit.from_row({**row, "status": "ok"}) == u  # other keys of a pipeline row are ignored
+    assert WorkUnit.from_row({k: np.int64(v) for k, v in row.items()}) == u  # as Ray Data hands them back
+    assert all(isinstance(v, (int, bool)) for v in row.values())
+
+
 def test_periods_align_to_epoch_blocks():
     ps = periods("2020-06-01", "2022-02-01")
     assert [p.index for p in ps] == [5, 6, 7]

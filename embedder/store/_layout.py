@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -155,6 +156,25 @@ class Store:
     def root(self) -> str:
         """The store's root path inside :attr:`fs`."""
         return url_to_fs(self.url, self.storage_options)[1]
+
+    @functools.cached_property
+    def _zone_extents(self) -> dict[str, ZoneExtent]:
+        return {}
+
+    def zone_extent(self, zone: str) -> ZoneExtent:
+        """The extent of zone group ``zone`` (:class:`StoreError` if there is none).
+
+        Read from the zone's metadata once per handle and kept, also when the handle is pickled to another
+        process: a job reads it once and its writers do not read it again per unit.
+        """
+        if zone not in self._zone_extents:
+            self._zone_extents[zone] = ZoneExtent.from_attrs(zone, zone_attrs(self, zone))
+        return self._zone_extents[zone]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the fields and the zone extents read so far."""
+        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**state, "_zone_extents": dict(self._zone_extents)}
 
 
 def as_store(store: Store | str, storage_options: dict[str, Any] | None = None) -> Store:

@@ -25,10 +25,8 @@ from embedder.store._layout import (
     Flag,
     Store,
     StoreError,
-    ZoneExtent,
     as_store,
     georef_attrs,
-    zone_attrs,
     zone_extents,
 )
 
@@ -86,6 +84,9 @@ def create_store(
     (sensor -> ``ModelConfig.encoder``, :func:`embedder.training.checkpoint_encoders`) says which frame
     encoder made the embeddings (``embedder:encoders``, ``geoemb:model.encoders``); it follows from the
     model version, so it is recorded but not fingerprinted.
+
+    The returned handle holds the extents of the units' zones (:meth:`Store.zone_extent`): passed to
+    writers, in this process or pickled to others, it spares them a metadata read per unit.
     """
     import zarr
 
@@ -115,8 +116,7 @@ def create_store(
         for name in zones:
             if name not in existing:
                 raise StoreError(f"store {url!r} has no zone group {name}; recreate it with all units")
-            zat = zone_attrs(store, name)
-            have = ZoneExtent.from_attrs(name, zat)
+            have = store.zone_extent(name)
             for u in units:
                 if u.tile.zone_name == name:
                     have.tile_index(u.tile)
@@ -217,7 +217,10 @@ def create_store(
         sref = g.create_array("spatial_ref", shape=(), dtype="int32", fill_value=0, attributes=georef)
         sref[...] = 0
     put_object(fs, f"{root}/_plan.json", json.dumps(_plan(units)).encode())
-    return as_store(url, storage_options)
+    store = as_store(url, storage_options)
+    for name in zones:
+        store.zone_extent(name)
+    return store
 
 
 def _plan(units: Iterable[WorkUnit]) -> dict[str, list[Any]]:
@@ -342,7 +345,7 @@ def write_unit(
     tp, cp, pd_, cd = cfg.tile_px, cfg.chunk_px, cfg.period_days, cfg.chunk_days
     if unit.tile.size_px != tp or unit.period.period_days != pd_:
         raise StoreError(f"unit {unit.id} does not match the store layout (tile_px={tp}, period_days={pd_})")
-    zone = ZoneExtent.from_attrs(unit.tile.zone_name, zone_attrs(st, unit.tile.zone_name))
+    zone = st.zone_extent(unit.tile.zone_name)
     ty, tx = zone.tile_index(unit.tile)
     if unit.period.index >= zone.n_periods:
         raise StoreError(f"unit {unit.id} is after the store's time extent ({zone.n_periods} periods)")
