@@ -356,9 +356,9 @@ def run(cfg: EmbedJobConfig, *, serial: bool = False) -> dict[str, Any]:
     from embedder.training import checkpoint_encoders, checkpoint_init_from
 
     local = local_checkpoint(cfg.checkpoint, storage_options=opts)
+    encoders = checkpoint_encoders(local)  # first: a missing, unreadable or stage-1 file is refused by name
     version = model_version(local)
     check_model_version(cfg, version)
-    encoders = checkpoint_encoders(local)
     pretrained = checkpoint_init_from(local)  # the committed weights a fine-tuned model started from
     st = create_store(
         cfg.store,
@@ -452,20 +452,30 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the embedding job; returns the exit code.
 
-    0 when every unit is written or empty, 1 when some failed, 2 when the job is refused (a checkpoint
-    that does not match the store, a bad region or store).
+    0 when every unit is written or empty, 1 when some failed, 2 when the job is refused before anything
+    is written (a bad config, a missing, unreadable or stage-1 checkpoint, a checkpoint that does not
+    match the store, a bad region or store).
     """
     args = _parser().parse_args(argv)
-    cfg = load_config(
-        EmbedJobConfig, args.config, store=args.store, catalog=args.catalog, checkpoint=args.checkpoint,
-        region=args.region,
-    )  # fmt: skip
+    from embedder.config import ConfigError
     from embedder.grid import GridError
     from embedder.store import StoreError
+    from embedder.training import CheckpointMismatchError
 
     try:
+        cfg = load_config(
+            EmbedJobConfig, args.config, store=args.store, catalog=args.catalog, checkpoint=args.checkpoint,
+            region=args.region,
+        )  # fmt: skip
         summary = run(cfg)
-    except (ModelVersionError, StoreError, GridError) as err:
+    except (
+        ConfigError,
+        CheckpointMismatchError,
+        FileNotFoundError,
+        ModelVersionError,
+        StoreError,
+        GridError,
+    ) as err:
         print(f"[embed] refused: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
         return 2
     text = json.dumps(summary, indent=2)
