@@ -7,9 +7,11 @@ over the bare predictor rate on the same units) >= 0.8; ``driver_rss_100_mb`` ab
 
 1. The same synthetic tile (``embedder.data.testing.make_test_cube``) through ``Predictor`` with
    ``method="naive"`` and ``"fast"``: the paper model (``ModelConfig()`` / ``FusionConfig()``) and the
-   small preset.
-2. A tiny sample region (two 64 px scenes: 8 units of 32 px) embedded by ``ray_jobs.embed.run`` on a local Ray instance
-   (small model) vs the bare predictor on the same prepared tiles; actor peak RSS from the actor.
+   small preset; the paper fast path also compiled (``--compile inductor``, ``compiled_*`` keys, as
+   ``EmbedJobConfig.torch_compile`` runs it; ``compile_s`` is paid once per actor).
+2. A sample region (two 128 px scenes: 8 units of 64 px by default, ``--pipeline-scene-px`` /
+   ``--pipeline-tile-px``) embedded by ``ray_jobs.embed.run`` on a local Ray instance (small model) vs the
+   bare predictor on the same prepared tiles; actor peak RSS from the actor.
 3. The driver's peak RSS for regions of 10 and 100 units without data (fresh process each).
 
     .venv/bin/python bench/inference.py [--paper-px 3 --paper-dates 50] [--out bench/results/inference.json]
@@ -74,6 +76,7 @@ def bench_paths(
     naive_targets: int,
     pixel_batch: int,
     peak_gflops: float,
+    compile_backend: str | None = None,
 ) -> dict[str, float]:
     """Naive vs fast on one synthetic tile: pixel-dates/s of each, their ratio and max abs difference.
 
@@ -108,34 +111,59 @@ def bench_paths(
     out["ratio"] = out["fast_px_dates_s"] / out["naive_px_dates_s"]
     out["flops_per_px_date"] = model_flops(tile, preset=preset)["cached"]
     out.update(efficiency(out["fast_px_dates_s"], out["flops_per_px_date"], peak_gflops))
+    if compile_backend:  # the same fast path with torch.compile (EmbedJobConfig.torch_compile)
+        cpred = Predictor(_model(preset), pixel_batch=pixel_batch, compile=compile_backend)
+        t0 = time.perf_counter()
+        cpred.embed_tile(tile.crop(n_targets=2), method="fast")  # compiles (once per actor in the job)
+        out["compile_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        compiled = cpred.embed_tile(tile, method="fast")
+        out["compiled_fast_px_dates_s"] = n_fast / (time.perf_counter() - t0)
+        out["compiled_max_abs_diff"] = float(np.abs(compiled[: len(sub.plan.targets)] - naive).max())
+        out["compiled_ratio"] = out["compiled_fast_px_dates_s"] / out["naive_px_dates_s"]
+        out.update(
+            efficiency(
+                out["compiled_fast_px_dates_s"], out["flops_per_px_date"], peak_gflops, prefix="compiled_"
+            )
+        )
     print(f"[bench] {preset}: {k} targets, fast {out['fast_px_dates_s']:.1f}/s on {n_fast}, naive "
           f"{out['naive_px_dates_s']:.2f}/s on {n_naive} pixel-dates, ratio {out['ratio']:.2f}, "
           f"max diff {out['max_abs_diff']:.2e}", flush=True)  # fmt: skip
     return out
 
 
-def _job_config(tmp: Path, region_dir: Path, checkpoint: Path, *, region: str, store: str) -> EmbedJobConfig:
+def _job_config(
+    tmp: Path,
+    region_dir: Path,
+    checkpoint: Path,
+    *,
+    region: str,
+    store: str,
+    tile_px: int = _STORE["tile_px"],
+) -> EmbedJobConfig:
     from embedder.config import load_config
+
+    layout = {**_STORE, "tile_px": tile_px, "chunk_px": min(tile_px, 64)}
 
     return load_config(
         EmbedJobConfig,
         {
             "catalog": str(region_dir / "catalog.json"), "store": store, "region": region,
-            "start": "2022-01-10", "end": "2022-03-31", "checkpoint": str(checkpoint), "store_layout": _STORE,
+            "start": "2022-01-10", "end": "2022-03-31", "checkpoint": str(checkpoint), "store_layout": layout,
             "pixel_batch": 1024, "actor_num_cpus": 1.0, "read_num_cpus": 0.5, "write_num_cpus": 0.25,
             "max_attempts": 1, "progress": False,
         },
     )  # fmt: skip
 
 
-def _region(tmp: Path) -> tuple[Path, Path]:
+def _region(tmp: Path, size_px: int = 64) -> tuple[Path, Path]:
     from embedder.sample import write_sample_region
     from embedder.training import save_checkpoint
 
-    region_dir = tmp / "region"
+    region_dir = tmp / f"region{size_px}"
     if not (region_dir / "catalog.json").is_file():
         cfg = dataclasses.replace(
-            SampleRegionConfig.tiny(), size_px=64, start=dt.date(2021, 10, 1), end=dt.date(2022, 5, 31)
+            SampleRegionConfig.tiny(), size_px=size_px, start=dt.date(2021, 10, 1), end=dt.date(2022, 5, 31)
         )
         write_sample_region(region_dir, cfg=cfg)
     ckpt = tmp / "fusion.pt"
@@ -144,18 +172,23 @@ def _region(tmp: Path) -> tuple[Path, Path]:
     return region_dir, ckpt
 
 
-def bench_pipeline(tmp: Path) -> dict[str, float]:
-    """Ray pipeline pixel-dates/s over the bare predictor's on the same units (small model)."""
+def bench_pipeline(tmp: Path, *, scene_px: int, tile_px: int) -> dict[str, float]:
+    """Ray pipeline pixel-dates/s over the bare predictor's on the same units (small model).
+
+    The sample region's two scenes are ``scene_px`` wide and cut into ``tile_px`` units: the job's fixed
+    start (actor start, model load, Ray Data planning) weighs less as units grow towards production's.
+    """
     import ray
 
     from embedder.grid import region_from_text, work_units
     from ray_jobs.embed import EmbedActor, read_unit, run
 
-    region_dir, ckpt = _region(tmp)
+    region_dir, ckpt = _region(tmp, scene_px)
     cfg = _job_config(
-        tmp, region_dir, ckpt, region=str(region_dir / "region.json"), store=str(tmp / "pipe.zarr")
-    )
-    layout = StoreConfig(**_STORE)
+        tmp, region_dir, ckpt, region=str(region_dir / "region.json"), store=str(tmp / "pipe.zarr"),
+        tile_px=tile_px,
+    )  # fmt: skip
+    layout = cfg.store_layout or StoreConfig()
     units = work_units(
         region_from_text(cfg.region),
         cfg.start,
@@ -189,6 +222,7 @@ def bench_pipeline(tmp: Path) -> dict[str, float]:
         "bare_px_dates_s": bare_rate,
         "pipeline_share": pipe_rate / bare_rate,
         "pipeline_units": float(len(units)),
+        "pipeline_tile_px": float(tile_px),
         "pipeline_s": float(summary["seconds"]),
         "worker_rss_mb": actor_rss,
     }
@@ -251,7 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small-px", type=int, default=16, help="interior side of the small-model tile")
     p.add_argument("--small-dates", type=int, default=50, help="dates of the small-model tile")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--compile", default="inductor", help="also time the paper fast path compiled ('' = skip)")
     p.add_argument("--pixel-batch", type=int, default=2048, help="pixels per forward pass of the paper model")
+    p.add_argument(
+        "--pipeline-scene-px", type=int, default=128, help="side of the pipeline region's 2 scenes"
+    )
+    p.add_argument("--pipeline-tile-px", type=int, default=64, help="side of the pipeline's work units")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "inference.json"))
     p.add_argument("--parts", default="paths,pipeline,driver", help="which parts to run (results are merged)")
     p.add_argument("--tmp", type=Path, default=None, help=argparse.SUPPRESS)
@@ -277,23 +316,26 @@ def main(argv: list[str] | None = None) -> int:
     if "paths" in parts:
         paper = bench_paths(
             "paper", interior_px=a.paper_px, n_dates=a.paper_dates, naive_targets=a.paper_naive_targets,
-            pixel_batch=a.pixel_batch, peak_gflops=peak,
+            pixel_batch=a.pixel_batch, peak_gflops=peak, compile_backend=a.compile or None,
         )  # fmt: skip
-        save({k: (float(f"{v:.3g}") if k == "max_abs_diff" else round(v, 3)) for k, v in paper.items()})
+        save(
+            {k: (float(f"{v:.3g}") if k.endswith("max_abs_diff") else round(v, 3)) for k, v in paper.items()}
+        )
         small = bench_paths(
             "small", interior_px=a.small_px, n_dates=a.small_dates, naive_targets=0, pixel_batch=2048,
             peak_gflops=peak,
         )  # fmt: skip
         save(
             {
-                f"small_{k}": (float(f"{v:.3g}") if k == "max_abs_diff" else round(v, 3))
+                f"small_{k}": (float(f"{v:.3g}") if k.endswith("max_abs_diff") else round(v, 3))
                 for k, v in small.items()
             }
         )
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         if "pipeline" in parts:
-            save({k: round(v, 3) for k, v in bench_pipeline(tmp).items()})
+            pipe = bench_pipeline(tmp, scene_px=a.pipeline_scene_px, tile_px=a.pipeline_tile_px)
+            save({k: round(v, 3) for k, v in pipe.items()})
         if "driver" in parts:
             save({"driver_rss_10_mb": round(driver_rss(tmp, 10), 1)})
             save({"driver_rss_100_mb": round(driver_rss(tmp, 100), 1)})

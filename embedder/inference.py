@@ -364,7 +364,9 @@ class Predictor:
         pixel_batch: pixels per forward pass (tune to device memory).
         bf16: run the whole model under bfloat16 autocast (GPU option; off = exact fp32). ``bench/gpu.py``
             reports its difference from fp32.
-        channels_last: use channels-last memory format for the convolutions (GPU option).
+        channels_last: channels-last memory format for the convolutions; None (default) turns it on on the
+            CPU, where it makes the paper model's oneDNN convolutions ~20 % faster (``bench/inference.py``),
+            and off on GPUs, where it gave nothing on an H200.
         tf32: on CUDA, allow TF32 matmuls and convolutions (``cudnn.benchmark`` is always on there).
         compile: a ``torch.compile`` backend (``"inductor"`` on GPUs) for the encoders, the temporal
             transformer and the fusion; None runs eagerly.
@@ -382,7 +384,7 @@ class Predictor:
         device: str = "cpu",
         pixel_batch: int = 2048,
         bf16: bool = False,
-        channels_last: bool = False,
+        channels_last: bool | None = None,
         tf32: bool = True,
         compile: str | None = None,
         share_first_layer: bool = True,
@@ -397,7 +399,7 @@ class Predictor:
         self.model: FusionModel = model.to(self.device).eval()
         self.pixel_batch = int(pixel_batch)
         self.bf16 = bf16
-        self.channels_last = channels_last
+        self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
         self.names: tuple[str, ...] = self.model.names
         self.delta_keys: tuple[str, ...] = self.model.delta_keys
         if self.channels_last:
@@ -458,49 +460,18 @@ class Predictor:
             out.append(x)
         return out
 
-    def _dense(self, name: str, halo_px: int) -> bool:
-        """Whether ``name``'s frames are encoded whole by the dense-consistent encoder."""
-        return name in self._dense_fn and 2 * halo_px + 1 == WINDOW_PX
-
     def _frame_tokens(self, name: str, frame: torch.Tensor, halo_px: int) -> torch.Tensor:
         """Tokens ``[h*w, d_model]`` of every interior pixel of one device frame ``[C, H, W]``.
 
         A dense-consistent encoder (``ModelConfig.encoder == "dense"``) runs once over the whole frame
         (exactly the per-window tokens); the paper encoder encodes each pixel's 15 x 15 window.
         """
-        if self._dense(name, halo_px):
+        if name in self._dense_fn and 2 * halo_px + 1 == WINDOW_PX:
             w = frame.shape[2] - 2 * halo_px
             rows = max(64, -(-self.pixel_batch // max(1, w)))
             tokens = self._dense_fn[name](frame, rows_per_chunk=rows)  # [h, w, d_model]
             return tokens.reshape(-1, tokens.shape[-1])  # [h*w, d_model]
         return torch.cat([self._frames_fn[name](x) for x in self.window_batches(frame, halo_px)])
-
-    def _frames_per_pass(self, name: str, n_px: int, halo_px: int) -> int:
-        """Frames the paper encoder takes in one pass: enough for about :attr:`pixel_batch` pixels.
-
-        One frame of a large tile already fills the batch; a small tile's frames (edge tiles, short
-        regions) are encoded together, so its convolutions see a batch, not a handful of pixels.
-        """
-        if self._dense(name, halo_px):
-            return 1  # the dense encoder runs frame by frame over the whole frame
-        return max(1, self.pixel_batch // max(1, n_px))
-
-    def _frames_tokens(
-        self, name: str, frames: torch.Tensor, us: list[int], halo_px: int
-    ) -> list[torch.Tensor]:
-        """Tokens ``[h*w, d_model]`` of frames ``us`` of ``frames [U, C, H, W]``, one list entry per frame."""
-        if len(us) == 1 or self._dense(name, halo_px):
-            return [self._frame_tokens(name, frames[u], halo_px) for u in us]
-        wins = torch.cat(
-            [x for u in us for x in self.window_batches(frames[u], halo_px)]
-        )  # [m*h*w, C, 15, 15]
-        tokens = torch.cat(
-            [
-                self._frames_fn[name](wins[lo : lo + self.pixel_batch])
-                for lo in range(0, len(wins), self.pixel_batch)
-            ]
-        )  # [m*h*w, d]
-        return list(tokens.reshape(len(us), -1, tokens.shape[-1]).unbind(0))
 
     def _plan_gaps(self, tile: TileInputs, name: str) -> np.ndarray:
         return tile.plan.s2_gaps if name == PRIMARY_SENSOR.name else tile.plan.s1_gaps  # [K, 10]
@@ -550,15 +521,9 @@ class Predictor:
             z: dict[str, torch.Tensor] = {}
             for name in self.names:
                 shared = name in self._shared
-                need = [u for u in window if (name, u) not in cache]
-                if need:
-                    # small tiles: encode later windows' frames too, up to pixel_batch pixels per pass
-                    room = self._frames_per_pass(name, n_px, tile.halo_px) - len(need)
-                    if room > 0:
-                        later = dict.fromkeys(int(u) for win in plan.windows[k + 1 :] for u in win)
-                        need += [u for u in later if u not in need and (name, u) not in cache][:room]
-                    encoded = self._frames_tokens(name, frames[name], need, tile.halo_px)
-                    for u, tok in zip(need, encoded, strict=True):
+                for u in window:
+                    if (name, u) not in cache:
+                        tok = self._frame_tokens(name, frames[name][u], tile.halo_px)  # [h*w, d]
                         cache[(name, u)] = (tok, self._ae(name).project_first_layer(tok) if shared else None)
                 tokens = torch.stack([cache[(name, u)][0] for u in window], dim=1)  # [h*w, 11, d]
                 p = pos[name][k : k + 1]  # [1, 11, d]: the window's gaps, shared by its pixels

@@ -119,29 +119,6 @@ def test_fast_path_equals_naive_path() -> None:
     np.testing.assert_allclose(fast, naive, atol=1e-5, rtol=0)
 
 
-def test_small_tiles_encode_several_dates_per_pass_with_the_same_numbers() -> None:
-    from embedder.inference import Predictor
-
-    cube = make_test_cube(7, size_px=17, n_dates=16, cloud_frac=0.2)  # 3 x 3 interior pixels
-    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
-    results, passes = [], []
-    for batch in (9, 9 * 40):  # one frame per pass, then up to 40 frames per pass
-        pred = Predictor(_small_fusion(), pixel_batch=batch)
-        calls = {"n": 0}
-        for name, fn in list(pred._frames_fn.items()):
-
-            def counted(x, fn=fn, calls=calls):  # type: ignore[no-untyped-def]
-                calls["n"] += 1
-                return fn(x)
-
-            pred._frames_fn[name] = counted
-        results.append(pred.embed_tile(tile, method="fast"))
-        passes.append(calls["n"])
-    # one pass per frame, then one pass per sensor for the whole tile (30 frames here)
-    assert passes[1] == len(pred.names) and passes[0] >= 4 * passes[1], passes
-    np.testing.assert_allclose(results[1], results[0], atol=1e-5, rtol=0)
-
-
 def test_tile_edge_embedding_equals_single_window() -> None:
     import torch
 
@@ -305,3 +282,21 @@ def test_crop_keeps_the_top_left_pixels_and_first_targets() -> None:
     assert part.frames["s2"].shape[2:] == (17, 17) and part.flags.shape == (2, 3, 3)
     pred = Predictor(_small_fusion())
     np.testing.assert_allclose(pred.embed_tile(part), pred.embed_tile(tile)[:2, :, :3, :3], atol=1e-5, rtol=0)
+
+
+def test_channels_last_is_the_cpu_default_with_the_same_numbers() -> None:
+    import copy
+
+    import torch
+
+    from embedder.inference import Predictor
+
+    cube = make_test_cube(5, size_px=18, n_dates=13, cloud_frac=0.2)
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
+    model = _small_fusion()
+    default = Predictor(copy.deepcopy(model))
+    plain = Predictor(copy.deepcopy(model), channels_last=False)
+    assert default.channels_last and not plain.channels_last
+    conv = next(m for m in default.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_allclose(default.embed_tile(tile), plain.embed_tile(tile), atol=1e-5, rtol=0)
