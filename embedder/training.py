@@ -8,18 +8,15 @@ Read it top to bottom like nanoGPT's ``train.py``:
    per-sample means of the metrics, averaged over all ranks when ``torch.distributed`` is initialised;
 4. :func:`fit` is the epoch loop: plateau scheduler on the validation centre MAE, best/last checkpoints,
    early stopping, one JSON line of metrics per epoch and a ``report`` hook (the Ray jobs use it);
-5. :func:`save_checkpoint` / :func:`load_checkpoint` / :func:`load_autoencoder` hold the model, optimiser,
-   schedulers, epoch, best metric, the resolved configs and each sensor's name and bands; loading checks
-   the sensors so a stage-1 checkpoint of the wrong sensor is refused with a clear message.
+Checkpoints (what :func:`fit` writes and the jobs load) are :mod:`embedder.checkpoints`.
 
-The model may be wrapped in ``DistributedDataParallel`` or ``torch.compile``: :func:`unwrap` gives the
-plain module, which is what checkpoints hold.
+The model may be wrapped in ``DistributedDataParallel`` or ``torch.compile``:
+:func:`embedder.checkpoints.unwrap` gives the plain module, which is what checkpoints hold.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -36,18 +33,17 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LinearLR, ReduceLROnPlateau
 
-from embedder.config import FusionConfig, ModelConfig, TrainConfig, from_dict, to_dict
+from embedder.checkpoints import load_checkpoint, load_model_state, save_checkpoint, unwrap
+from embedder.config import TrainConfig
 from embedder.floors import centre_floors, sum_over_ranks
 from embedder.losses import ContextAwareLoss, FusionLoss
 from embedder.models.fusion import FusionModel
 from embedder.models.modality import ModalityAutoencoder
-from embedder.sensors import LossWeights, SensorSpec, get_sensor
+from embedder.sensors import LossWeights, SensorSpec
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
     "LOG",
     "MONITOR",
-    "CheckpointMismatchError",
     "EpochReport",
     "FitResult",
     "FusionObjective",
@@ -56,26 +52,16 @@ __all__ = [
     "band_statistics",
     "build_optimizer",
     "build_schedulers",
-    "checkpoint_digest",
-    "checkpoint_encoders",
-    "checkpoint_init_from",
     "evaluate",
     "fit",
     "frame_mean_floor",
-    "load_autoencoder",
-    "load_checkpoint",
-    "load_fusion",
     "loss_weights_at",
     "move_batch",
-    "save_checkpoint",
     "seed_everything",
     "train_epoch",
     "train_step",
-    "unwrap",
 ]
 
-CHECKPOINT_FORMAT = "embedder-checkpoint/1"
-"""Format tag stored in every checkpoint."""
 MONITOR = "centre_mae"
 """Validation metric that drives the plateau scheduler, checkpoint choice and early stopping."""
 METRICS_FILE = "metrics.jsonl"
@@ -86,10 +72,6 @@ STATS_BATCHES = 64
 """Training batches read for the per-band statistics of ``ModelConfig.standardize``."""
 FLOOR_BATCHES = 64
 """Validation batches (at most) the floors are computed on, once per run."""
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint holds other sensors, bands or a different kind of model than asked for."""
 
 
 # --- 1. objectives ------------------------------------------------------------------------------------
@@ -188,17 +170,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 - seeds the legacy global state third-party code may still use
     torch.manual_seed(seed)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under ``DistributedDataParallel`` / ``torch.compile`` wrappers."""
-    while True:
-        inner = getattr(model, "_orig_mod", None)
-        if inner is None and isinstance(model, nn.parallel.DistributedDataParallel):
-            inner = model.module
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -528,7 +499,7 @@ def fit(
     start_epoch, best, best_epoch, since_best = 0, math.inf, -1, 0
     if resume_from is not None:
         ckpt = load_checkpoint(resume_from, sensors=objective.sensors, kind=objective.kind)
-        _load_model_state(plain, ckpt, resume_from)
+        load_model_state(plain, ckpt, resume_from)
         for obj, key in (
             (optimizer, "optimizer_state"),
             (warmup, "warmup_state"),
@@ -640,165 +611,3 @@ def fit(
             floor,
         )
     return result
-
-
-# --- 5. checkpoints ----------------------------------------------------------------------------------------
-
-
-def _model_description(model: nn.Module) -> tuple[str, dict[str, Any], dict[str, list[str]]]:
-    """``(kind, configs, sensors)`` of a plain model."""
-    if isinstance(model, ModalityAutoencoder):
-        return "modality", {"model": to_dict(model.cfg)}, {model.sensor.name: list(model.sensor.bands)}
-    if isinstance(model, FusionModel):
-        aes = {n: model.autoencoder(n) for n in model.names}
-        configs = {"fusion": to_dict(model.cfg), "models": {n: to_dict(ae.cfg) for n, ae in aes.items()}}
-        return "fusion", configs, {n: list(ae.sensor.bands) for n, ae in aes.items()}
-    raise TypeError(
-        f"cannot checkpoint a {type(model).__name__}; expected ModalityAutoencoder or FusionModel"
-    )
-
-
-def save_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    *,
-    optimizer: torch.optim.Optimizer | None = None,
-    warmup: LinearLR | LambdaLR | None = None,
-    plateau: ReduceLROnPlateau | None = None,
-    epoch: int = -1,
-    best_metric: float = math.inf,
-    best_epoch: int = -1,
-    epochs_since_best: int = 0,
-    train_cfg: TrainConfig | None = None,
-) -> Path:
-    """Write a checkpoint of the (unwrapped) model with training state, configs and sensors; returns the path.
-
-    The file is written to a temporary name and renamed, so a crash never leaves half a checkpoint.
-    """
-    plain = unwrap(model)
-    kind, configs, sensors = _model_description(plain)
-    if train_cfg is not None:
-        configs["train"] = to_dict(train_cfg)
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "kind": kind,
-        "sensors": sensors,
-        "config": configs,
-        "model_state": plain.state_dict(),
-        "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
-        "warmup_state": warmup.state_dict() if warmup is not None else None,
-        "plateau_state": plateau.state_dict() if plateau is not None else None,
-        "epoch": epoch,
-        "best_metric": best_metric,
-        "best_epoch": best_epoch,
-        "epochs_since_best": epochs_since_best,
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
-
-
-def load_checkpoint(
-    path: str | Path,
-    *,
-    sensors: Sequence[SensorSpec] | None = None,
-    kind: str | None = None,
-    map_location: str | torch.device = "cpu",
-) -> dict[str, Any]:
-    """Read a checkpoint; with ``sensors`` / ``kind``, check they match and raise :class:`CheckpointMismatchError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint {str(path)!r} does not exist; pass the path of a .pt file written by fit"
-        )
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # pickle, zip and weights-only errors all mean "not a checkpoint of ours"
-        raise CheckpointMismatchError(
-            f"{str(path)!r} is not a readable checkpoint (torch.load failed: {type(err).__name__}); "
-            "pass a .pt file written by embedder.training (a fit run's best.pt or weights/*.pt)"
-        ) from err
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointMismatchError(
-            f"{str(path)!r} is not an embedder checkpoint (format {CHECKPOINT_FORMAT!r}); "
-            "use a checkpoint written by embedder.training"
-        )
-    if kind is not None and ckpt["kind"] != kind:
-        raise CheckpointMismatchError(
-            f"checkpoint {str(path)!r} holds a {ckpt['kind']!r} model but a {kind!r} model was asked for"
-        )
-    if sensors is not None:
-        have = {n: list(b) for n, b in ckpt["sensors"].items()}
-        want = {s.name: list(s.bands) for s in sensors}
-        if have != want:
-            raise CheckpointMismatchError(
-                f"checkpoint {str(path)!r} holds sensors/bands {have} but {want} were asked for; "
-                "pass the checkpoint trained for these sensors (stage 1 is one checkpoint per sensor)"
-            )
-    return ckpt
-
-
-def _load_model_state(model: nn.Module, ckpt: Mapping[str, Any], path: str | Path) -> None:
-    try:
-        model.load_state_dict(ckpt["model_state"])
-    except RuntimeError as err:
-        raise CheckpointMismatchError(
-            f"checkpoint {str(path)!r} (configs {ckpt['config']}) does not fit this model's size: {err}. "
-            "Build the model with the checkpoint's config (see load_autoencoder)"
-        ) from None
-
-
-def load_autoencoder(
-    path: str | Path, sensor: SensorSpec | str, *, map_location: str | torch.device = "cpu"
-) -> ModalityAutoencoder:
-    """A stage-1 :class:`ModalityAutoencoder` of ``sensor`` built from the checkpoint's own config.
-
-    Raises :class:`CheckpointMismatchError` when the checkpoint holds another sensor or band list.
-    """
-    spec = get_sensor(sensor) if isinstance(sensor, str) else sensor
-    ckpt = load_checkpoint(path, sensors=[spec], kind="modality", map_location=map_location)
-    ae = ModalityAutoencoder(spec, cfg=from_dict(ModelConfig, ckpt["config"]["model"], where=f"{path}:model"))
-    _load_model_state(ae, ckpt, path)
-    return ae
-
-
-def checkpoint_encoders(path: str | Path) -> dict[str, str]:
-    """Frame encoder (``ModelConfig.encoder``: ``paper`` or ``dense``) of each sensor of a fusion checkpoint."""
-    ckpt = load_checkpoint(path, kind="fusion")
-    return {str(n): str(c.get("encoder", "paper")) for n, c in ckpt["config"]["models"].items()}
-
-
-def checkpoint_digest(path: str | Path) -> str:
-    """``sha256:<16 hex>`` of a local checkpoint file: a model's version (stores, ``init_from``, ``weights/``)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return f"sha256:{h.hexdigest()[:16]}"
-
-
-def checkpoint_init_from(path: str | Path) -> str:
-    """``sha256:<16 hex>`` of the weights a checkpoint's training run started from ("" for none)."""
-    ckpt = load_checkpoint(path)
-    return str(ckpt["config"].get("train", {}).get("init_from", ""))
-
-
-def load_fusion(path: str | Path, *, map_location: str | torch.device = "cpu") -> FusionModel:
-    """A :class:`FusionModel` rebuilt from a stage-2 checkpoint (sensors and sizes from the checkpoint)."""
-    ckpt = load_checkpoint(path, kind="fusion", map_location=map_location)
-    aes = {
-        n: ModalityAutoencoder(get_sensor(n), cfg=from_dict(ModelConfig, c, where=f"{path}:models.{n}"))
-        for n, c in ckpt["config"]["models"].items()
-    }
-    for n, ae in aes.items():
-        if list(ae.sensor.bands) != list(ckpt["sensors"][n]):
-            raise CheckpointMismatchError(
-                f"checkpoint {str(path)!r} has bands {ckpt['sensors'][n]} for {n!r} but embedder.sensors "
-                f"now lists {list(ae.sensor.bands)}; retrain or use a matching version"
-            )
-    model = FusionModel(aes, cfg=from_dict(FusionConfig, ckpt["config"]["fusion"], where=f"{path}:fusion"))
-    _load_model_state(model, ckpt, path)
-    return model
