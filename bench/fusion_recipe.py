@@ -42,6 +42,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def run_variant(name: str, spec: dict[str, Any], work: Path, weights: Path) -> dict[str, float]:
     """Train (or resume) one variant's fusion, score it and probe it; flat figures keyed by ``name``."""
+    from embedder.checkpoints import load_autoencoder
     from embedder.data.shards import ShardDataset
     from embedder.evaluation.convergence import ConvergenceConfig, fit_stage, prepare, probe_scores
     from embedder.evaluation.quality import probe_inputs
@@ -49,7 +50,7 @@ def run_variant(name: str, spec: dict[str, Any], work: Path, weights: Path) -> d
     from embedder.inference import Predictor
     from embedder.models.fusion import FusionModel
     from embedder.sensors import S1, S2
-    from embedder.training import FusionObjective, load_autoencoder, seed_everything
+    from embedder.training import FusionObjective, seed_everything
 
     base = ConvergenceConfig()
     cfg = dataclasses.replace(

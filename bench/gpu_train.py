@@ -227,11 +227,12 @@ def run_one(
     """One convergence run (in its own process): fit, then the best checkpoint on the test windows."""
     import torch
 
+    from embedder.checkpoints import load_checkpoint
     from embedder.config import ModelConfig, TrainConfig
     from embedder.floors import centre_floors
     from embedder.models.modality import ModalityAutoencoder
     from embedder.sensors import S1, S2
-    from embedder.training import ModalityObjective, evaluate, fit, load_checkpoint, seed_everything
+    from embedder.training import ModalityObjective, evaluate, fit, seed_everything
 
     spec = dict(RUNS[name])
     if max_steps is not None:

@@ -157,8 +157,8 @@ def _job_config(
 
 
 def _region(tmp: Path, size_px: int = 64) -> tuple[Path, Path]:
+    from embedder.checkpoints import save_checkpoint
     from embedder.sample import write_sample_region
-    from embedder.training import save_checkpoint
 
     region_dir = tmp / f"region{size_px}"
     if not (region_dir / "catalog.json").is_file():

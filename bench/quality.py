@@ -69,11 +69,11 @@ def _plot(flat: dict[str, Any], png: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit code."""
+    from embedder.checkpoints import load_fusion
     from embedder.config import GppConfig
     from embedder.evaluation.quality import QualityConfig, run_quality
     from embedder.evaluation.realdata import togo_figures
     from embedder.evaluation.towers import TOWER_DRIVERS, gpp_figures, run_gpp_towers
-    from embedder.training import load_fusion
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, default=Path("weights/fusion.pt"), help="fusion checkpoint")

@@ -419,7 +419,7 @@ def _weights() -> dict[str, Path]:
 
 
 def _weights_stamp(files: dict[str, Path]) -> str:
-    from embedder.training import checkpoint_digest
+    from embedder.checkpoints import checkpoint_digest
 
     return ",".join(f"{n}:{checkpoint_digest(p)}" for n, p in sorted(files.items()))
 

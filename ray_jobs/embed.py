@@ -80,7 +80,7 @@ def local_checkpoint(checkpoint: str, *, storage_options: dict[str, Any] | None 
 
 def model_version(checkpoint: str | Path) -> str:
     """``sha256:<16 hex>`` of a local checkpoint file: the store refuses a different model."""
-    from embedder.training import checkpoint_digest
+    from embedder.checkpoints import checkpoint_digest
 
     return checkpoint_digest(checkpoint)
 
@@ -214,8 +214,8 @@ class EmbedActor:
     def __init__(self, cfg: EmbedJobConfig) -> None:
         import torch
 
+        from embedder.checkpoints import load_fusion
         from embedder.inference import Predictor
-        from embedder.training import load_fusion
 
         device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self.threads = actor_threads(cfg)
@@ -353,7 +353,7 @@ def run(cfg: EmbedJobConfig, *, serial: bool = False) -> dict[str, Any]:
         period_days=layout.period_days,
     )
     opts = dict(cfg.storage_options) or None
-    from embedder.training import checkpoint_encoders, checkpoint_init_from
+    from embedder.checkpoints import checkpoint_encoders, checkpoint_init_from
 
     local = local_checkpoint(cfg.checkpoint, storage_options=opts)
     encoders = checkpoint_encoders(local)  # first: a missing, unreadable or stage-1 file is refused by name
@@ -457,10 +457,10 @@ def main(argv: list[str] | None = None) -> int:
     match the store, a bad region or store).
     """
     args = _parser().parse_args(argv)
+    from embedder.checkpoints import CheckpointMismatchError
     from embedder.config import ConfigError
     from embedder.grid import GridError
     from embedder.store import StoreError
-    from embedder.training import CheckpointMismatchError
 
     try:
         cfg = load_config(

@@ -34,20 +34,17 @@ import pyarrow.fs
 import torch
 from torch import nn
 
+from embedder.checkpoints import CheckpointMismatchError, checkpoint_digest, load_checkpoint, unwrap
 from embedder.config import TrainConfig, to_dict
 from embedder.data.shards import ChunkShuffleSampler, ShardDataset
 from embedder.training import (
-    CheckpointMismatchError,
     EpochReport,
     FusionObjective,
     ModalityObjective,
     Objective,
-    checkpoint_digest,
     evaluate,
     fit,
     frame_mean_floor,
-    load_checkpoint,
-    unwrap,
 )
 from ray_jobs.config import RunStorageConfig, WorkersConfig
 

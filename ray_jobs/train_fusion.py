@@ -25,11 +25,12 @@ from typing import Any
 
 import torch
 
+from embedder.checkpoints import CheckpointMismatchError, load_autoencoder
 from embedder.config import ConfigError, load_config
 from embedder.data.shards import SPLITS, ShardDataset
 from embedder.models import FusionModel, ModalityAutoencoder
 from embedder.sensors import get_sensor
-from embedder.training import CheckpointMismatchError, FusionObjective, load_autoencoder, seed_everything
+from embedder.training import FusionObjective, seed_everything
 from ray_jobs import train_common
 from ray_jobs.config import TrainFusionJobConfig
 from ray_jobs.train_common import RunFolder

@@ -5,24 +5,26 @@ import json
 import pytest
 import torch
 
+from embedder.checkpoints import (
+    CheckpointMismatchError,
+    load_autoencoder,
+    load_checkpoint,
+    load_fusion,
+    save_checkpoint,
+    unwrap,
+)
 from embedder.config import ConfigError, FusionConfig, ModelConfig, TrainConfig
 from embedder.models import FusionModel, ModalityAutoencoder
 from embedder.sensors import S1, S2
 from embedder.training import (
     MONITOR,
-    CheckpointMismatchError,
     FusionObjective,
     ModalityObjective,
     build_optimizer,
     build_schedulers,
     fit,
-    load_autoencoder,
-    load_checkpoint,
-    load_fusion,
-    save_checkpoint,
     seed_everything,
     train_step,
-    unwrap,
 )
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

@@ -193,8 +193,9 @@ def fit_stage(
     """
     import torch
 
+    from embedder.checkpoints import load_checkpoint, unwrap
     from embedder.config import to_dict
-    from embedder.training import fit, load_checkpoint, unwrap
+    from embedder.training import fit
 
     key = json.dumps(
         {"model": repr(unwrap(model)), "train": to_dict(cfg), "steps_per_epoch": steps_per_epoch,
@@ -252,12 +253,13 @@ def train_seed(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """S1 and S2 autoencoders, then the fusion, for one seed; test scores and the probe."""
+    from embedder.checkpoints import load_autoencoder
     from embedder.data.shards import ShardDataset
     from embedder.evaluation.towers import load_scene_cube
     from embedder.inference import Predictor
     from embedder.models.fusion import FusionModel
     from embedder.models.modality import ModalityAutoencoder
-    from embedder.training import FusionObjective, ModalityObjective, load_autoencoder, seed_everything
+    from embedder.training import FusionObjective, ModalityObjective, seed_everything
 
     root, held = prepared["shards"], prepared["eval_split"]
     result: dict[str, Any] = {}
@@ -374,14 +376,14 @@ def export_weights(result: ConvergenceResult, seed: int, out_dir: str | Path) ->
     manifest records each file's ``sha256:<16 hex>`` (what the fine-tuned runs and stores record as
     ``init_from`` / ``pretrained``), the test scores and floors behind them, and the command.
     """
-    from embedder.config import TrainConfig, from_dict
-    from embedder.training import (
+    from embedder.checkpoints import (
         checkpoint_digest,
         load_autoencoder,
         load_checkpoint,
         load_fusion,
         save_checkpoint,
     )
+    from embedder.config import TrainConfig, from_dict
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -444,7 +444,8 @@ def _train_stage(
     """``fit`` on ``data['train']`` (best epoch on ``val``), then the best checkpoint on ``eval_split``."""
     from torch.utils.data import Subset
 
-    from embedder.training import MONITOR, evaluate, fit, load_checkpoint
+    from embedder.checkpoints import load_checkpoint
+    from embedder.training import MONITOR, evaluate, fit
 
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -555,8 +556,9 @@ def score_stage1(
     """
     from torch.utils.data import Subset
 
+    from embedder.checkpoints import load_autoencoder, load_checkpoint
     from embedder.data.shards import ShardDataset
-    from embedder.training import ModalityObjective, evaluate, load_autoencoder, load_checkpoint
+    from embedder.training import ModalityObjective, evaluate
 
     if sensor not in STAGE1_KIND:
         raise FidelityError(f"sensor {sensor!r} is unknown; use one of {list(STAGE1_KIND)}")
@@ -605,8 +607,9 @@ def train_variant(
     autoencoders instead of training them (:func:`score_stage1`). The second value holds per stage the
     best epoch, the best validation centre MAE and the metrics of the best checkpoint on ``eval_split``.
     """
+    from embedder.checkpoints import load_autoencoder
     from embedder.data.shards import ShardDataset
-    from embedder.training import FusionObjective, load_autoencoder, seed_everything
+    from embedder.training import FusionObjective, seed_everything
 
     if encoder not in ENCODERS:
         raise FidelityError(f"encoder {encoder!r} is unknown; use one of {list(ENCODERS)}")

@@ -426,10 +426,10 @@ def run_quality(
     """
     from pathlib import Path
 
+    from embedder.checkpoints import checkpoint_digest, load_fusion
     from embedder.evaluation.region import prepare_region
     from embedder.evaluation.towers import load_scene_cube
     from embedder.inference import Predictor
-    from embedder.training import checkpoint_digest, load_fusion
 
     t0 = time.perf_counter()
     fcfg = quality_region_config()

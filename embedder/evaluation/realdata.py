@@ -200,7 +200,7 @@ def togo_figures(model: FusionModel, path: str | Path = CROPHARVEST_TIF) -> dict
 
 def cli_main(argv: list[str] | None = None) -> int:
     """``embedder real-data --checkpoint CKPT [--tif PATH]``: print the CropHarvest check as JSON."""
-    from embedder.training import load_fusion
+    from embedder.checkpoints import load_fusion
 
     p = argparse.ArgumentParser(prog="embedder real-data", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, type=Path, help="fusion checkpoint (.pt)")

@@ -350,10 +350,11 @@ def quick_train_fusion(
 
     A stand-in when no trained checkpoint is at hand: a few epochs on CPU, so the embedding is weak.
     """
+    from embedder.checkpoints import save_checkpoint
     from embedder.data.patches import sample_fused_patches
     from embedder.models.modality import ModalityAutoencoder
     from embedder.sensors import S1, S2
-    from embedder.training import FusionObjective, fit, save_checkpoint, seed_everything
+    from embedder.training import FusionObjective, fit, seed_everything
 
     # short windows: 11 consecutive usable dates, so sparse (10-day, cloudy) series stay under 200 days
     patch_cfg = PatchConfig(window_dates=WINDOW_DATES, temporal_stride=2)
@@ -422,10 +423,10 @@ def run_gpp_towers(
     (the ``ALL`` rows of every run) and ``timings.json``. The temporal split trains on all years but
     the last and evaluates the last; ``gpp_cfg`` defaults to :meth:`GppConfig.small`.
     """
+    from embedder.checkpoints import load_fusion
     from embedder.gpp import read_flux, read_forcing, run_evaluation, write_report
     from embedder.gpp.evaluation import markdown_table
     from embedder.inference import Predictor
-    from embedder.training import load_fusion
 
     y0, y1 = years
     if y1 <= y0:

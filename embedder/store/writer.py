@@ -81,7 +81,7 @@ def create_store(
 
     ``inputs`` describes the data (catalog, collections, region); ``params`` the inference parameters;
     both go into the fingerprint and the root attributes together with ``model_version``. ``encoders``
-    (sensor -> ``ModelConfig.encoder``, :func:`embedder.training.checkpoint_encoders`) says which frame
+    (sensor -> ``ModelConfig.encoder``, :func:`embedder.checkpoints.checkpoint_encoders`) says which frame
     encoder made the embeddings (``embedder:encoders``, ``geoemb:model.encoders``); it follows from the
     model version, so it is recorded but not fingerprinted.
 

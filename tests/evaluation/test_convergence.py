@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from embedder.checkpoints import checkpoint_encoders, load_autoencoder, load_fusion
 from embedder.evaluation.convergence import ConvergenceConfig, export_weights, run_convergence
-from embedder.training import checkpoint_encoders, load_autoencoder, load_fusion
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from embedder.checkpoints import load_checkpoint
 from embedder.config import ConfigError
 from embedder.evaluation.fidelity import (
     RESULT_FILE,
@@ -24,7 +25,6 @@ from embedder.evaluation.fidelity import (
 )
 from embedder.evaluation.region import prepare_region
 from embedder.evaluation.towers import DEFAULT_GPP_DIR, FORCING
-from embedder.training import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from embedder.checkpoints import save_checkpoint
 from embedder.config import FusionConfig, ModelConfig
 from embedder.evaluation.realdata import (
     CROPHARVEST_TIF,
@@ -19,7 +20,6 @@ from embedder.evaluation.realdata import (
 from embedder.models.fusion import FusionModel
 from embedder.models.modality import ModalityAutoencoder
 from embedder.sensors import S1, S2
-from embedder.training import save_checkpoint
 
 pytestmark = [
     pytest.mark.usefixtures("torch_one_thread"),

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
+from embedder.checkpoints import load_fusion, save_checkpoint
 from embedder.config import FusionConfig, GppConfig, ModelConfig
 from embedder.data.testing import make_test_cube
 from embedder.evaluation.towers import (
@@ -33,7 +34,6 @@ from embedder.evaluation.towers import (
 from embedder.models.fusion import FusionModel
 from embedder.models.modality import ModalityAutoencoder
 from embedder.sensors import S1, S2
-from embedder.training import load_fusion, save_checkpoint
 
 pytestmark = [
     pytest.mark.usefixtures("torch_one_thread"),

@@ -20,6 +20,7 @@ import pytest
 import torch
 import yaml
 
+from embedder.checkpoints import save_checkpoint
 from embedder.config import FusionConfig, ModelConfig, SampleRegionConfig
 from embedder.grid import work_units
 from embedder.models.fusion import FusionModel
@@ -27,7 +28,6 @@ from embedder.models.modality import ModalityAutoencoder
 from embedder.sample import SampleRegion, write_sample_region
 from embedder.sensors import S1, S2
 from embedder.store import list_done, list_failures, verify
-from embedder.training import save_checkpoint
 from ray_jobs.embed import main
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]

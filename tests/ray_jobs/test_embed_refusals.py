@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from embedder.checkpoints import save_checkpoint
 from embedder.config import ModelConfig
 from embedder.models.modality import ModalityAutoencoder
 from embedder.sensors import S2
-from embedder.training import save_checkpoint
 from ray_jobs.embed import main
 
 

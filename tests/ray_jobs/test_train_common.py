@@ -7,10 +7,10 @@ import pyarrow.fs
 import pytest
 import torch
 
+from embedder.checkpoints import save_checkpoint
 from embedder.config import ConfigError, FusionConfig, ModelConfig, TrainConfig, load_config
 from embedder.models import ModalityAutoencoder
 from embedder.sensors import S1
-from embedder.training import save_checkpoint
 from ray_jobs import train_fusion, train_modality
 from ray_jobs.config import TrainFusionJobConfig, TrainModalityJobConfig
 from ray_jobs.train_common import (

@@ -6,12 +6,13 @@ import pytest
 import torch
 import yaml
 
+from embedder.checkpoints import load_fusion, save_checkpoint
 from embedder.config import ModelConfig, PatchConfig
 from embedder.data.shards import build_cube_shards
 from embedder.data.testing import make_test_cube
 from embedder.models import ModalityAutoencoder
 from embedder.sensors import S1, S2
-from embedder.training import load_fusion, save_checkpoint, seed_everything
+from embedder.training import seed_everything
 from ray_jobs import train_fusion
 from ray_jobs.train_common import RunFolder
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 import yaml
 
+from embedder.checkpoints import CheckpointMismatchError, load_autoencoder
 from embedder.config import PatchConfig, load_config, to_dict
 from embedder.curves import plot_training_curves
 from embedder.data.shards import build_cube_shards
 from embedder.data.testing import make_test_cube
-from embedder.training import CheckpointMismatchError, load_autoencoder
 from ray_jobs import train_modality
 from ray_jobs.config import TrainModalityJobConfig
 from ray_jobs.train_common import RunFolder
