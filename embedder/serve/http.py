@@ -179,7 +179,7 @@ class TileRenderer:
             if not near.any():
                 continue
             flat_near = np.flatnonzero(near.ravel())  # [M] indices into the tile's pixels
-            px, py = r._project(zi, lon[near], lat[near])  # [M] metres in the zone CRS
+            px, py = r.project(zi, lon[near], lat[near])  # [M] metres in the zone CRS
             bad = ~(np.isfinite(px) & np.isfinite(py))
             px[bad], py[bad] = -1e12, -1e12  # outside every extent
             col = np.floor((px - zi.x0) / PIXEL_M).astype(np.int64)

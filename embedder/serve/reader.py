@@ -245,7 +245,8 @@ class StoreReader:
             unit=self.unit_id(zone, p, ty, tx), days=span,
         )  # fmt: skip
 
-    def _project(self, zone: ZoneInfo, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def project(self, zone: ZoneInfo, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lon/lat arrays -> ``(x, y)`` metres in ``zone``'s UTM CRS."""
         x, y = _to_utm(zone.zone.epsg).transform(lon, lat)
         return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
 
@@ -257,7 +258,7 @@ class StoreReader:
         """``(zone, row, col)`` of the store pixel holding ``(lon, lat)``, or None outside coverage."""
         lon, lat = check_lonlat(lon, lat)
         for zi in self._zone_order(lon, lat):
-            x, y = self._project(zi, np.array([lon]), np.array([lat]))
+            x, y = self.project(zi, np.array([lon]), np.array([lat]))
             px = zi.pixel(float(x[0]), float(y[0]))
             if px is not None:
                 return zi.name, px[0], px[1]
