@@ -43,7 +43,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 def run_variant(name: str, spec: dict[str, Any], work: Path, weights: Path) -> dict[str, float]:
     """Train (or resume) one variant's fusion, score it and probe it; flat figures keyed by ``name``."""
     from embedder.checkpoints import load_autoencoder
-    from embedder.data.shards import ShardDataset
+    from embedder.data.loader import ShardDataset
     from embedder.evaluation.convergence import ConvergenceConfig, fit_stage, prepare, probe_scores
     from embedder.evaluation.quality import probe_inputs
     from embedder.evaluation.towers import load_scene_cube

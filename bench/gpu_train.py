@@ -45,7 +45,7 @@ def export_cubes(out: Path, work: Path) -> None:
     from odc.geo.geobox import GeoBox
 
     from embedder.data.cubes import load_cube
-    from embedder.data.shards import _RES_M, list_cube_ids, plan_cubes, split_cube_ids
+    from embedder.data.shards import CUBE_RES_M, list_cube_ids, plan_cubes, split_cube_ids
     from embedder.data.stac import open_catalog
     from embedder.evaluation.convergence import ConvergenceConfig, prepare
 
@@ -54,7 +54,7 @@ def export_cubes(out: Path, work: Path) -> None:
     deal = split_cube_ids(list_cube_ids(str(scfg.shard_root)))
     cubes = {}
     for task in plan_cubes(scfg):
-        geobox = GeoBox.from_bbox(task.bounds, crs=f"EPSG:{task.epsg}", resolution=_RES_M)
+        geobox = GeoBox.from_bbox(task.bounds, crs=f"EPSG:{task.epsg}", resolution=CUBE_RES_M)
         cube = load_cube(open_catalog(scfg.catalog), geobox, scfg.start, scfg.end, cfg=scfg.cube).load()
         # plain arrays, not an xarray object: the GPU machine's xarray may be another version
         plain = cube.to_dict(data="array")

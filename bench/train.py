@@ -54,7 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import efficiency, flops_of, machine, matmul_peak_gflops
 
 from embedder.config import ModelConfig, PatchConfig, TrainConfig, load_config
-from embedder.data.shards import ChunkShuffleSampler, build_cube_shards
+from embedder.data.loader import ChunkShuffleSampler
+from embedder.data.shards import build_cube_shards
 from embedder.data.testing import make_test_cube
 from embedder.models import ModalityAutoencoder
 from embedder.sensors import S2

@@ -36,7 +36,7 @@ from torch import nn
 
 from embedder.checkpoints import CheckpointMismatchError, checkpoint_digest, load_checkpoint, unwrap
 from embedder.config import TrainConfig, to_dict
-from embedder.data.shards import ChunkShuffleSampler, ShardDataset
+from embedder.data.loader import ChunkShuffleSampler, ShardDataset
 from embedder.training import (
     EpochReport,
     FusionObjective,
@@ -256,7 +256,7 @@ def shard_loader(
 ) -> Any:
     """``(loader, sampler)``: a DataLoader over this worker's part of ``dataset`` (chunk-aware shuffle).
 
-    :class:`~embedder.data.shards.ChunkShuffleSampler` deals whole Zarr chunks to the ranks (per-epoch
+    :class:`~embedder.data.loader.ChunkShuffleSampler` deals whole Zarr chunks to the ranks (per-epoch
     seeded permutation) and shuffles samples within groups of chunks, so each chunk is decoded once per
     epoch and rank (once per loader process with ``loader_workers > 0``), where ``DistributedSampler``'s
     fully random order decoded a whole chunk for every sample (58x slower, issue 15). Every rank gets the

@@ -27,7 +27,8 @@ import torch
 
 from embedder.checkpoints import CheckpointMismatchError, load_autoencoder
 from embedder.config import ConfigError, load_config
-from embedder.data.shards import SPLITS, ShardDataset
+from embedder.data.loader import ShardDataset
+from embedder.data.shards import SPLITS
 from embedder.models import FusionModel, ModalityAutoencoder
 from embedder.sensors import get_sensor
 from embedder.training import FusionObjective, seed_everything

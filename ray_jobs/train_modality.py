@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from embedder.config import ConfigError, load_config
-from embedder.data.shards import SPLITS, ShardDataset
+from embedder.data.loader import ShardDataset
+from embedder.data.shards import SPLITS
 from embedder.models import ModalityAutoencoder
 from embedder.sensors import SENSORS, get_sensor
 from embedder.training import ModalityObjective, seed_everything

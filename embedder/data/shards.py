@@ -1,4 +1,4 @@
-"""Training shards: one Zarr v3 group per cube under a shard root URL, and the torch Dataset over them.
+"""Training shards: one Zarr v3 group per cube under a shard root URL (the torch side: :mod:`embedder.data.loader`).
 
 Layout (docs/design.md "Training shards")::
 
@@ -35,14 +35,11 @@ from typing import Any, Literal
 
 import fsspec
 import numpy as np
-import torch
 import xarray as xr
 import zarr
 import zarr.codecs
 import zarr.storage
-from torch.utils.data import Dataset, Sampler
 
-from embedder._cache import LRUCache
 from embedder.config import BuildShardsConfig, CubeSpec, PatchConfig, to_dict
 from embedder.data.patches import (
     FUSED_KEYS,
@@ -55,13 +52,13 @@ from embedder.data.patches import (
 )
 
 __all__ = [
+    "CUBE_RES_M",
+    "SHARD_KEYS",
     "SHARD_KINDS",
     "SPLITS",
     "SPLIT_PROPORTIONS",
     "SPLIT_SEED",
-    "ChunkShuffleSampler",
     "CubeTask",
-    "ShardDataset",
     "ShardError",
     "ShardKind",
     "build_cube_shards",
@@ -72,9 +69,14 @@ __all__ = [
     "is_complete",
     "iter_shard_batches",
     "list_cube_ids",
+    "open_shard_group",
     "plan_cubes",
     "read_shard",
     "read_shard_attrs",
+    "shard_array",
+    "shard_keys",
+    "shard_kind",
+    "shard_n_samples",
     "shard_url",
     "split_cube_ids",
     "split_shard_urls",
@@ -94,8 +96,10 @@ SPLIT_SEED: int = 42
 FORMAT_VERSION: int = 1
 """Shard layout version, stored in the group attributes."""
 
-_KEYS: dict[str, tuple[str, ...]] = {"fused": FUSED_KEYS, "s1only": S1ONLY_KEYS}
-_RES_M = 10.0  # the 10 m grid of cubes (docs/design.md "Cube")
+SHARD_KEYS: dict[str, tuple[str, ...]] = {"fused": FUSED_KEYS, "s1only": S1ONLY_KEYS}
+"""Sample keys of each shard kind (:mod:`embedder.data.patches`)."""
+CUBE_RES_M = 10.0
+"""Pixel size of the cubes shards are cut from, metres (docs/design.md "Cube")."""
 
 
 class ShardError(ValueError):
@@ -105,7 +109,8 @@ class ShardError(ValueError):
 # --- locations -------------------------------------------------------------------------------------
 
 
-def _check_kind(kind: str) -> ShardKind:
+def shard_kind(kind: str) -> ShardKind:
+    """``kind`` checked against :data:`SHARD_KINDS` (a :class:`ShardError` naming the choices otherwise)."""
     if kind not in SHARD_KINDS:
         raise ShardError(f"unknown shard kind {kind!r}; use one of {list(SHARD_KINDS)}")
     return kind
@@ -116,7 +121,7 @@ def _join(root: str, *parts: str) -> str:
 
 
 def _kind_dir(root: str, kind: str) -> str:
-    return str(root).rstrip("/") if _check_kind(kind) == "fused" else _join(root, "s1only")
+    return str(root).rstrip("/") if shard_kind(kind) == "fused" else _join(root, "s1only")
 
 
 def shard_url(root: str, cube_id: str, *, kind: str = "fused") -> str:
@@ -144,7 +149,7 @@ def _store(url: str, storage_options: Mapping[str, Any] | None, *, read_only: bo
     )
 
 
-def _open_group(url: str, storage_options: Mapping[str, Any] | None) -> zarr.Group | None:
+def open_shard_group(url: str, storage_options: Mapping[str, Any] | None) -> zarr.Group | None:
     """The shard group at ``url`` opened read-only, or None when there is none."""
     try:
         return zarr.open_group(_store(url, storage_options, read_only=True), mode="r", zarr_format=3)
@@ -152,18 +157,21 @@ def _open_group(url: str, storage_options: Mapping[str, Any] | None) -> zarr.Gro
         return None
 
 
-def _array(group: zarr.Group, key: str) -> zarr.Array:
+def shard_array(group: zarr.Group, key: str) -> zarr.Array:
+    """The array ``key`` of a shard group (a :class:`ShardError` when it is not one)."""
     arr = group[key]
     if not isinstance(arr, zarr.Array):
         raise ShardError(f"{key!r} in shard group {group.store_path} is not an array; rebuild the shard")
     return arr
 
 
-def _keys(group: zarr.Group) -> list[str]:
+def shard_keys(group: zarr.Group) -> list[str]:
+    """The sample keys a shard group holds (its ``keys`` attribute)."""
     return [str(k) for k in typing.cast(list[Any], group.attrs["keys"])]
 
 
-def _n_samples(group: zarr.Group) -> int:
+def shard_n_samples(group: zarr.Group) -> int:
+    """Samples a shard group holds (its ``n_samples`` attribute)."""
     return int(typing.cast(int, group.attrs["n_samples"]))
 
 
@@ -185,14 +193,14 @@ def write_shard(
     Any existing group at that place (complete or half-written) is removed first; arrays are written,
     then ``complete: true`` is set last. Returns the shard URL.
     """
-    kind = _check_kind(kind)
-    missing = [k for k in _KEYS[kind] if k not in samples]
+    kind = shard_kind(kind)
+    missing = [k for k in SHARD_KEYS[kind] if k not in samples]
     if missing:
         raise ShardError(
             f"samples for a {kind!r} shard lack key(s) {missing}; cut them with embedder.data.patches"
         )
-    n = len(samples[_KEYS[kind][0]])
-    bad = {k: len(samples[k]) for k in _KEYS[kind] if len(samples[k]) != n}
+    n = len(samples[SHARD_KEYS[kind][0]])
+    bad = {k: len(samples[k]) for k in SHARD_KEYS[kind] if len(samples[k]) != n}
     if bad:
         raise ShardError(f"sample arrays disagree on N: {n} vs {bad}")
     if chunk_samples < 1:
@@ -208,12 +216,12 @@ def write_shard(
             "cube_id": cube_id,
             "kind": kind,
             "n_samples": int(n),
-            "keys": list(_KEYS[kind]),
+            "keys": list(SHARD_KEYS[kind]),
             "format_version": FORMAT_VERSION,
             "complete": False,
         }
     )
-    for key in _KEYS[kind]:
+    for key in SHARD_KEYS[kind]:
         arr = np.ascontiguousarray(samples[key])
         shuffle = (
             zarr.codecs.BloscShuffle.bitshuffle if arr.dtype == bool else zarr.codecs.BloscShuffle.shuffle
@@ -252,7 +260,7 @@ def build_cube_shards(
     cfg = cfg or PatchConfig()
     out: dict[str, SamplingStats] = {}
     for kind in kinds:
-        kind = _check_kind(kind)
+        kind = shard_kind(kind)
         sampler = sample_fused_patches if kind == "fused" else sample_s1only_patches
         samples, stats = sampler(cube, cfg=cfg, seed=cube_seed(seed, cube_id, kind))
         meta = {
@@ -308,7 +316,7 @@ def plan_cubes(cfg: BuildShardsConfig) -> list[CubeTask]:
         scenes += [CubeSpec(name=s.name, epsg=s.epsg, bounds=s.bounds_utm) for s in region.scenes]
     scenes += list(cfg.cubes)
     period = f"{cfg.start:%Y%m%d}_{cfg.end:%Y%m%d}"
-    size_m = cfg.cube_size_px * _RES_M
+    size_m = cfg.cube_size_px * CUBE_RES_M
     tasks: dict[str, CubeTask] = {}
     for spec in scenes:
         left, bottom, right, top = spec.bounds
@@ -359,7 +367,7 @@ def build_cube_task(task: CubeTask, cfg: BuildShardsConfig) -> dict[str, Any]:
         "epsg": task.epsg,
     }
     attrs["bounds"] = list(task.bounds)
-    geobox = GeoBox.from_bbox(task.bounds, crs=f"EPSG:{task.epsg}", resolution=_RES_M)
+    geobox = GeoBox.from_bbox(task.bounds, crs=f"EPSG:{task.epsg}", resolution=CUBE_RES_M)
     try:
         cube = load_cube(open_catalog(cfg.catalog), geobox, cfg.start, cfg.end, cfg=cfg.cube)
     except EmptyCubeError as err:
@@ -389,7 +397,7 @@ def read_shard_attrs(
     root: str, cube_id: str, *, kind: str = "fused", storage_options: Mapping[str, Any] | None = None
 ) -> dict[str, Any] | None:
     """The attributes of a shard, or None when there is no shard (complete or not) at that place."""
-    group = _open_group(shard_url(root, cube_id, kind=kind), storage_options)
+    group = open_shard_group(shard_url(root, cube_id, kind=kind), storage_options)
     return None if group is None else dict(group.attrs)
 
 
@@ -403,12 +411,12 @@ def is_complete(
 
 def read_shard(url: str, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
     """All arrays of the complete shard at ``url`` as numpy arrays (raises :class:`ShardError` otherwise)."""
-    group = _open_group(url, storage_options)
+    group = open_shard_group(url, storage_options)
     if group is None:
         raise ShardError(f"no shard at {url!r}; build it with ray_jobs/build_shards.py")
     if group.attrs.get("complete") is not True:
         raise ShardError(f"shard {url!r} is incomplete (no complete: true); rebuild it")
-    return {key: np.asarray(_array(group, key)[...]) for key in _keys(group)}
+    return {key: np.asarray(shard_array(group, key)[...]) for key in shard_keys(group)}
 
 
 def iter_shard_batches(
@@ -419,12 +427,12 @@ def iter_shard_batches(
     With ``batch_size`` the chunks are re-cut into batches of that size (the last may be smaller).
     Meant for Ray Data: ``ray.data.from_items(urls).flat_map(lambda r: ...)`` or a batch reader.
     """
-    group = _open_group(url, storage_options)
+    group = open_shard_group(url, storage_options)
     if group is None or group.attrs.get("complete") is not True:
         raise ShardError(f"no complete shard at {url!r}; build it with ray_jobs/build_shards.py")
-    keys = _keys(group)
-    n = _n_samples(group)
-    arrays = {k: _array(group, k) for k in keys}
+    keys = shard_keys(group)
+    n = shard_n_samples(group)
+    arrays = {k: shard_array(group, k) for k in keys}
     step = int(arrays[keys[0]].chunks[0]) if batch_size is None else int(batch_size)
     if step < 1:
         raise ShardError(f"batch_size = {batch_size} must be at least 1")
@@ -444,7 +452,7 @@ def list_cube_ids(
     storage_options: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Sorted ids of the cubes with a shard of ``kind`` (None: of any kind) under ``root``."""
-    kinds = SHARD_KINDS if kind is None else (_check_kind(kind),)
+    kinds = SHARD_KINDS if kind is None else (shard_kind(kind),)
     fs, path = _fs(str(root), storage_options)
     if not fs.exists(path):
         raise ShardError(
@@ -498,153 +506,10 @@ def split_shard_urls(
     """URLs of the complete ``kind`` shards of the cubes dealt to ``split`` (sorted by cube id)."""
     if split not in SPLITS:
         raise ShardError(f"unknown split {split!r}; use one of {list(SPLITS)}")
-    kind = _check_kind(kind)
+    kind = shard_kind(kind)
     deal = split_cube_ids(list_cube_ids(root, storage_options=storage_options))
     have = set(list_cube_ids(root, kind=kind, storage_options=storage_options))
     return [shard_url(root, c, kind=kind) for c, s in sorted(deal.items()) if s == split and c in have]
-
-
-class ShardDataset(Dataset[dict[str, torch.Tensor]]):
-    """A map-style torch Dataset over the complete shards of one split.
-
-    ``ds[i]`` is a dict of tensors without the leading N (``s2`` ``[11, 10, 15, 15]`` float32, masks
-    bool, gaps ``[10]`` float32, scalars 0-d). Decoded Zarr chunks are kept in a small LRU cache
-    (``cache_chunks`` per process), so sequential or chunk-local access reads each chunk once; shuffle
-    with :class:`ChunkShuffleSampler` (fully random access decodes a whole chunk per sample). The
-    dataset pickles without open handles, for DataLoader workers.
-    """
-
-    def __init__(
-        self,
-        root: str,
-        *,
-        split: str,
-        kind: str = "fused",
-        storage_options: Mapping[str, Any] | None = None,
-        cache_chunks: int = 8,
-    ) -> None:
-        self.root = str(root)
-        self.split = split
-        self.kind = _check_kind(kind)
-        self.storage_options = dict(storage_options or {})
-        self.urls = split_shard_urls(self.root, split=split, kind=kind, storage_options=self.storage_options)
-        self.cube_ids = [u.rstrip("/").rsplit("/", 1)[-1][: -len(".zarr")] for u in self.urls]
-        counts, chunks = [], []
-        for url in self.urls:
-            group = _open_group(url, self.storage_options)
-            if group is None:
-                raise ShardError(f"shard {url!r} disappeared while opening the dataset; is a build running?")
-            counts.append(_n_samples(group))
-            chunks.append(int(_array(group, _keys(group)[0]).chunks[0]))
-        self.counts = np.asarray(counts, dtype=np.int64)  # [n_cubes]
-        self.chunk_samples = np.asarray(chunks, dtype=np.int64)  # [n_cubes]
-        self.offsets = np.concatenate([[0], np.cumsum(self.counts)])  # [n_cubes + 1]
-        self.keys = _KEYS[self.kind]
-        self.cache_chunks = max(1, int(cache_chunks))
-        self._groups: dict[int, zarr.Group] = {}
-        self._cache: LRUCache[tuple[int, int], dict[str, np.ndarray]] = LRUCache(self.cache_chunks)
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_groups"] = {}  # open zarr groups stay behind; the cache pickles empty (LRUCache)
-        return state
-
-    def _chunk(self, shard: int, chunk: int) -> dict[str, np.ndarray]:
-        key = (shard, chunk)
-        hit = self._cache.get(key)
-        if hit is not None:
-            return hit
-        if shard not in self._groups:
-            group = _open_group(self.urls[shard], self.storage_options)
-            if group is None:
-                raise ShardError(f"shard {self.urls[shard]!r} disappeared while reading; rebuild the dataset")
-            self._groups[shard] = group
-        group = self._groups[shard]
-        size = int(self.chunk_samples[shard])
-        block = {k: np.asarray(_array(group, k)[chunk * size : (chunk + 1) * size]) for k in self.keys}
-        self._cache.put(key, block)
-        return block
-
-    def chunk_ranges(self) -> list[tuple[int, int]]:
-        """Global ``[start, stop)`` index range of every stored Zarr chunk, shard by shard."""
-        out = []
-        for lo, n, size in zip(self.offsets[:-1], self.counts, self.chunk_samples, strict=True):
-            out += [(int(lo + a), int(lo + min(a + size, n))) for a in range(0, int(n), int(size))]
-        return out
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        n = len(self)
-        i = int(index) + n if int(index) < 0 else int(index)
-        if not 0 <= i < n:
-            raise IndexError(f"index {index} out of range for a {self.split!r} dataset of {n} samples")
-        shard = int(np.searchsorted(self.offsets, i, side="right") - 1)
-        local = i - int(self.offsets[shard])
-        size = int(self.chunk_samples[shard])
-        block = self._chunk(shard, local // size)
-        return {k: torch.from_numpy(np.array(v[local % size])) for k, v in block.items()}
-
-
-class ChunkShuffleSampler(Sampler[int]):
-    """Shuffle for :class:`ShardDataset` that decodes each Zarr chunk once per epoch (and per replica).
-
-    Fully random access decodes a whole chunk (``chunk_samples`` samples) per sample. This sampler
-    permutes the chunks (seeded by ``seed + epoch``), deals them round-robin to ``num_replicas`` ranks
-    (data-parallel training), and yields the samples of ``interleave_chunks`` chunks at a time in
-    shuffled order, so a batch mixes several cubes while the dataset's chunk cache (keep
-    ``cache_chunks >= interleave_chunks``) serves every read. Every rank yields the same number of
-    indices (``ceil(len / num_replicas)``; short ranks repeat their first indices), as DDP requires.
-    Call :meth:`set_epoch` each epoch, like ``DistributedSampler``.
-    """
-
-    def __init__(
-        self,
-        dataset: ShardDataset,
-        *,
-        shuffle: bool = True,
-        seed: int = 0,
-        num_replicas: int = 1,
-        rank: int = 0,
-        interleave_chunks: int = 4,
-    ) -> None:
-        if num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ShardError(f"rank {rank} / num_replicas {num_replicas}: need 0 <= rank < num_replicas")
-        if interleave_chunks < 1:
-            raise ShardError(f"interleave_chunks = {interleave_chunks} must be at least 1")
-        self.chunks = dataset.chunk_ranges()
-        self.total = len(dataset)
-        self.shuffle, self.seed, self.epoch = shuffle, int(seed), 0
-        self.num_replicas, self.rank, self.interleave = num_replicas, rank, interleave_chunks
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use the permutation of ``epoch`` from the next iteration on."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return -(-self.total // self.num_replicas)
-
-    def __iter__(self) -> Iterator[int]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(len(self.chunks)) if self.shuffle else np.arange(len(self.chunks))
-        mine = [self.chunks[int(i)] for i in order[self.rank :: self.num_replicas]]
-        parts = []
-        for g in range(0, len(mine), self.interleave):
-            idx = np.concatenate([np.arange(a, b) for a, b in mine[g : g + self.interleave]])
-            if self.shuffle:
-                rng.shuffle(idx)
-            parts.append(idx)
-        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-        n = len(self)
-        if len(flat) == 0 and self.total > 0:
-            # more ranks than chunks: this rank got none, so it takes its share of all samples (decoding
-            # chunks other ranks read too); every rank must still yield n indices for DDP's collectives
-            every = np.concatenate([np.arange(a, b) for a, b in (self.chunks[int(i)] for i in order)])
-            flat = every[self.rank :: self.num_replicas] if len(every) > self.rank else every
-        if 0 < len(flat) < n:
-            flat = np.concatenate([flat, np.resize(flat, n - len(flat))])
-        return iter(int(i) for i in flat[:n])
 
 
 # --- command line ----------------------------------------------------------------------------------

@@ -254,7 +254,7 @@ def train_seed(
 ) -> dict[str, Any]:
     """S1 and S2 autoencoders, then the fusion, for one seed; test scores and the probe."""
     from embedder.checkpoints import load_autoencoder
-    from embedder.data.shards import ShardDataset
+    from embedder.data.loader import ShardDataset
     from embedder.evaluation.towers import load_scene_cube
     from embedder.inference import Predictor
     from embedder.models.fusion import FusionModel

@@ -512,7 +512,7 @@ def train_stage1(
     Returns the best epoch, its validation centre MAE, the best checkpoint's metrics on ``eval_split``
     (``heldout``) and the checkpoint path.
     """
-    from embedder.data.shards import ShardDataset
+    from embedder.data.loader import ShardDataset
     from embedder.training import ModalityObjective, seed_everything
 
     if encoder not in ENCODERS:
@@ -557,7 +557,7 @@ def score_stage1(
     from torch.utils.data import Subset
 
     from embedder.checkpoints import load_autoencoder, load_checkpoint
-    from embedder.data.shards import ShardDataset
+    from embedder.data.loader import ShardDataset
     from embedder.training import ModalityObjective, evaluate
 
     if sensor not in STAGE1_KIND:
@@ -608,7 +608,7 @@ def train_variant(
     best epoch, the best validation centre MAE and the metrics of the best checkpoint on ``eval_split``.
     """
     from embedder.checkpoints import load_autoencoder
-    from embedder.data.shards import ShardDataset
+    from embedder.data.loader import ShardDataset
     from embedder.training import FusionObjective, seed_everything
 
     if encoder not in ENCODERS:

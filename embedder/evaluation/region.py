@@ -98,7 +98,8 @@ def prepare_shards(region: SampleRegion, shard_root: str | Path, cfg: FidelityCo
     does on Ray. A root built with other settings (recorded in ``fidelity-shards.json``) is rebuilt.
     Returns cubes per split and training samples per kind.
     """
-    from embedder.data.shards import ShardDataset, build_cube_task, cube_is_built, plan_cubes
+    from embedder.data.loader import ShardDataset
+    from embedder.data.shards import build_cube_task, cube_is_built, plan_cubes
 
     root = Path(shard_root)
     scfg = shards_config(region, root, cfg)
@@ -159,7 +160,7 @@ def batch_loader(ds: Any, *, batch_size: int, seed: int, shuffle: bool) -> Calla
     """``epoch -> DataLoader``: chunk-shuffled (seeded by ``seed`` and the epoch) or in order."""
     from torch.utils.data import DataLoader
 
-    from embedder.data.shards import ChunkShuffleSampler
+    from embedder.data.loader import ChunkShuffleSampler
 
     if shuffle:
         sampler = ChunkShuffleSampler(ds, shuffle=True, seed=seed)
@@ -208,7 +209,7 @@ def frame_mean_baselines(shard_root: str | Path, split: str, cfg: FidelityConfig
     """
     from torch.utils.data import Subset
 
-    from embedder.data.shards import ShardDataset
+    from embedder.data.loader import ShardDataset
 
     out = {}
     for sensor, kind in STAGE1_KIND.items():

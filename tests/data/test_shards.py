@@ -7,10 +7,10 @@ import pytest
 import torch
 import zarr
 
+from embedder.data.loader import ShardDataset
 from embedder.data.patches import FUSED_KEYS, S1ONLY_KEYS
 from embedder.data.shards import (
     SPLITS,
-    ShardDataset,
     ShardError,
     build_cube_shards,
     cli_main,
@@ -268,7 +268,7 @@ def test_plan_cubes_tiles_scenes() -> None:
 def test_chunk_shuffle_sampler_decodes_each_chunk_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from embedder.data.shards import ChunkShuffleSampler
+    from embedder.data.loader import ChunkShuffleSampler
 
     root = str(tmp_path)
     sizes = {"c0": 7, "c1": 5, "c2": 9, "c3": 2}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from embedder.data.shards import ShardDataset
+from embedder.data.loader import ShardDataset
 from embedder.evaluation.fidelity import FidelityConfig
 from embedder.evaluation.region import (
     EvaluationDataError,

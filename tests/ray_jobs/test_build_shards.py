@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 import yaml
 
-from embedder.data.shards import (
-    SPLITS,
-    ShardDataset,
-    is_complete,
-    list_cube_ids,
-    read_shard_attrs,
-    split_cube_ids,
-)
+from embedder.data.loader import ShardDataset
+from embedder.data.shards import SPLITS, is_complete, list_cube_ids, read_shard_attrs, split_cube_ids
 from ray_jobs.build_shards import _smoke_region, main, shard_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
