@@ -48,9 +48,11 @@ def export_cubes(out: Path, work: Path) -> None:
     from embedder.data.shards import CUBE_RES_M, list_cube_ids, plan_cubes, split_cube_ids
     from embedder.data.stac import open_catalog
     from embedder.evaluation.convergence import ConvergenceConfig, prepare
+    from embedder.evaluation.region import shards_config
 
     cfg = ConvergenceConfig()
-    scfg = prepare(work, cfg, log=print)
+    prepared = prepare(work, cfg, log=print)  # the region and its shards, as the convergence run builds them
+    scfg = shards_config(prepared["region"], Path(prepared["shards"]), cfg.data)
     deal = split_cube_ids(list_cube_ids(str(scfg.shard_root)))
     cubes = {}
     for task in plan_cubes(scfg):

@@ -74,7 +74,7 @@ class RequestCounter:
                 counter.n += 1
             return await counter._orig(fs, *args, **kwargs)
 
-        self._cls._request = counted  # type: ignore[method-assign]
+        self._cls._request = counted
 
     def reset(self) -> None:
         with self._lock:

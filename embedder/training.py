@@ -108,7 +108,7 @@ class ModalityObjective:
     kind = "modality"
 
     def __init__(self, sensor: SensorSpec, *, stage: int = 1) -> None:
-        self.sensors = (sensor,)
+        self.sensors: tuple[SensorSpec, ...] = (sensor,)
         self.loss = ContextAwareLoss.for_sensor(sensor, stage=stage)
         self.paper_weights = self.loss.weights
 
