@@ -3,15 +3,14 @@
 The embedding job's CPU stages, on one core each, over real work units of a sample region (a year of
 Sentinel-1 and -2 written as COGs like Planetary Computer's):
 
-* **read+prepare** (what ``ray_jobs.embed.read_unit`` does): :func:`embedder.data.cubes.load_cube` of the
-  unit's tile with its 7 px halo over its 366 days plus the temporal halos, then
-  :func:`embedder.inference.prepare_tile`;
-* **write** (what ``ray_jobs.embed.write_result`` does): :func:`embedder.inference.masked_embeddings` and
-  :func:`embedder.store.write_unit` of the unit's embeddings (random values of the model's output shape,
-  since only the cost of quantising, encoding and writing is measured) into a local Zarr store.
+* **read+prepare**: ``ray_jobs.embed.read_unit`` itself (the unit's cube with its 7 px halo over its 366
+  days plus the temporal halos, then :func:`embedder.inference.prepare_tile`);
+* **write**: ``ray_jobs.embed.write_result`` itself, on the row ``EmbedActor`` would return (random
+  embeddings of the model's output shape: only quantising, encoding and writing are measured), into a
+  local Zarr store.
 
-Rates are embedded pixel-dates (valid pixel x target date) per CPU-second of this process (one thread:
-``torch`` set to one, the cube read with one thread), so they read as "per core". From them, and a GPU actor's
+Rates are embedded pixel-dates (valid pixel x target date) per CPU-second of this process (all its threads
+counted; torch is set to one), so they read as "per core". From them, and a GPU actor's
 embedding rate, follow the CPU tasks one GPU actor needs so it never waits:
 ``read_tasks_per_gpu_<path> = gpu_rate / read_px_dates_per_core_s`` (likewise ``write_``). The GPU rates
 are ``bench/results/gpu.json``'s when ``bench/gpu.py`` has been run on a device, else the reference
@@ -83,13 +82,13 @@ def main(argv: list[str] | None = None) -> int:
 def _run(a: argparse.Namespace) -> int:
     import numpy as np
 
-    from embedder.config import CubeConfig, SampleRegionConfig, StoreConfig
-    from embedder.data.cubes import load_cube
-    from embedder.data.stac import open_catalog
+    from embedder.config import SampleRegionConfig, StoreConfig, load_config
     from embedder.grid import region_from_text, work_units
-    from embedder.inference import FLAG_VALID, masked_embeddings, prepare_tile, temporal_halo_days
+    from embedder.inference import TileInputs, temporal_halo_days
     from embedder.sample import write_sample_region
-    from embedder.store import create_store, write_unit
+    from embedder.store import create_store
+    from ray_jobs.config import EmbedJobConfig
+    from ray_jobs.embed import read_unit, write_result
 
     base = SampleRegionConfig()
     start = dt.date(2022, 1, 1)
@@ -102,8 +101,6 @@ def _run(a: argparse.Namespace) -> int:
         end=start + dt.timedelta(days=2 * 366 + halo_days + 40),  # a whole store period after ``start``
     )
     layout = StoreConfig(tile_px=a.tile_px, chunk_px=min(64, a.tile_px), period_days=366, chunk_days=6)
-    cube_cfg = CubeConfig(read_threads=1)
-    halo_px = 7
     with tempfile.TemporaryDirectory(prefix="bench_feed_") as tmp:
         t0 = time.perf_counter()
         region = write_sample_region(Path(tmp) / "region", cfg=region_cfg)
@@ -115,40 +112,40 @@ def _run(a: argparse.Namespace) -> int:
         )  # fmt: skip
         first = min(u.period.start for u in units if u.period.start >= start)  # the store's periods are fixed
         units = [u for u in units if u.period.start == first][: a.units]
-        catalog = open_catalog(region.catalog_path)
-        store = create_store(str(Path(tmp) / "store.zarr"), units=units, model_version="bench", cfg=layout)
+        store_url = str(Path(tmp) / "store.zarr")
+        cfg = load_config(
+            EmbedJobConfig,
+            {"catalog": str(region.catalog_path), "store": store_url, "region": str(region.manifest_path),
+             "start": start.isoformat(), "end": (start + dt.timedelta(days=2 * 366)).isoformat(),
+             "checkpoint": "unused: no model runs here", "store_layout": layout},
+        )  # fmt: skip
+        store = create_store(store_url, units=units, model_version="bench", cfg=layout)
         read_cpu = write_cpu = read_wall = write_wall = 0.0
         px_dates = targets = 0
         rng = np.random.default_rng(0)
         for unit in units:
             c0, w0 = time.process_time(), time.perf_counter()
-            cube = load_cube(
-                catalog,
-                unit.tile.geobox(halo_px=halo_px),
-                unit.period.start - dt.timedelta(days=halo_days),
-                unit.period.end + dt.timedelta(days=halo_days),
-                cfg=cube_cfg,
-            )
-            tile = prepare_tile(
-                cube,
-                start=np.datetime64(unit.period.start),
-                end=np.datetime64(unit.period.end),
-                halo_px=halo_px,
-            )
-            row = tile.to_row()  # what the read stage hands to Ray
+            row = read_unit(unit.to_row(), cfg=cfg)  # the job's read stage
             read_cpu += time.process_time() - c0
             read_wall += time.perf_counter() - w0
+            if row["status"] != "ok":
+                raise RuntimeError(f"unit {unit.id} was not read: {row['status']}: {row['reason']}")
+            tile = TileInputs.from_row(row)
             k, (h, w) = len(tile.plan.targets), tile.interior_shape
-            emb = rng.normal(size=(k, 7, h, w)).astype(np.float32)  # the model's output shape
+            embedded = {  # what EmbedActor returns, with random values of the model's output shape
+                **unit.to_row(), "status": "ok", "reason": "",
+                "embeddings": rng.normal(size=(k, 7, h, w)).astype(np.float32), "flags": tile.flags,
+                "dates": tile.dates.astype(np.int64), "skipped_context": np.int64(tile.plan.skipped_context),
+            }  # fmt: skip
             c0, w0 = time.process_time(), time.perf_counter()
-            masked, flags = masked_embeddings(emb, np.asarray(row["flags"]))
-            write_unit(store, unit, masked, flags, tile.dates.astype("datetime64[D]"))
+            summary = write_result(embedded, store=store)  # the job's write stage
             write_cpu += time.process_time() - c0
             write_wall += time.perf_counter() - w0
-            n = int(np.count_nonzero(flags & FLAG_VALID))
-            px_dates += n
+            if summary["status"] != "ok":
+                raise RuntimeError(f"unit {unit.id} was not written: {summary['reason']}")
+            px_dates += int(summary["px_dates"])
             targets += k
-            print(f"[feed] unit {unit.id}: {k} dates, {n} pixel-dates", flush=True)
+            print(f"[feed] unit {unit.id}: {k} dates, {summary['px_dates']} pixel-dates", flush=True)
     if px_dates == 0:
         raise RuntimeError("no unit had an embeddable date: enlarge --size-px or check the sample region")
     rates, source = gpu_rates()

@@ -264,26 +264,25 @@ def write_result(row: dict[str, Any], *, store: Store) -> dict[str, Any]:
 
     unit = WorkUnit.from_row(row)
     tp = unit.tile.size_px
-    st = store
     summary = {**unit.to_row(), "status": row["status"], "reason": row["reason"], "px_dates": 0}
     try:
         if row["status"] == "failed":
-            record_failure(st, unit, row["reason"])
+            record_failure(store, unit, row["reason"])
             return summary
         if row["status"] == "empty":
             write_unit(
-                st, unit, np.zeros((0, 7, tp, tp), np.float32), np.zeros((0, tp, tp), np.uint8), [],
+                store, unit, np.zeros((0, 7, tp, tp), np.float32), np.zeros((0, tp, tp), np.uint8), [],
                 info={"empty": row["reason"]},
             )  # fmt: skip
             return summary
         dates = np.asarray(row["dates"]).astype("datetime64[D]")
         emb, flags = masked_embeddings(np.asarray(row["embeddings"]), np.asarray(row["flags"]))
-        write_unit(st, unit, emb, flags, dates, info={"skipped_context": int(row["skipped_context"])})
+        write_unit(store, unit, emb, flags, dates, info={"skipped_context": int(row["skipped_context"])})
         summary["px_dates"] = int(np.count_nonzero(flags & 1))
     except Exception as err:
         summary.update(status="failed", reason=f"write: {type(err).__name__}: {err}")
         try:
-            record_failure(st, unit, summary["reason"])
+            record_failure(store, unit, summary["reason"])
         except Exception:  # the store itself is unreachable: the summary still says why
             pass
     return summary

@@ -144,7 +144,10 @@ def _read_one(
     data = src.read(1, window=window)
     block = np.full((rhi - rlo, chi - clo), nodata, dtype=data.dtype)
     block[a_lo - rlo : a_hi - rlo, b_lo - clo : b_hi - clo] = data
-    if fit.factor == 1 or not bilinear:
+    if fit.factor == 1:  # a shift: the block is the output, padded with nodata where the source ends
+        out[...] = block
+        return
+    if not bilinear:
         out[...] = block[np.ix_(r0 - rlo, c0 - clo)]
         return
     valid = block != nodata if not math.isnan(nodata) else ~np.isnan(block)
