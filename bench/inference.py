@@ -13,6 +13,12 @@ over the bare predictor rate on the same units) >= 0.8; ``driver_rss_100_mb`` ab
    ``--pipeline-tile-px``) embedded by ``ray_jobs.embed.run`` on a local Ray instance (small model) vs the
    bare predictor on the same prepared tiles; actor peak RSS from the actor.
 3. The driver's peak RSS for regions of 10 and 100 units without data (fresh process each).
+4. The paper frame encoder alone at 64 and 2,048 windows per call (``frame_encoder_*`` keys) and the paper
+   fast path on a 32 x 32 px tile with ``frame_batch`` 64 (the CPU default) and 2,048 (``tile32_*``):
+   what ``Predictor(frame_batch=...)`` is for.
+
+The process keeps freed memory as the embedding actors do (``embedder.hostmem.keep_freed_memory``,
+``EmbedJobConfig.keep_freed_memory``); ``fast_minor_faults`` counts the page faults of the timed fast path.
 
     .venv/bin/python bench/inference.py [--paper-px 6 --paper-dates 50] [--out bench/results/inference.json]
 
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import functools
 import json
 import os
 import resource
@@ -34,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +56,7 @@ from _common import efficiency, machine, matmul_peak_gflops, model_flops  # noqa
 
 from embedder.config import FusionConfig, ModelConfig, SampleRegionConfig, StoreConfig  # noqa: E402
 from embedder.data.testing import make_test_cube  # noqa: E402
+from embedder.hostmem import keep_freed_memory  # noqa: E402
 from embedder.inference import FLAG_VALID, Predictor, prepare_tile  # noqa: E402
 from embedder.models.fusion import FusionModel  # noqa: E402
 from embedder.models.modality import ModalityAutoencoder  # noqa: E402
@@ -96,9 +105,11 @@ def bench_paths(
     n_naive = int(np.count_nonzero(sub.flags & FLAG_VALID))
     pred = Predictor(_model(preset), pixel_batch=pixel_batch)
     pred.embed_tile(tile.crop(n_targets=1), method="fast")  # warm-up (allocator, kernels)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t0 = time.perf_counter()
     fast = pred.embed_tile(tile, method="fast")  # [K, 7, h, w]
     t_fast = time.perf_counter() - t0
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     t0 = time.perf_counter()
     naive = pred.embed_tile(sub, method="naive")  # [k, 7, h, w]
     t_naive = time.perf_counter() - t0
@@ -109,6 +120,7 @@ def bench_paths(
         "fast_px_dates_s": n_fast / t_fast,
         "naive_px_dates_s": n_naive / t_naive,
         "max_abs_diff": float(np.abs(fast[: len(sub.plan.targets)] - naive).max()),
+        "fast_minor_faults": float(faults),
     }
     out["ratio"] = out["fast_px_dates_s"] / out["naive_px_dates_s"]
     out["flops_per_px_date"] = model_flops(tile, preset=preset)["cached"]
@@ -131,6 +143,49 @@ def bench_paths(
     print(f"[bench] {preset}: {k} targets, fast {out['fast_px_dates_s']:.1f}/s on {n_fast}, naive "
           f"{out['naive_px_dates_s']:.2f}/s on {n_naive} pixel-dates, ratio {out['ratio']:.2f}, "
           f"max diff {out['max_abs_diff']:.2e}", flush=True)  # fmt: skip
+    return out
+
+
+def bench_frames(*, peak_gflops: float, tile_px: int = 32, n_dates: int = 14) -> dict[str, float]:
+    """The paper frame encoder per call size, and a ``tile_px`` tile's fast path with frame batches 64 and 2,048.
+
+    The encoder alone runs on random channels-last windows (S2, 10 bands) at 64 and 2,048 windows per
+    call; the tile (``n_dates`` dates, about ``n_dates - 10`` targets) through ``Predictor`` with
+    ``frame_batch`` 64 (the CPU default) and 2,048 (the old behaviour: whole ``pixel_batch`` strips).
+    """
+    from _common import flops_of
+
+    model = _model("paper").to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    enc = typing.cast(ModalityAutoencoder, model.autoencoders[S2.name])
+    out: dict[str, float] = {}
+    with torch.inference_mode():
+        for n in (64, 2048):
+            x = torch.randn(n, S2.n_channels, 15, 15).contiguous(memory_format=torch.channels_last)
+            flops = flops_of(functools.partial(enc.encode_frames, x))
+            enc.encode_frames(x)  # warm-up
+            reps = max(2, 1024 // n)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                enc.encode_frames(x)
+            rate = flops * reps / (time.perf_counter() - t0) / 1e9
+            out[f"frame_encoder_gflops_{n}"] = rate
+            out[f"frame_encoder_efficiency_{n}"] = rate / peak_gflops
+    cube = make_test_cube(3, size_px=tile_px + 14, n_dates=n_dates, n_s1=2 * n_dates, cloud_frac=0.0)
+    tile = prepare_tile(cube, start="2021-01-01", end="2030-12-31", halo_px=7)
+    n_px = int(np.count_nonzero(tile.flags & FLAG_VALID))
+    flops_px = model_flops(tile, preset="paper")["cached"]
+    for key, fb in (("tile32", 64), ("tile32_fb2048", 2048)):
+        pred = Predictor(_model("paper"), pixel_batch=2048, frame_batch=fb)
+        pred.embed_tile(tile.crop(interior_px=6, n_targets=1))  # warm-up
+        t0 = time.perf_counter()
+        pred.embed_tile(tile)
+        rate = n_px / (time.perf_counter() - t0)
+        out[f"{key}_px_dates_s"] = rate
+        out.update(efficiency(rate, flops_px, peak_gflops, prefix=f"{key}_"))
+    out["tile32_fb_ratio"] = out["tile32_px_dates_s"] / out["tile32_fb2048_px_dates_s"]
+    print(f"[bench] frame encoder {out['frame_encoder_efficiency_64']:.3f} of peak at 64 windows per call, "
+          f"{out['frame_encoder_efficiency_2048']:.3f} at 2,048; {tile_px} px tile {out['tile32_px_dates_s']:.1f} "
+          f"vs {out['tile32_fb2048_px_dates_s']:.1f} pixel-dates/s", flush=True)  # fmt: skip
     return out
 
 
@@ -294,12 +349,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--pipeline-tile-px", type=int, default=64, help="side of the pipeline's work units")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "inference.json"))
-    p.add_argument("--parts", default="paths,pipeline,driver", help="which parts to run (results are merged)")
+    p.add_argument(
+        "--parts", default="paths,frames,pipeline,driver", help="which parts to run (results are merged)"
+    )
     p.add_argument("--tmp", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--driver-units", type=int, default=0, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     torch.set_num_threads(a.threads)
+    keep_freed_memory()  # as the embedding actors do (EmbedJobConfig.keep_freed_memory)
     if a.driver_units:
         _driver_child(a.tmp, a.driver_units)
         return 0
@@ -333,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
                 for k, v in small.items()
             }
         )
+    if "frames" in parts:
+        save({k: round(v, 3) for k, v in bench_frames(peak_gflops=peak).items()})
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         if "pipeline" in parts:

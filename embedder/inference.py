@@ -41,6 +41,7 @@ from embedder.models.modality import ModalityAutoencoder
 from embedder.sensors import EMBEDDING_DIM, MAX_GAP_SUM_DAYS, PRIMARY_SENSOR, S1, WINDOW_DATES, WINDOW_PX
 
 __all__ = [
+    "CPU_FRAME_BATCH",
     "FLAG_CENTRE_FILLED",
     "FLAG_GAP_RULE",
     "FLAG_S1_FILLED",
@@ -62,6 +63,9 @@ HALO_PX: int = WINDOW_PX // 2
 """Spatial halo read around a tile (7 px)."""
 HALO_DATES: int = WINDOW_DATES // 2
 """Usable dates needed on each side of a target date (5)."""
+CPU_FRAME_BATCH: int = 64
+"""Windows per paper frame-encoder call on the CPU (``Predictor.frame_batch``): a call's activations
+(~17 MB at most) stay in cache and below the heap's mmap threshold (:mod:`embedder.hostmem`)."""
 
 # Quality flag bits: the store's (embedder.flags.Flag), as uint8 for numpy.
 FLAG_VALID = np.uint8(Flag.VALID)
@@ -370,6 +374,10 @@ class Predictor:
         tf32: on CUDA, allow TF32 matmuls and convolutions (``cudnn.benchmark`` is always on there).
         compile: a ``torch.compile`` backend (``"inductor"`` on GPUs) for the encoders, the temporal
             transformer and the fusion; None runs eagerly.
+        frame_batch: windows per call of the paper frame encoder; None (default): 64 on the CPU, where
+            the activations of a call then stay in cache and in the process's heap (the paper encoder
+            runs at ~0.87 of the matmul peak with 64-128 windows, ~0.72 with 256 or more:
+            ``bench/inference.py``), and :attr:`pixel_batch` on GPUs.
         share_first_layer: in the fast path, project each frame's token through the temporal
             transformer's first attention once and reuse it in the frame's 11 windows
             (:meth:`~embedder.models.modality.ModalityAutoencoder.encode_tokens_shared`; the same numbers
@@ -387,10 +395,13 @@ class Predictor:
         channels_last: bool | None = None,
         tf32: bool = True,
         compile: str | None = None,
+        frame_batch: int | None = None,
         share_first_layer: bool = True,
     ) -> None:
         if pixel_batch < 1:
             raise ValueError(f"pixel_batch = {pixel_batch} must be >= 1")
+        if frame_batch is not None and frame_batch < 1:
+            raise ValueError(f"frame_batch = {frame_batch} must be >= 1 (or None for the device's default)")
         self.device = torch.device(device)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -398,6 +409,7 @@ class Predictor:
             torch.backends.cudnn.benchmark = True
         self.model: FusionModel = model.to(self.device).eval()
         self.pixel_batch = int(pixel_batch)
+        self.frame_batch = int(frame_batch or (CPU_FRAME_BATCH if self.device.type == "cpu" else pixel_batch))
         self.bf16 = bf16
         self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
         self.names: tuple[str, ...] = self.model.names
@@ -471,7 +483,14 @@ class Predictor:
             rows = max(64, -(-self.pixel_batch // max(1, w)))
             tokens = self._dense_fn[name](frame, rows_per_chunk=rows)  # [h, w, d_model]
             return tokens.reshape(-1, tokens.shape[-1])  # [h*w, d_model]
-        return torch.cat([self._frames_fn[name](x) for x in self.window_batches(frame, halo_px)])
+        fb = self.frame_batch
+        return torch.cat(
+            [
+                self._frames_fn[name](x[lo : lo + fb])
+                for x in self.window_batches(frame, halo_px)
+                for lo in range(0, x.shape[0], fb)
+            ]
+        )
 
     def _plan_gaps(self, tile: TileInputs, name: str) -> np.ndarray:
         return tile.plan.s2_gaps if name == PRIMARY_SENSOR.name else tile.plan.s1_gaps  # [K, 10]

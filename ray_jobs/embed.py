@@ -215,8 +215,11 @@ class EmbedActor:
         import torch
 
         from embedder.checkpoints import load_fusion
+        from embedder.hostmem import keep_freed_memory
         from embedder.inference import Predictor
 
+        if cfg.keep_freed_memory:
+            keep_freed_memory()
         device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self.threads = actor_threads(cfg)
         torch.set_num_threads(self.threads)
@@ -226,6 +229,7 @@ class EmbedActor:
             load_fusion(ckpt, map_location=device),
             device=device,
             pixel_batch=cfg.pixel_batch,
+            frame_batch=cfg.frame_batch or None,
             bf16=cfg.bf16,
             channels_last=cfg.channels_last,
             tf32=cfg.tf32,

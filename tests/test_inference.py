@@ -300,3 +300,22 @@ def test_channels_last_is_the_cpu_default_with_the_same_numbers() -> None:
     conv = next(m for m in default.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     np.testing.assert_allclose(default.embed_tile(tile), plain.embed_tile(tile), atol=1e-5, rtol=0)
+
+
+def test_frame_batch_chunks_the_encoder_calls_with_the_same_numbers() -> None:
+    from embedder.inference import CPU_FRAME_BATCH, Predictor
+
+    cube = make_test_cube(6, size_px=19, n_dates=13, cloud_frac=0.2)
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
+    model = _small_fusion()
+    default = Predictor(model, pixel_batch=20)
+    assert default.frame_batch == CPU_FRAME_BATCH  # the CPU default
+    calls: list[int] = []
+    chunked = Predictor(model, pixel_batch=20, frame_batch=7)
+    encode = chunked._frames_fn["s2"]
+    chunked._frames_fn["s2"] = lambda x: (calls.append(x.shape[0]), encode(x))[1]
+    np.testing.assert_allclose(chunked.embed_tile(tile), default.embed_tile(tile), atol=1e-5, rtol=0)
+    assert calls and max(calls) == 7  # 25 windows per frame in strips of 20 (4 rows of 5), chunks of 7
+    assert sum(calls) % 25 == 0
+    with pytest.raises(ValueError, match="frame_batch = 0"):
+        Predictor(model, frame_batch=0)

@@ -50,3 +50,5 @@ def test_bad_actor_settings_are_refused() -> None:
         _cfg(actor_num_cpus=0.0)
     with pytest.raises(ConfigError, match="max_actors 0"):
         _cfg(min_actors=3, max_actors=2)
+    with pytest.raises(ConfigError, match="frame_batch = -1"):
+        _cfg(frame_batch=-1)
