@@ -13,12 +13,14 @@ over the bare predictor rate on the same units) >= 0.8; ``driver_rss_100_mb`` ab
    ``--pipeline-tile-px``) embedded by ``ray_jobs.embed.run`` on a local Ray instance (small model) vs the
    bare predictor on the same prepared tiles; actor peak RSS from the actor.
 3. The driver's peak RSS for regions of 10 and 100 units without data (fresh process each).
-4. The paper frame encoder alone at 64 and 2,048 windows per call (``frame_encoder_*`` keys) and the paper
-   fast path on a 32 x 32 px tile with ``frame_batch`` 64 (the CPU default) and 2,048 (``tile32_*``):
+4. The paper frame encoder alone at 93 (the CPU default) and 2,048 windows per call (``frame_encoder_*``
+   keys) and the paper fast path on a 32 x 32 px tile with ``frame_batch`` 93 and 2,048 (``tile32_*``):
    what ``Predictor(frame_batch=...)`` is for.
 
-The process keeps freed memory as the embedding actors do (``embedder.hostmem.keep_freed_memory``,
-``EmbedJobConfig.keep_freed_memory``); ``fast_minor_faults`` counts the page faults of the timed fast path.
+Parts 1, 2 and 4 run with freed memory kept, as the embedding actors do
+(``embedder.hostmem.keep_freed_memory``, ``EmbedJobConfig.keep_freed_memory``); ``fast_minor_faults`` counts
+the page faults of the timed fast path. The driver children of part 3 keep glibc's default, as a job's
+driver does.
 
     .venv/bin/python bench/inference.py [--paper-px 6 --paper-dates 50] [--out bench/results/inference.json]
 
@@ -147,11 +149,11 @@ def bench_paths(
 
 
 def bench_frames(*, peak_gflops: float, tile_px: int = 32, n_dates: int = 14) -> dict[str, float]:
-    """The paper frame encoder per call size, and a ``tile_px`` tile's fast path with frame batches 64 and 2,048.
+    """The paper frame encoder per call size, and a ``tile_px`` tile's fast path with frame batches 93 and 2,048.
 
-    The encoder alone runs on random channels-last windows (S2, 10 bands) at 64 and 2,048 windows per
+    The encoder alone runs on random channels-last windows (S2, 10 bands) at 93 and 2,048 windows per
     call; the tile (``n_dates`` dates, about ``n_dates - 10`` targets) through ``Predictor`` with
-    ``frame_batch`` 64 (the CPU default) and 2,048 (the old behaviour: whole ``pixel_batch`` strips).
+    ``frame_batch`` 93 (the CPU default) and 2,048 (the old behaviour: whole ``pixel_batch`` strips).
     """
     from _common import flops_of
 
@@ -159,7 +161,7 @@ def bench_frames(*, peak_gflops: float, tile_px: int = 32, n_dates: int = 14) ->
     enc = typing.cast(ModalityAutoencoder, model.autoencoders[S2.name])
     out: dict[str, float] = {}
     with torch.inference_mode():
-        for n in (64, 2048):
+        for n in (93, 2048):
             x = torch.randn(n, S2.n_channels, 15, 15).contiguous(memory_format=torch.channels_last)
             flops = flops_of(functools.partial(enc.encode_frames, x))
             enc.encode_frames(x)  # warm-up
@@ -174,7 +176,7 @@ def bench_frames(*, peak_gflops: float, tile_px: int = 32, n_dates: int = 14) ->
     tile = prepare_tile(cube, start="2021-01-01", end="2030-12-31", halo_px=7)
     n_px = int(np.count_nonzero(tile.flags & FLAG_VALID))
     flops_px = model_flops(tile, preset="paper")["cached"]
-    for key, fb in (("tile32", 64), ("tile32_fb2048", 2048)):
+    for key, fb in (("tile32", 93), ("tile32_fb2048", 2048)):
         pred = Predictor(_model("paper"), pixel_batch=2048, frame_batch=fb)
         pred.embed_tile(tile.crop(interior_px=6, n_targets=1))  # warm-up
         t0 = time.perf_counter()
@@ -183,7 +185,7 @@ def bench_frames(*, peak_gflops: float, tile_px: int = 32, n_dates: int = 14) ->
         out[f"{key}_px_dates_s"] = rate
         out.update(efficiency(rate, flops_px, peak_gflops, prefix=f"{key}_"))
     out["tile32_fb_ratio"] = out["tile32_px_dates_s"] / out["tile32_fb2048_px_dates_s"]
-    print(f"[bench] frame encoder {out['frame_encoder_efficiency_64']:.3f} of peak at 64 windows per call, "
+    print(f"[bench] frame encoder {out['frame_encoder_efficiency_93']:.3f} of peak at 93 windows per call, "
           f"{out['frame_encoder_efficiency_2048']:.3f} at 2,048; {tile_px} px tile {out['tile32_px_dates_s']:.1f} "
           f"vs {out['tile32_fb2048_px_dates_s']:.1f} pixel-dates/s", flush=True)  # fmt: skip
     return out
@@ -357,10 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     torch.set_num_threads(a.threads)
-    keep_freed_memory()  # as the embedding actors do (EmbedJobConfig.keep_freed_memory)
-    if a.driver_units:
+    if a.driver_units:  # a job's driver: the allocator as it is (only the embedding actors keep memory)
         _driver_child(a.tmp, a.driver_units)
         return 0
+    keep_freed_memory()  # as the embedding actors do (EmbedJobConfig.keep_freed_memory)
     out = Path(a.out)
     res: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
 

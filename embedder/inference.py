@@ -41,7 +41,7 @@ from embedder.models.modality import ModalityAutoencoder
 from embedder.sensors import EMBEDDING_DIM, MAX_GAP_SUM_DAYS, PRIMARY_SENSOR, S1, WINDOW_DATES, WINDOW_PX
 
 __all__ = [
-    "CPU_FRAME_BATCH",
+    "CPU_FRAME_BYTES",
     "FLAG_CENTRE_FILLED",
     "FLAG_GAP_RULE",
     "FLAG_S1_FILLED",
@@ -63,9 +63,11 @@ HALO_PX: int = WINDOW_PX // 2
 """Spatial halo read around a tile (7 px)."""
 HALO_DATES: int = WINDOW_DATES // 2
 """Usable dates needed on each side of a target date (5)."""
-CPU_FRAME_BATCH: int = 64
-"""Windows per paper frame-encoder call on the CPU (``Predictor.frame_batch``): a call's activations
-(~17 MB at most) stay in cache and below the heap's mmap threshold (:mod:`embedder.hostmem`)."""
+CPU_FRAME_BYTES: int = 24 * 1024 * 1024
+"""On the CPU a paper frame-encoder call gets as many windows as keep its widest activation (the
+multi-scale block's concatenated maps) within this many bytes (``Predictor.frame_batch``): 93 windows of
+the paper model, 582 of ``ModelConfig.cpu()``, 1,747 of ``ModelConfig.small()``. The activations then stay in cache and below the heap's mmap
+threshold (:mod:`embedder.hostmem`); measured best on the 2-core machine (``bench/inference.py``)."""
 
 # Quality flag bits: the store's (embedder.flags.Flag), as uint8 for numpy.
 FLAG_VALID = np.uint8(Flag.VALID)
@@ -374,10 +376,10 @@ class Predictor:
         tf32: on CUDA, allow TF32 matmuls and convolutions (``cudnn.benchmark`` is always on there).
         compile: a ``torch.compile`` backend (``"inductor"`` on GPUs) for the encoders, the temporal
             transformer and the fusion; None runs eagerly.
-        frame_batch: windows per call of the paper frame encoder; None (default): 64 on the CPU, where
-            the activations of a call then stay in cache and in the process's heap (the paper encoder
-            runs at ~0.87 of the matmul peak with 64-128 windows, ~0.72 with 256 or more:
-            ``bench/inference.py``), and :attr:`pixel_batch` on GPUs.
+        frame_batch: windows per call of the paper frame encoder; None (default): on the CPU as many as
+            keep a call's widest activation within :data:`CPU_FRAME_BYTES` (93 for the paper model, whose
+            encoder then runs at ~0.83 of the matmul peak against ~0.45 with 2,048 windows:
+            ``bench/inference.py``), on GPUs :attr:`pixel_batch`.
         share_first_layer: in the fast path, project each frame's token through the temporal
             transformer's first attention once and reuse it in the frame's 11 windows
             (:meth:`~embedder.models.modality.ModalityAutoencoder.encode_tokens_shared`; the same numbers
@@ -409,11 +411,13 @@ class Predictor:
             torch.backends.cudnn.benchmark = True
         self.model: FusionModel = model.to(self.device).eval()
         self.pixel_batch = int(pixel_batch)
-        self.frame_batch = int(frame_batch or (CPU_FRAME_BATCH if self.device.type == "cpu" else pixel_batch))
         self.bf16 = bf16
         self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
         self.names: tuple[str, ...] = self.model.names
         self.delta_keys: tuple[str, ...] = self.model.delta_keys
+        self.frame_batch = int(
+            frame_batch or (self._cpu_frame_batch() if self.device.type == "cpu" else pixel_batch)
+        )
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.bytes_to_device = 0
@@ -433,6 +437,13 @@ class Predictor:
         self._fuse_fn = _maybe_compile(self.model.fuse, compile)
 
     # -- pieces ------------------------------------------------------------------------------------
+    def _cpu_frame_batch(self) -> int:
+        """Windows per frame-encoder call whose widest activation fits :data:`CPU_FRAME_BYTES` (float32)."""
+        widest = max(
+            self._ae(n).cfg.conv_channels[0] * len(self._ae(n).cfg.multiscale_kernels) for n in self.names
+        )  # channels of the multi-scale block's concatenation, at 15 x 15
+        return max(1, CPU_FRAME_BYTES // (widest * WINDOW_PX * WINDOW_PX * 4))
+
     def _ae(self, name: str) -> ModalityAutoencoder:
         return typing.cast(ModalityAutoencoder, self.model.autoencoders[name])
 

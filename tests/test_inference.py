@@ -303,15 +303,24 @@ def test_channels_last_is_the_cpu_default_with_the_same_numbers() -> None:
 
 
 def test_frame_batch_chunks_the_encoder_calls_with_the_same_numbers() -> None:
-    from embedder.inference import CPU_FRAME_BATCH, Predictor
+    from embedder.config import FusionConfig, ModelConfig
+    from embedder.inference import Predictor
+    from embedder.models.fusion import FusionModel
+    from embedder.models.modality import ModalityAutoencoder
+    from embedder.sensors import S1, S2
 
     cube = make_test_cube(6, size_px=19, n_dates=13, cloud_frac=0.2)
     tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
     model = _small_fusion()
     default = Predictor(model, pixel_batch=20)
-    assert default.frame_batch == CPU_FRAME_BATCH  # the CPU default
+    assert default.frame_batch == 24 * 1024 * 1024 // (8 * 2 * 225 * 4)  # widest activation in 24 MiB
+    paper = FusionModel(
+        {s.name: ModalityAutoencoder(s, cfg=ModelConfig()) for s in (S1, S2)}, cfg=FusionConfig()
+    )
+    assert Predictor(paper).frame_batch == 93  # 298 channels x 15 x 15 float32 per window
     calls: list[int] = []
     chunked = Predictor(model, pixel_batch=20, frame_batch=7)
+    assert chunked.frame_batch == 7
     encode = chunked._frames_fn["s2"]
     chunked._frames_fn["s2"] = lambda x: (calls.append(x.shape[0]), encode(x))[1]
     np.testing.assert_allclose(chunked.embed_tile(tile), default.embed_tile(tile), atol=1e-5, rtol=0)
