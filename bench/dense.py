@@ -44,6 +44,7 @@ from _common import efficiency, matmul_peak_gflops, model_flops  # noqa: E402
 
 from embedder.config import FusionConfig, ModelConfig  # noqa: E402
 from embedder.data.testing import make_test_cube  # noqa: E402
+from embedder.hostmem import keep_freed_memory  # noqa: E402
 from embedder.inference import FLAG_VALID, Predictor, TileInputs, prepare_tile  # noqa: E402
 from embedder.models.fusion import FusionModel  # noqa: E402
 from embedder.models.modality import ModalityAutoencoder  # noqa: E402
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pixel-batch", type=int, default=256)
     ap.add_argument("--out", type=Path, default=REPO / "bench/results/dense.json")
     args = ap.parse_args(argv)
+    keep_freed_memory()  # as the embedding actors do (EmbedJobConfig.keep_freed_memory)
 
     peak = matmul_peak_gflops()
     print(f"[dense] matmul peak {peak:.1f} GFLOP/s on {torch.get_num_threads()} threads", flush=True)

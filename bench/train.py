@@ -57,6 +57,7 @@ from embedder.config import ModelConfig, PatchConfig, TrainConfig, load_config
 from embedder.data.loader import ChunkShuffleSampler
 from embedder.data.shards import build_cube_shards
 from embedder.data.testing import make_test_cube
+from embedder.hostmem import keep_freed_memory
 from embedder.models import ModalityAutoencoder
 from embedder.sensors import S2
 from embedder.training import ModalityObjective, Objective, fit, seed_everything
@@ -80,8 +81,12 @@ def rate(end_times: list[float], n_samples: int) -> float:
 
 
 def plain_run(cfg: TrainModalityJobConfig, run_dir: Path) -> tuple[float, float]:
-    """``(samples per CPU-second, samples per wall-second)`` of ``fit`` in this process."""
+    """``(samples per CPU-second, samples per wall-second)`` of ``fit`` in this process.
+
+    The process keeps freed memory as a CPU Ray Train worker does (``WorkersConfig.keep_freed_memory``).
+    """
     torch.set_num_threads(1)
+    keep_freed_memory()
     datasets = train_modality.build_datasets(cfg)
     seed_everything(cfg.train.seed)
     model = ModalityAutoencoder(S2, cfg=cfg.model)
