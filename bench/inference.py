@@ -78,10 +78,6 @@ def _model(preset: str, seed: int = 0) -> FusionModel:
     return FusionModel(aes, cfg=fcfg).eval()
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def bench_paths(
     preset: Literal["paper", "small"],
     *,
@@ -298,9 +294,10 @@ def _actor_rss() -> float:
 def driver_rss(tmp: Path, n_units: int) -> dict[str, float]:
     """Peak RSS (MB) of a fresh driver process that runs the job over ``n_units`` units without data.
 
-    ``rss_mb`` is the process's peak (``ru_maxrss``: it counts the Ray object store's shared pages the
-    driver touched and varied 0.5-2.7 GB between runs on the same code); ``growth_mb`` is how far the
-    resident set rose above its level when ``run`` started (sampled every 10 ms): the job's own memory.
+    ``rss_mb`` is the process's peak resident set (``VmHWM``; not ``ru_maxrss``, which after ``exec``
+    still holds the forking parent's peak: 2.6 GB read here when this bench had run the paper model
+    first); ``growth_mb`` is how far the resident set rose above its level when ``run`` started (sampled
+    every 10 ms): the job's own memory.
     """
     out = subprocess.run(
         [sys.executable, __file__, "--driver-units", str(n_units), "--tmp", str(tmp)],
@@ -314,10 +311,11 @@ def driver_rss(tmp: Path, n_units: int) -> dict[str, float]:
     return {"rss_mb": float(got["driver_rss_mb"]), "growth_mb": float(got["driver_growth_mb"])}
 
 
-def _current_rss_mb() -> float:
+def _status_mb(field: str = "VmRSS") -> float:
+    """A memory field of ``/proc/self/status`` in MB (``VmRSS`` now, ``VmHWM`` its peak since exec)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024.0
     return float("nan")
 
@@ -342,11 +340,11 @@ def _driver_child(tmp: Path, n_units: int) -> None:
     store = tempfile.mkdtemp(dir=tmp) + "/store.zarr"
     cfg = _job_config(tmp, region_dir, ckpt, region=str(geo), store=store)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    base, highest, done = _current_rss_mb(), [0.0], threading.Event()
+    base, highest, done = _status_mb(), [0.0], threading.Event()
 
     def sample() -> None:
         while not done.wait(0.01):
-            highest[0] = max(highest[0], _current_rss_mb())
+            highest[0] = max(highest[0], _status_mb())
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -360,7 +358,13 @@ def _driver_child(tmp: Path, n_units: int) -> None:
         raise RuntimeError(f"expected {n_units} units, the region gave {summary['units_total']}")
     growth = max(0.0, highest[0] - base)
     print(
-        json.dumps({"driver_rss_mb": _rss_mb(), "driver_growth_mb": growth, "units": summary["units_total"]})
+        json.dumps(
+            {
+                "driver_rss_mb": _status_mb("VmHWM"),
+                "driver_growth_mb": growth,
+                "units": summary["units_total"],
+            }
+        )
     )
 
 
@@ -401,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parts = set(a.parts.split(","))
     peak = matmul_peak_gflops()
-    save({"peak_gflops": round(peak, 1), **{k: round(v, 2) for k, v in machine().items()}})
+    if parts & {"paths", "frames"}:  # the peak their efficiencies were computed with
+        save({"peak_gflops": round(peak, 1), **{k: round(v, 2) for k, v in machine().items()}})
     print(f"[bench] matmul peak {peak:.1f} GFLOP/s on {a.threads} threads", flush=True)
     if "paths" in parts:
         paper = bench_paths(
