@@ -12,7 +12,8 @@ over the bare predictor rate on the same units) >= 0.8; ``driver_growth_100_mb``
 2. A sample region (two 128 px scenes: 8 units of 64 px by default, ``--pipeline-scene-px`` /
    ``--pipeline-tile-px``) embedded by ``ray_jobs.embed.run`` on a local Ray instance (small model) vs the
    bare predictor on the same prepared tiles; actor peak RSS from the actor.
-3. The driver's peak RSS for regions of 10 and 100 units without data (fresh process each).
+3. The driver's peak RSS and its growth during ``run`` for regions of 10 and 100 units without data
+   (fresh process each).
 4. The paper frame encoder alone at 93 (the CPU default) and 2,048 windows per call (``frame_encoder_*``
    keys) and the paper fast path on a 32 x 32 px tile with ``frame_batch`` 93 and 2,048 (``tile32_*``):
    what ``Predictor(frame_batch=...)`` is for.
@@ -285,10 +286,10 @@ def bench_pipeline(tmp: Path, *, scene_px: int, tile_px: int) -> dict[str, float
 
 
 def _actor_rss() -> float:
-    """Peak RSS (MB) of a fresh worker after loading the predictor: the floor of an actor's memory."""
+    """Peak RSS (MB, ``VmHWM``) of a fresh worker after loading the predictor: the floor of an actor's memory."""
     from ray_jobs.embed import EmbedActor  # noqa: F401  (imports torch + the model code as an actor does)
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return _status_mb("VmHWM")
 
 
 def driver_rss(tmp: Path, n_units: int) -> dict[str, float]:

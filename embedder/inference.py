@@ -66,8 +66,9 @@ HALO_DATES: int = WINDOW_DATES // 2
 CPU_FRAME_BYTES: int = 24 * 1024 * 1024
 """On the CPU a paper frame-encoder call gets as many windows as keep its widest activation (the
 multi-scale block's concatenated maps) within this many bytes (``Predictor.frame_batch``): 93 windows of
-the paper model, 582 of ``ModelConfig.cpu()``, 1,747 of ``ModelConfig.small()``. The activations then stay in cache and below the heap's mmap
-threshold (:mod:`embedder.hostmem`); measured best on the 2-core machine (``bench/inference.py``)."""
+the paper model, 582 of ``ModelConfig.cpu()``, 1,747 of ``ModelConfig.small()``. The activations then
+stay in cache and below the heap's mmap threshold (:mod:`embedder.hostmem`); measured best on the 2-core
+machine (``bench/inference.py``)."""
 
 # Quality flag bits: the store's (embedder.flags.Flag), as uint8 for numpy.
 FLAG_VALID = np.uint8(Flag.VALID)

@@ -213,9 +213,9 @@ class EmbedJobConfig:
     pixel_batch: int = 2048
     """Pixels per forward pass in an actor (raise on large GPUs)."""
     frame_batch: int = 0
-    """Windows per call of the paper frame encoder; 0 = the device's default (64 on CPUs, where the
-    activations then stay in cache: ~20 % faster than 2,048 at production tile sizes; ``pixel_batch``
-    on GPUs). See ``embedder.inference.Predictor``."""
+    """Windows per call of the paper frame encoder; 0 = the device's default: on CPUs as many as keep the
+    widest activation within 24 MiB (93 for the paper model; x1.42 over 2,048-window calls on a 32 px
+    tile, ``bench/inference.py``), on GPUs ``pixel_batch``. See ``embedder.inference.Predictor``."""
     keep_freed_memory: bool = True
     """Actors keep freed host memory in the process instead of returning it to the OS after every
     tensor (glibc only; ``embedder.hostmem``): no page faults in the batch loop, ~5 % on CPU actors."""
