@@ -180,9 +180,17 @@ def load_autoencoder(
     return ae
 
 
-def checkpoint_encoders(path: str | Path) -> dict[str, str]:
-    """Frame encoder (``ModelConfig.encoder``: ``paper`` or ``dense``) of each sensor of a fusion checkpoint."""
-    ckpt = load_checkpoint(path, kind="fusion")
+def checkpoint_encoders(checkpoint: str | Path | Mapping[str, Any]) -> dict[str, str]:
+    """Frame encoder (``ModelConfig.encoder``: ``paper`` or ``dense``) of each sensor of a fusion checkpoint.
+
+    ``checkpoint`` is its path or what :func:`load_checkpoint` returned for it (read once by a caller that
+    needs several of its fields).
+    """
+    ckpt = load_checkpoint(checkpoint, kind="fusion") if isinstance(checkpoint, str | Path) else checkpoint
+    if ckpt.get("kind") != "fusion":
+        raise CheckpointMismatchError(
+            f"a {ckpt.get('kind')!r} checkpoint has no fusion encoders; pass a fusion (stage-2) checkpoint"
+        )
     return {str(n): str(c.get("encoder", "paper")) for n, c in ckpt["config"]["models"].items()}
 
 
@@ -195,9 +203,12 @@ def checkpoint_digest(path: str | Path) -> str:
     return f"sha256:{h.hexdigest()[:16]}"
 
 
-def checkpoint_init_from(path: str | Path) -> str:
-    """``sha256:<16 hex>`` of the weights a checkpoint's training run started from ("" for none)."""
-    ckpt = load_checkpoint(path)
+def checkpoint_init_from(checkpoint: str | Path | Mapping[str, Any]) -> str:
+    """``sha256:<16 hex>`` of the weights a checkpoint's training run started from ("" for none).
+
+    ``checkpoint`` is its path or what :func:`load_checkpoint` returned for it.
+    """
+    ckpt = load_checkpoint(checkpoint) if isinstance(checkpoint, str | Path) else checkpoint
     return str(ckpt["config"].get("train", {}).get("init_from", ""))
 
 

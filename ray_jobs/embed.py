@@ -356,13 +356,15 @@ def run(cfg: EmbedJobConfig, *, serial: bool = False) -> dict[str, Any]:
         period_days=layout.period_days,
     )
     opts = dict(cfg.storage_options) or None
-    from embedder.checkpoints import checkpoint_encoders, checkpoint_init_from
+    from embedder.checkpoints import checkpoint_encoders, checkpoint_init_from, load_checkpoint
 
     local = local_checkpoint(cfg.checkpoint, storage_options=opts)
-    encoders = checkpoint_encoders(local)  # first: a missing, unreadable or stage-1 file is refused by name
+    ckpt = load_checkpoint(local, kind="fusion")  # first: a missing, unreadable or stage-1 file is refused
+    encoders = checkpoint_encoders(ckpt)
+    pretrained = checkpoint_init_from(ckpt)  # the committed weights a fine-tuned model started from
+    del ckpt  # the actors load the model themselves
     version = model_version(local)
     check_model_version(cfg, version)
-    pretrained = checkpoint_init_from(local)  # the committed weights a fine-tuned model started from
     st = create_store(
         cfg.store,
         units=units,

@@ -294,15 +294,15 @@ def run_epochs(
     objective: ModalityObjective | FusionObjective,
     cfg: TrainConfig,
     run: RunStorageConfig,
-    loader_workers: int = 0,
+    workers: WorkersConfig,
     max_steps_per_epoch: int | None = None,
     kill_worker_at_epoch: int | None = None,
-    keep_freed_memory: bool = True,
 ) -> None:
     """The per-worker training of both jobs: ``embedder.training.fit`` wired to Ray Train.
 
-    A CPU worker keeps freed host memory (``keep_freed_memory``, :mod:`embedder.hostmem`): the worker
-    process is the job's, and each step would otherwise page-fault its activations back in.
+    ``workers`` gives the loader processes (``loader_workers``) and whether a CPU worker keeps freed host
+    memory (``keep_freed_memory``, :mod:`embedder.hostmem`): the worker process is the job's, and each step
+    would otherwise page-fault its activations back in.
 
     1. wrap ``model`` for DDP (``prepare_model``), one chunk-shuffled loader per split;
     2. resume from ``ray.train.get_checkpoint()`` when Ray restarts the group after a failure;
@@ -323,7 +323,7 @@ def run_epochs(
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    if keep_freed_memory and device.type == "cpu":
+    if workers.keep_freed_memory and device.type == "cpu":
         hostmem.keep_freed_memory()
     folder = RunFolder.of(run)
     ddp_model = ray.train.torch.prepare_model(model)  # to device; DDP when world > 1
@@ -333,7 +333,7 @@ def run_epochs(
             batch_size=cfg.batch_size,
             shuffle=split == "train",
             seed=cfg.seed,
-            loader_workers=loader_workers,
+            loader_workers=workers.loader_workers,
         )
         for split, ds in datasets.items()
     }

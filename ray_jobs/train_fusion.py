@@ -115,8 +115,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         objective=FusionObjective([get_sensor(n) for n in model.names]),
         cfg=cfg.train,
         run=cfg.run,
-        loader_workers=cfg.workers.loader_workers,
-        keep_freed_memory=cfg.workers.keep_freed_memory,
+        workers=cfg.workers,
         max_steps_per_epoch=cfg.max_batches_per_epoch,
         kill_worker_at_epoch=loop_config.get("kill_worker_at_epoch"),
     )
