@@ -97,7 +97,23 @@ def model_flops(
     n_frames = len(set(tile.plan.windows.reshape(-1).tolist())) if len(tile.plan.targets) else 0
     frames = sum(fc.encode_frames.values())
     rest = sum(fc.encode_tokens.values()) + fc.fuse
-    return {"cached": n_frames / k * frames + rest, "naive": fc.naive_per_pixel_date}
+    return {
+        "cached": n_frames / k * frames + rest,
+        "cached_frames": n_frames / k * frames,  # the frame encoders' share (bf16 with frame_bf16)
+        "naive": fc.naive_per_pixel_date,
+    }
+
+
+def mixed_efficiency(
+    rate_per_s: float, frame_flops: float, rest_flops: float, peak_bf16_gflops: float, peak_gflops: float
+) -> float:
+    """Efficiency of a path whose frame encoders run in bf16 and the rest in fp32 (``frame_bf16``).
+
+    The time the item's FLOPs would take at the two measured peaks (frame encoders at the bf16 matmul
+    peak, the rest at the fp32 one) over the time it took: 1.0 is both units saturated.
+    """
+    ideal_s = frame_flops / (peak_bf16_gflops * 1e9) + rest_flops / (peak_gflops * 1e9)
+    return ideal_s * rate_per_s
 
 
 def report(result: Mapping[str, Any], out: Path, *, targets: Mapping[str, bool] | None = None) -> None:

@@ -15,7 +15,10 @@ not depend on the weights) and one synthetic tile (``make_test_cube``, ``--px`` 
     hours on a shared CPU);
 (c) dense: ``ModelConfig(encoder="dense")`` through the same predictor, whose fast path encodes each
     date's whole frame in one fully convolutional pass, on the whole tile (``dense_px_dates_s``; its
-    7 px halo costs relatively less on larger tiles) and on the cached crop (``dense_crop_px_dates_s``).
+    7 px halo costs relatively less on larger tiles) and on the cached crop (``dense_crop_px_dates_s``);
+    (d) the dense path with bf16 frame encoders (``Predictor(frame_bf16=True)``) on the whole tile:
+    ``dense_frame_bf16_*`` (rate, speed-up, difference from fp32 in the store's quantisation steps, and
+    the efficiency over the bf16 and fp32 matmul peaks, ``_common.mixed_efficiency``).
 
 FLOPs per pixel-date (one multiply-add = 2 FLOPs) are counted with ``torch.utils.flop_counter`` on the
 same code paths (the dense frame cost is counted on the tile, so it includes its halo). The JSON also
@@ -40,9 +43,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import efficiency, matmul_peak_gflops, model_flops  # noqa: E402
+from _common import efficiency, matmul_peak_gflops, mixed_efficiency, model_flops  # noqa: E402
 
-from embedder.config import FusionConfig, ModelConfig  # noqa: E402
+from embedder.config import FusionConfig, ModelConfig, StoreConfig  # noqa: E402
 from embedder.data.testing import make_test_cube  # noqa: E402
 from embedder.hostmem import keep_freed_memory  # noqa: E402
 from embedder.inference import FLAG_VALID, Predictor, TileInputs, prepare_tile  # noqa: E402
@@ -83,15 +86,19 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # as the embedding actors do (EmbedJobConfig.keep_freed_memory)
 
     peak = matmul_peak_gflops()
-    print(f"[dense] matmul peak {peak:.1f} GFLOP/s on {torch.get_num_threads()} threads", flush=True)
+    peak_bf16 = matmul_peak_gflops(n=2048, dtype=torch.bfloat16)
+    print(f"[dense] matmul peak {peak:.1f} GFLOP/s fp32, {peak_bf16:.1f} bf16 on {torch.get_num_threads()} threads",
+          flush=True)  # fmt: skip
     tile = _tile(args.px, args.dates)
     k = len(tile.plan.targets)
     paper, dense = _model("paper"), _model("dense")
     pp = Predictor(paper, pixel_batch=args.pixel_batch)
     pd = Predictor(dense, pixel_batch=args.pixel_batch)
+    pb = Predictor(dense, pixel_batch=args.pixel_batch, frame_bf16=True)  # EmbedJobConfig.frame_bf16
     warm = tile.crop(n_targets=1, interior_px=2)
     pp.embed_tile(warm)
     pd.embed_tile(warm)  # warm-up (allocator, kernels)
+    pb.embed_tile(warm)
 
     def px_dates(t: TileInputs) -> int:
         return int(np.count_nonzero(t.flags & FLAG_VALID))
@@ -106,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[dense] dense on the crop: {px_dates(crop)} px-dates in {t_dense_crop:.1f} s", flush=True)
     dense_out, t_dense = _timed(pd, tile, "fast")
     print(f"[dense] dense: {px_dates(tile)} px-dates in {t_dense:.1f} s", flush=True)
+    dense_bf16, t_bf16 = _timed(pb, tile, "fast")
+    print(f"[dense] dense, bf16 frame encoders: {px_dates(tile)} px-dates in {t_bf16:.1f} s", flush=True)
     # exactness of the dense pass against the same variant's per-window path, on the naive crop
     dense_naive = pd.embed_tile(naive_tile, method="naive")
     n_t, n_px = len(naive_tile.plan.targets), args.naive_px
@@ -139,6 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     res["dense_crop_vs_naive"] = float(res["dense_crop_px_dates_s"]) / float(res["naive_px_dates_s"])
     res["cached_vs_naive"] = float(res["cached_px_dates_s"]) / float(res["naive_px_dates_s"])
     res["peak_gflops"] = peak
+    res["peak_bf16_gflops"] = peak_bf16
+    valid = (tile.flags & FLAG_VALID) != 0  # [K, h, w]
+    d_bf16 = np.abs(dense_bf16 - dense_out).transpose(1, 0, 2, 3)[:, valid]  # [7, n]
+    res["dense_frame_bf16_px_dates_s"] = px_dates(tile) / t_bf16
+    res["dense_frame_bf16_speedup"] = t_dense / t_bf16
+    res["dense_frame_bf16_max_abs_diff"] = float(d_bf16.max())
+    res["dense_frame_bf16_rms_quant_steps"] = float(np.sqrt(np.mean(d_bf16**2)) / StoreConfig().quant_step)
+    res["dense_frame_bf16_efficiency"] = mixed_efficiency(
+        float(res["dense_frame_bf16_px_dates_s"]),
+        fl_dense["cached_frames"],
+        fl_dense["cached"] - fl_dense["cached_frames"],
+        peak_bf16,
+        peak,
+    )
     res.update(efficiency(float(res["dense_px_dates_s"]), fl_dense["cached"], peak))  # the headline path
     for path in ("naive", "cached"):
         res.update(

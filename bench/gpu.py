@@ -7,11 +7,11 @@ One run, on one CUDA device, writes ``bench/results/gpu.json`` (flat keys):
   :class:`~embedder.inference.Predictor` the Ray job uses), ``<path>_<prec>_h2d_bytes_per_px_date`` and
   ``<path>_<prec>_gpu_busy`` (profiler kernel time / wall time of one profiled tile). Paths: ``naive``
   (paper model, every window re-encoded; fp32 only), ``cached`` (paper model, each frame encoded once),
-  ``dense`` (the dense-consistent encoder, one fully convolutional pass per frame); precisions ``fp32``
-  and ``bf16``. The unprefixed ``<path>_px_dates_s``, ``<path>_gpu_busy`` and ``<path>_h2d_bytes_per_px_date``
+  ``dense`` (the dense-consistent encoder, one fully convolutional pass per frame); precisions ``fp32``,
+  ``bf16`` (the whole model) and ``frame_bf16`` (the frame encoders only). The unprefixed ``<path>_px_dates_s``, ``<path>_gpu_busy`` and ``<path>_h2d_bytes_per_px_date``
   are those of the faster precision (``<path>_precision``).
-- ``<path>_bf16_max_abs_diff`` and ``<path>_bf16_mean_abs_diff``: bf16 embeddings against fp32 on the
-  same tile (the fidelity check of the bf16 option).
+- ``<path>_<prec>_max_abs_diff`` and ``<path>_<prec>_mean_abs_diff`` (``bf16``, ``frame_bf16``): the
+  embeddings against fp32 on the same tile (the fidelity check of the two bf16 options).
 - ``frame_encoder_tflops`` (the bare paper S2 frame encoder on device-resident windows, bf16,
   ``cudnn.benchmark``) and ``frame_encoder_share_of_peak``.
 - The continental estimate per path: ``<path>_km2_yr_per_gpu_hour``, ``<path>_gpu_hours_per_km2_yr`` and
@@ -53,6 +53,8 @@ from _common import matmul_peak_gflops, report  # noqa: E402  (torch only: light
 RESULTS = REPO / "bench" / "results"
 DATES_PER_YEAR = 73
 """One date every 5 days (Sentinel-2's revisit with both satellites)."""
+PRECISIONS = ("fp32", "bf16", "frame_bf16")
+"""The predictor's precisions timed on the cached and dense paths (``Predictor(bf16=...)``, ``frame_bf16``)."""
 EUROPE_KM2 = 10.18e6
 """Europe's area in km^2 (the continental estimate)."""
 PIXEL_KM2 = 1e-4
@@ -217,10 +219,10 @@ def run(args: argparse.Namespace, device: torch.device, log: Callable[[str], Non
         t = tiles[path]
         px_dates = t.interior_shape[0] * t.interior_shape[1] * len(t.plan.targets)
         embs: dict[str, np.ndarray] = {}
-        for prec in ("fp32",) if path == "naive" else ("fp32", "bf16"):  # the naive reference: fp32 only
+        for prec in ("fp32",) if path == "naive" else PRECISIONS:  # the naive reference: fp32 only
             pred = Predictor(
                 models[model], device=str(device), pixel_batch=args.pixel_batch, bf16=prec == "bf16",
-                compile=args.compile,
+                frame_bf16=prec == "frame_bf16", compile=args.compile,
             )  # fmt: skip
             embs[prec], rate, h2d = time_path(pred, t, method)
             key = f"{path}_{prec}"
@@ -230,11 +232,12 @@ def run(args: argparse.Namespace, device: torch.device, log: Callable[[str], Non
             busy = out[f"{key}_gpu_busy"]
             log(f"{key}: {rate:,.0f} px-dates/s, GPU busy {'-' if busy is None else f'{busy:.2f}'}, "
                 f"{h2d / px_dates:,.0f} B per px-date to the device")  # fmt: skip
-        if "bf16" in embs:
-            diff = np.abs(embs["bf16"] - embs["fp32"])
-            out[f"{path}_bf16_max_abs_diff"] = float(diff.max())
-            out[f"{path}_bf16_mean_abs_diff"] = float(diff.mean())
-            out[f"{path}_fp32_mean_abs"] = float(np.abs(embs["fp32"]).mean())
+        for prec in ("bf16", "frame_bf16"):
+            if prec in embs:
+                diff = np.abs(embs[prec] - embs["fp32"])
+                out[f"{path}_{prec}_max_abs_diff"] = float(diff.max())
+                out[f"{path}_{prec}_mean_abs_diff"] = float(diff.mean())
+                out[f"{path}_fp32_mean_abs"] = float(np.abs(embs["fp32"]).mean())
         best = max(embs, key=lambda prec: out[f"{path}_{prec}_px_dates_s"])
         out[f"{path}_precision"] = best
         for k in ("px_dates_s", "gpu_busy", "h2d_bytes_per_px_date"):

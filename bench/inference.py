@@ -56,7 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import efficiency, machine, matmul_peak_gflops, model_flops  # noqa: E402
+from _common import efficiency, machine, matmul_peak_gflops, mixed_efficiency, model_flops  # noqa: E402
 
 from embedder.config import FusionConfig, ModelConfig, SampleRegionConfig, StoreConfig  # noqa: E402
 from embedder.data.testing import make_test_cube  # noqa: E402
@@ -88,6 +88,7 @@ def bench_paths(
     pixel_batch: int,
     peak_gflops: float,
     compile_backend: str | None = None,
+    peak_bf16_gflops: float | None = None,
 ) -> dict[str, float]:
     """Naive vs fast on one synthetic tile: pixel-dates/s of each, their ratio and max abs difference.
 
@@ -96,6 +97,10 @@ def bench_paths(
     target, so it is timed on the first ``naive_targets`` dates (0 = all) and compared with the fast
     result on those dates. ``achieved_gflops`` and ``efficiency`` (over ``peak_gflops``) are the fast
     path's, over its model FLOPs per pixel-date on the same tile (``_common.model_flops``).
+
+    With ``peak_bf16_gflops`` the fast path also runs with ``frame_bf16`` (``frame_bf16_*`` keys: its
+    rate, speed-up over fp32, difference from the fp32 result in the store's quantisation steps, and its
+    efficiency over the bf16 and fp32 peaks, ``_common.mixed_efficiency``).
     """
     cube = make_test_cube(3, size_px=interior_px + 14, n_dates=n_dates, n_s1=2 * n_dates, cloud_frac=0.1)
     tile = prepare_tile(cube, start="2021-01-01", end="2030-12-31", halo_px=7)
@@ -123,8 +128,25 @@ def bench_paths(
         "fast_minor_faults": float(faults),
     }
     out["ratio"] = out["fast_px_dates_s"] / out["naive_px_dates_s"]
-    out["flops_per_px_date"] = model_flops(tile, preset=preset)["cached"]
+    flops = model_flops(tile, preset=preset)
+    out["flops_per_px_date"] = flops["cached"]
     out.update(efficiency(out["fast_px_dates_s"], out["flops_per_px_date"], peak_gflops))
+    if peak_bf16_gflops is not None:  # the same fast path with bf16 frame encoders
+        bpred = Predictor(_model(preset), pixel_batch=pixel_batch, frame_bf16=True)
+        bpred.embed_tile(tile.crop(n_targets=1), method="fast")  # warm-up
+        t0 = time.perf_counter()
+        bf16 = bpred.embed_tile(tile, method="fast")
+        rate = n_fast / (time.perf_counter() - t0)
+        out.update(_bf16_figures(bf16, fast, tile.flags, prefix="frame_bf16_"))
+        out["frame_bf16_fast_px_dates_s"] = rate
+        out["frame_bf16_speedup"] = rate / out["fast_px_dates_s"]
+        out["frame_bf16_efficiency"] = mixed_efficiency(
+            rate,
+            flops["cached_frames"],
+            flops["cached"] - flops["cached_frames"],
+            peak_bf16_gflops,
+            peak_gflops,
+        )
     if compile_backend:  # the same fast path with torch.compile (EmbedJobConfig.torch_compile)
         cpred = Predictor(_model(preset), pixel_batch=pixel_batch, compile=compile_backend)
         t0 = time.perf_counter()
@@ -146,12 +168,67 @@ def bench_paths(
     return out
 
 
-def bench_frames(*, peak_gflops: float, tile_px: int = 32, n_dates: int = 14) -> dict[str, float]:
+def _bf16_figures(emb: np.ndarray, ref: np.ndarray, flags: np.ndarray, *, prefix: str) -> dict[str, float]:
+    """How far ``emb`` is from the fp32 ``ref`` (both ``[K, 7, h, w]``) on valid pixel-dates.
+
+    ``max_abs_diff``; ``rms_quant_steps`` and ``max_quant_steps`` in units of the store's quantisation
+    step (``StoreConfig().quant_step``; its own rounding error is 0.29 steps RMS); ``codes_changed``: the
+    share of the store's uint16 codes that differ.
+    """
+    step = StoreConfig().quant_step
+    valid = (flags & FLAG_VALID) != 0  # [K, h, w]
+    a = emb.transpose(1, 0, 2, 3)[:, valid]  # [7, n]
+    b = ref.transpose(1, 0, 2, 3)[:, valid]
+    d = np.abs(a - b)
+    return {
+        f"{prefix}max_abs_diff": float(d.max()),
+        f"{prefix}rms_quant_steps": float(np.sqrt(np.mean(d**2)) / step),
+        f"{prefix}max_quant_steps": float(d.max() / step),
+        f"{prefix}codes_changed": float(np.mean(np.round(a / step) != np.round(b / step))),
+    }
+
+
+def bench_realdata_bf16() -> dict[str, float]:
+    """The committed weights (``weights/fusion.pt``) on the real CropHarvest cube: bf16 against fp32.
+
+    ``realdata_frame_bf16_*``: bf16 frame encoders (``frame_bf16``); ``realdata_bf16_*``: the whole model
+    in bf16 (``bf16``). Empty when the weights or the realdata file are missing.
+    """
+    from embedder.checkpoints import load_fusion
+    from embedder.data.cubes import cube_from_cropharvest
+    from embedder.evaluation.realdata import CROPHARVEST_TIF
+    from embedder.inference import HALO_PX
+
+    weights = REPO / "weights" / "fusion.pt"
+    if not weights.is_file() or not CROPHARVEST_TIF.is_file():
+        print("[bench] no committed weights or CropHarvest file: real-data bf16 figures skipped", flush=True)
+        return {}
+    cube = cube_from_cropharvest(CROPHARVEST_TIF)
+    times = cube["time"].values
+    tile = prepare_tile(cube, start=times[0], end=times[-1], halo_px=HALO_PX)
+    model = load_fusion(weights).eval()
+    ref = Predictor(model).embed_tile(tile)
+    out = {"realdata_pixel_dates": float(np.count_nonzero(tile.flags & FLAG_VALID))}
+    for prefix, frame_bf16, bf16 in (("realdata_frame_bf16_", True, False), ("realdata_bf16_", False, True)):
+        emb = Predictor(model, frame_bf16=frame_bf16, bf16=bf16).embed_tile(tile)
+        out.update(_bf16_figures(emb, ref, tile.flags, prefix=prefix))
+    print(f"[bench] real cube, committed weights: frame_bf16 moves the embeddings "
+          f"{out['realdata_frame_bf16_rms_quant_steps']:.3f} quantisation steps RMS "
+          f"(max {out['realdata_frame_bf16_max_quant_steps']:.2f}); the whole model in bf16 "
+          f"{out['realdata_bf16_rms_quant_steps']:.3f} (max {out['realdata_bf16_max_quant_steps']:.2f})",
+          flush=True)  # fmt: skip
+    return out
+
+
+def bench_frames(
+    *, peak_gflops: float, peak_bf16_gflops: float, tile_px: int = 32, n_dates: int = 14
+) -> dict[str, float]:
     """The paper frame encoder per call size, and a ``tile_px`` tile's fast path with frame batches 93 and 2,048.
 
     The encoder alone runs on random channels-last windows (S2, 10 bands) at 93 and 2,048 windows per
     call; the tile (``n_dates`` dates, about ``n_dates - 10`` targets) through ``Predictor`` with
-    ``frame_batch`` 93 (the CPU default) and 2,048 (the old behaviour: whole ``pixel_batch`` strips).
+    ``frame_batch`` 93 (the CPU default) and 2,048 (the old behaviour: whole ``pixel_batch`` strips), and
+    with bf16 frame encoders (``tile32_frame_bf16_*``; ``frame_encoder_bf16_*``: the encoder alone).
     """
     from _common import flops_of
 
@@ -170,22 +247,53 @@ def bench_frames(*, peak_gflops: float, tile_px: int = 32, n_dates: int = 14) ->
             rate = flops * reps / (time.perf_counter() - t0) / 1e9
             out[f"frame_encoder_gflops_{n}"] = rate
             out[f"frame_encoder_efficiency_{n}"] = rate / peak_gflops
+        x = torch.randn(93, S2.n_channels, 15, 15).contiguous(memory_format=torch.channels_last)
+        flops = flops_of(functools.partial(enc.encode_frames, x))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            enc.encode_frames(x)  # warm-up
+            reps = 1024 // 93 * 4
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                enc.encode_frames(x)
+            rate = flops * reps / (time.perf_counter() - t0) / 1e9
+        out["frame_encoder_bf16_gflops_93"] = rate
+        out["frame_encoder_bf16_efficiency_93"] = rate / peak_bf16_gflops
     cube = make_test_cube(3, size_px=tile_px + 14, n_dates=n_dates, n_s1=2 * n_dates, cloud_frac=0.0)
     tile = prepare_tile(cube, start="2021-01-01", end="2030-12-31", halo_px=7)
     n_px = int(np.count_nonzero(tile.flags & FLAG_VALID))
-    flops_px = model_flops(tile, preset="paper")["cached"]
-    for key, fb in (("tile32", 93), ("tile32_fb2048", 2048)):
-        pred = Predictor(_model("paper"), pixel_batch=2048, frame_batch=fb)
+    tile_flops = model_flops(tile, preset="paper")
+    flops_px = tile_flops["cached"]
+    embs = {}
+    for key, fb, bf16 in (
+        ("tile32", 93, False),
+        ("tile32_fb2048", 2048, False),
+        ("tile32_frame_bf16", 93, True),
+    ):
+        pred = Predictor(_model("paper"), pixel_batch=2048, frame_batch=fb, frame_bf16=bf16)
         pred.embed_tile(tile.crop(interior_px=6, n_targets=1))  # warm-up
         t0 = time.perf_counter()
-        pred.embed_tile(tile)
+        embs[key] = pred.embed_tile(tile)
         rate = n_px / (time.perf_counter() - t0)
         out[f"{key}_px_dates_s"] = rate
-        out.update(efficiency(rate, flops_px, peak_gflops, prefix=f"{key}_"))
+        if bf16:
+            out[f"{key}_efficiency"] = mixed_efficiency(
+                rate,
+                tile_flops["cached_frames"],
+                flops_px - tile_flops["cached_frames"],
+                peak_bf16_gflops,
+                peak_gflops,
+            )
+        else:
+            out.update(efficiency(rate, flops_px, peak_gflops, prefix=f"{key}_"))
     out["tile32_fb_ratio"] = out["tile32_px_dates_s"] / out["tile32_fb2048_px_dates_s"]
+    out["tile32_frame_bf16_speedup"] = out["tile32_frame_bf16_px_dates_s"] / out["tile32_px_dates_s"]
+    out.update(
+        _bf16_figures(embs["tile32_frame_bf16"], embs["tile32"], tile.flags, prefix="tile32_frame_bf16_")
+    )
     print(f"[bench] frame encoder {out['frame_encoder_efficiency_93']:.3f} of peak at 93 windows per call, "
           f"{out['frame_encoder_efficiency_2048']:.3f} at 2,048; {tile_px} px tile {out['tile32_px_dates_s']:.1f} "
-          f"vs {out['tile32_fb2048_px_dates_s']:.1f} pixel-dates/s", flush=True)  # fmt: skip
+          f"vs {out['tile32_fb2048_px_dates_s']:.1f} pixel-dates/s; with bf16 frame encoders "
+          f"{out['tile32_frame_bf16_px_dates_s']:.1f} (x{out['tile32_frame_bf16_speedup']:.2f})", flush=True)  # fmt: skip
     return out
 
 
@@ -406,14 +514,28 @@ def main(argv: list[str] | None = None) -> int:
 
     parts = set(a.parts.split(","))
     peak = matmul_peak_gflops()
-    if parts & {"paths", "frames"}:  # the peak their efficiencies were computed with
-        save({"peak_gflops": round(peak, 1), **{k: round(v, 2) for k, v in machine().items()}})
-    print(f"[bench] matmul peak {peak:.1f} GFLOP/s on {a.threads} threads", flush=True)
+    peak_bf16 = matmul_peak_gflops(n=2048, dtype=torch.bfloat16)
+    if parts & {"paths", "frames"}:  # the peaks their efficiencies were computed with
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        save(
+            {
+                "peak_gflops": round(peak, 1),
+                "peak_bf16_gflops": round(peak_bf16, 1),
+                "cpu_amx": float(amx),
+                **{k: round(v, 2) for k, v in machine().items()},
+            }
+        )
+    print(
+        f"[bench] matmul peak {peak:.1f} GFLOP/s fp32, {peak_bf16:.1f} bf16 on {a.threads} threads",
+        flush=True,
+    )
     if "paths" in parts:
         paper = bench_paths(
             "paper", interior_px=a.paper_px, n_dates=a.paper_dates, naive_targets=a.paper_naive_targets,
             pixel_batch=a.pixel_batch, peak_gflops=peak, compile_backend=a.compile or None,
+            peak_bf16_gflops=peak_bf16,
         )  # fmt: skip
+        paper.update(bench_realdata_bf16())
         save(
             {k: (float(f"{v:.3g}") if k.endswith("max_abs_diff") else round(v, 3)) for k, v in paper.items()}
         )
@@ -428,7 +550,10 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     if "frames" in parts:
-        save({k: round(v, 3) for k, v in bench_frames(peak_gflops=peak).items()})
+        frames = bench_frames(peak_gflops=peak, peak_bf16_gflops=peak_bf16)
+        save(
+            {k: (float(f"{v:.3g}") if k.endswith("max_abs_diff") else round(v, 3)) for k, v in frames.items()}
+        )
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         if "pipeline" in parts:

@@ -222,6 +222,11 @@ class EmbedJobConfig:
     bf16: bool = False
     """bfloat16 autocast through the whole model (GPU option; off = exact fp32; ``bench/gpu.py`` reports
     the difference)."""
+    frame_bf16: bool = False
+    """bfloat16 autocast in the frame encoders only (the temporal transformer and the fusion stay float32):
+    on CPUs with bf16 matrix units (Intel AMX, Sapphire Rapids and newer) the paper model's actors run
+    ~3.3-3.8x faster and the embeddings move by ~0.1 of ``store.quant_step`` (RMS; ``bench/inference.py``
+    records both). Off (default): exact fp32. Recorded in the store's parameters when on."""
     channels_last: bool | None = None
     """Channels-last memory format for the convolutions; null (default): on for CPU actors (~20 % faster
     paper-model convolutions), off for GPU actors (no gain measured on an H200)."""

@@ -208,6 +208,15 @@ def actor_pool(cfg: EmbedJobConfig, resources: dict[str, float]) -> tuple[int, i
     return min(cfg.min_actors, n), n
 
 
+def inference_params(cfg: EmbedJobConfig) -> dict[str, Any]:
+    """The inference settings a store records (``embedder:params``) and is fingerprinted by.
+
+    A re-run with other values is refused rather than mixed into the store. ``frame_bf16`` appears only
+    when on, so stores written before it existed keep their fingerprint and resume.
+    """
+    return {"halo_px": cfg.halo_px, "bf16": cfg.bf16, **({"frame_bf16": True} if cfg.frame_bf16 else {})}
+
+
 class EmbedActor:
     """Accelerator stage: loads the checkpoint once, embeds one prepared unit per call."""
 
@@ -231,6 +240,7 @@ class EmbedActor:
             pixel_batch=cfg.pixel_batch,
             frame_batch=cfg.frame_batch or None,
             bf16=cfg.bf16,
+            frame_bf16=cfg.frame_bf16,
             channels_last=cfg.channels_last,
             tf32=cfg.tf32,
             compile=cfg.torch_compile,
@@ -370,11 +380,7 @@ def run(cfg: EmbedJobConfig, *, serial: bool = False) -> dict[str, Any]:
         units=units,
         model_version=version,
         inputs={"catalog": cfg.catalog, "region": cfg.region, "start": str(cfg.start), "end": str(cfg.end)},
-        params={
-            "halo_px": cfg.halo_px,
-            "bf16": cfg.bf16,
-            **({"pretrained": pretrained} if pretrained else {}),
-        },
+        params={**inference_params(cfg), **({"pretrained": pretrained} if pretrained else {})},
         cfg=layout,
         storage_options=opts,
         encoders=encoders,

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -248,6 +250,61 @@ def test_bf16_runs_the_whole_model_close_to_fp32() -> None:
     assert not np.array_equal(bf16, fp32)  # it did run in bfloat16
     scale = float(np.abs(fp32).mean())
     assert float(np.abs(bf16 - fp32).mean()) < 0.05 * scale
+
+
+def test_frame_bf16_runs_only_the_frame_encoders_in_bf16() -> None:
+    import torch
+
+    from embedder.inference import Predictor
+
+    cube = make_test_cube(7, size_px=19, n_dates=14, cloud_frac=0.3)
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
+    model = _small_fusion()
+    fp32 = Predictor(model).embed_tile(tile)
+    pred = Predictor(model, frame_bf16=True)
+    dtypes: dict[str, set[torch.dtype]] = {"frames": set(), "head": set()}
+    hooks = [
+        getattr(model.autoencoders["s2"], part).register_forward_hook(
+            lambda m, a, out, key=key: dtypes[key].add(out.dtype)  # returns None: the output is kept
+        )
+        for part, key in (("frame_encoder", "frames"), ("token_proj", "head"))
+    ]
+    frames_bf16 = pred.embed_tile(tile)
+    for h in hooks:
+        h.remove()
+    assert dtypes == {"frames": {torch.bfloat16}, "head": {torch.float32}}  # the head after the transformer
+    assert frames_bf16.dtype == np.float32 and np.isfinite(frames_bf16).all()
+    assert not np.array_equal(frames_bf16, fp32)  # the encoders did run in bfloat16
+    whole = Predictor(model, bf16=True).embed_tile(tile)
+    assert np.abs(frames_bf16 - fp32).mean() < 0.5 * np.abs(whole - fp32).mean()
+
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "fusion.pt"
+
+
+@pytest.mark.skipif(not WEIGHTS.is_file(), reason="committed weights not present")
+def test_frame_bf16_moves_real_embeddings_by_a_fraction_of_the_quantisation_step() -> None:
+    """The committed weights on the real CropHarvest cube: bf16 frame encoders stay within the store's step."""
+    from embedder.checkpoints import load_fusion
+    from embedder.config import StoreConfig
+    from embedder.data.cubes import cube_from_cropharvest
+    from embedder.evaluation.realdata import CROPHARVEST_TIF
+    from embedder.inference import FLAG_VALID, HALO_PX, Predictor
+
+    if not CROPHARVEST_TIF.is_file():
+        pytest.skip("realdata CropHarvest tif not present")
+    cube = cube_from_cropharvest(CROPHARVEST_TIF)
+    times = cube["time"].values
+    tile = prepare_tile(cube, start=times[0], end=times[-1], halo_px=HALO_PX)
+    model = load_fusion(WEIGHTS).eval()
+    valid = (tile.flags & FLAG_VALID) != 0  # [K, h, w]
+    fp32 = Predictor(model).embed_tile(tile).transpose(1, 0, 2, 3)[:, valid]  # [7, n]
+    frames = Predictor(model, frame_bf16=True).embed_tile(tile).transpose(1, 0, 2, 3)[:, valid]
+    whole = Predictor(model, bf16=True).embed_tile(tile).transpose(1, 0, 2, 3)[:, valid]
+    step = StoreConfig().quant_step
+    rms = float(np.sqrt(np.mean((frames - fp32) ** 2))) / step  # measured 0.13 (whole model bf16: 1.25)
+    assert 0 < rms <= 0.25, f"frame_bf16 moved the embeddings by {rms:.3f} quantisation steps (RMS)"
+    assert float(np.sqrt(np.mean((whole - fp32) ** 2))) / step > rms
 
 
 def test_compiled_predictor_gives_the_eager_numbers() -> None:

@@ -62,7 +62,8 @@ def test_cpu_logic_run_writes_every_figure_with_light_imports_only(tmp_path: Pat
     assert fig["dense_targets"] == 2 and fig["naive_targets"] == 1 and fig["cached_tile_px"] == 6
     for path in ("cached", "dense"):  # bf16 fidelity against fp32, on the same tile
         assert 0 < fig[f"{path}_bf16_max_abs_diff"] < fig[f"{path}_fp32_mean_abs"]
-        assert fig[f"{path}_precision"] in ("fp32", "bf16")
+        assert 0 < fig[f"{path}_frame_bf16_max_abs_diff"] < fig[f"{path}_fp32_mean_abs"]
+        assert fig[f"{path}_precision"] in ("fp32", "bf16", "frame_bf16")
     assert fig["frame_encoder_tflops"] > 0 and fig["peak_fp32_tflops"] > 0
     assert "target_met: dense_px_dates_s >= 1,500,000" in fig
     assert "MET" in proc.stdout

@@ -1,15 +1,18 @@
-"""How the embed job sizes its actors: threads per actor and the pool from the cluster's resources."""
+"""How the embed job sizes and sets up its actors: threads, the pool from the cluster's resources, precision."""
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from embedder.config import ConfigError
 from ray_jobs.config import EmbedJobConfig
-from ray_jobs.embed import actor_pool, actor_threads
+from ray_jobs.embed import EmbedActor, actor_pool, actor_threads, inference_params
+
+WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "fusion.pt"
 
 
 def _cfg(**kw: Any) -> EmbedJobConfig:
@@ -52,3 +55,18 @@ def test_bad_actor_settings_are_refused() -> None:
         _cfg(min_actors=3, max_actors=2)
     with pytest.raises(ConfigError, match="frame_batch = -1"):
         _cfg(frame_batch=-1)
+
+
+@pytest.mark.skipif(not WEIGHTS.is_file(), reason="committed weights not present")
+def test_actor_runs_the_precision_the_job_asks_for_and_the_store_records_it() -> None:
+    import torch
+
+    threads = torch.get_num_threads()
+    try:  # the actor sets its process's threads; this test's process keeps its own
+        cfg = _cfg(checkpoint=str(WEIGHTS), device="cpu", frame_bf16=True, keep_freed_memory=False)
+        pred = EmbedActor(cfg).predictor
+    finally:
+        torch.set_num_threads(threads)
+    assert pred.frame_bf16 and not pred.bf16 and pred.device.type == "cpu"
+    assert inference_params(cfg) == {"halo_px": 7, "bf16": False, "frame_bf16": True}
+    assert "frame_bf16" not in inference_params(_cfg())  # off: the fingerprint of older stores is kept
