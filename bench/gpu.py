@@ -8,8 +8,9 @@ One run, on one CUDA device, writes ``bench/results/gpu.json`` (flat keys):
   ``<path>_<prec>_gpu_busy`` (profiler kernel time / wall time of one profiled tile). Paths: ``naive``
   (paper model, every window re-encoded; fp32 only), ``cached`` (paper model, each frame encoded once),
   ``dense`` (the dense-consistent encoder, one fully convolutional pass per frame); precisions ``fp32``,
-  ``bf16`` (the whole model) and ``frame_bf16`` (the frame encoders only). The unprefixed ``<path>_px_dates_s``, ``<path>_gpu_busy`` and ``<path>_h2d_bytes_per_px_date``
-  are those of the faster precision (``<path>_precision``).
+  ``bf16`` (the whole model) and ``frame_bf16`` (the frame encoders only). The unprefixed
+  ``<path>_px_dates_s``, ``<path>_gpu_busy`` and ``<path>_h2d_bytes_per_px_date`` are those of the
+  fastest precision (``<path>_precision``).
 - ``<path>_<prec>_max_abs_diff`` and ``<path>_<prec>_mean_abs_diff`` (``bf16``, ``frame_bf16``): the
   embeddings against fp32 on the same tile (the fidelity check of the two bf16 options).
 - ``frame_encoder_tflops`` (the bare paper S2 frame encoder on device-resident windows, bf16,
@@ -232,12 +233,11 @@ def run(args: argparse.Namespace, device: torch.device, log: Callable[[str], Non
             busy = out[f"{key}_gpu_busy"]
             log(f"{key}: {rate:,.0f} px-dates/s, GPU busy {'-' if busy is None else f'{busy:.2f}'}, "
                 f"{h2d / px_dates:,.0f} B per px-date to the device")  # fmt: skip
-        for prec in ("bf16", "frame_bf16"):
-            if prec in embs:
-                diff = np.abs(embs[prec] - embs["fp32"])
-                out[f"{path}_{prec}_max_abs_diff"] = float(diff.max())
-                out[f"{path}_{prec}_mean_abs_diff"] = float(diff.mean())
-                out[f"{path}_fp32_mean_abs"] = float(np.abs(embs["fp32"]).mean())
+        for prec in sorted(set(embs) - {"fp32"}):
+            diff = np.abs(embs[prec] - embs["fp32"])
+            out[f"{path}_{prec}_max_abs_diff"] = float(diff.max())
+            out[f"{path}_{prec}_mean_abs_diff"] = float(diff.mean())
+            out[f"{path}_fp32_mean_abs"] = float(np.abs(embs["fp32"]).mean())
         best = max(embs, key=lambda prec: out[f"{path}_{prec}_px_dates_s"])
         out[f"{path}_precision"] = best
         for k in ("px_dates_s", "gpu_busy", "h2d_bytes_per_px_date"):

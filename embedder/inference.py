@@ -372,10 +372,10 @@ class Predictor:
         bf16: run the whole model under bfloat16 autocast (GPU option; off = exact fp32). ``bench/gpu.py``
             reports its difference from fp32.
         frame_bf16: run only the frame encoders under bfloat16 autocast (their tokens come back as float32;
-            the temporal transformer and the fusion stay in float32). The frame encoders do ~95 % of the
-            paper model's work, and on CPUs with bf16 matrix units (Intel AMX) this makes the fast path
-            ~3x faster while the embeddings move by ~0.1 of the store's quantisation step (RMS;
-            ``bench/inference.py`` measures both). Off (default): exact fp32. Implied by ``bf16``.
+            the temporal transformer and the fusion stay in float32). The frame encoders take ~94 % of the
+            paper model's fast path on a CPU, and on CPUs with bf16 matrix units (Intel AMX) this makes
+            the path x3.4-3.8 faster while the embeddings move by ~0.1 of the store's quantisation step
+            (RMS; ``bench/inference.py`` measures both). Off (default): exact fp32. Implied by ``bf16``.
         channels_last: channels-last memory format for the convolutions; None (default) turns it on on the
             CPU, where it makes the paper model's oneDNN convolutions ~20 % faster (``bench/inference.py``),
             and off on GPUs, where it gave nothing on an H200.
