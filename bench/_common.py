@@ -105,15 +105,42 @@ def model_flops(
 
 
 def mixed_efficiency(
-    rate_per_s: float, frame_flops: float, rest_flops: float, peak_bf16_gflops: float, peak_gflops: float
+    rate_per_s: float, flops: Mapping[str, float], peak_bf16_gflops: float, peak_gflops: float
 ) -> float:
-    """Efficiency of a path whose frame encoders run in bf16 and the rest in fp32 (``frame_bf16``).
+    """Efficiency of the fast path with its frame encoders in bf16 and the rest in fp32 (``frame_bf16``).
 
-    The time the item's FLOPs would take at the two measured peaks (frame encoders at the bf16 matmul
-    peak, the rest at the fp32 one) over the time it took: 1.0 is both units saturated.
+    ``flops`` is :func:`model_flops`'s result for the tile. The time the item's FLOPs would take at the two
+    measured peaks (``cached_frames`` at the bf16 matmul peak, the rest of ``cached`` at the fp32 one)
+    over the time it took: 1.0 is both units saturated.
     """
-    ideal_s = frame_flops / (peak_bf16_gflops * 1e9) + rest_flops / (peak_gflops * 1e9)
+    frames = flops["cached_frames"]
+    ideal_s = frames / (peak_bf16_gflops * 1e9) + (flops["cached"] - frames) / (peak_gflops * 1e9)
     return ideal_s * rate_per_s
+
+
+def quant_diff(emb: Any, ref: Any, flags: Any, *, prefix: str) -> dict[str, float]:
+    """How far embeddings ``emb`` are from the fp32 ``ref`` (both ``[K, 7, h, w]``) on valid pixel-dates.
+
+    ``max_abs_diff``; ``rms_quant_steps`` and ``max_quant_steps`` in units of the store's quantisation
+    step (``StoreConfig().quant_step``; its own rounding error is 0.29 steps RMS); ``codes_changed``: the
+    share of the store's uint16 codes that differ. Keys carry ``prefix``.
+    """
+    import numpy as np
+
+    from embedder.config import StoreConfig
+    from embedder.inference import FLAG_VALID
+
+    step = StoreConfig().quant_step
+    valid = (flags & FLAG_VALID) != 0  # [K, h, w]
+    a = emb.transpose(1, 0, 2, 3)[:, valid]  # [7, n]
+    b = ref.transpose(1, 0, 2, 3)[:, valid]
+    d = np.abs(a - b)
+    return {
+        f"{prefix}max_abs_diff": float(d.max()),
+        f"{prefix}rms_quant_steps": float(np.sqrt(np.mean(d**2)) / step),
+        f"{prefix}max_quant_steps": float(d.max() / step),
+        f"{prefix}codes_changed": float(np.mean(np.round(a / step) != np.round(b / step))),
+    }
 
 
 def report(result: Mapping[str, Any], out: Path, *, targets: Mapping[str, bool] | None = None) -> None:

@@ -43,9 +43,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import efficiency, matmul_peak_gflops, mixed_efficiency, model_flops  # noqa: E402
+from _common import efficiency, matmul_peak_gflops, mixed_efficiency, model_flops, quant_diff  # noqa: E402
 
-from embedder.config import FusionConfig, ModelConfig, StoreConfig  # noqa: E402
+from embedder.config import FusionConfig, ModelConfig  # noqa: E402
 from embedder.data.testing import make_test_cube  # noqa: E402
 from embedder.hostmem import keep_freed_memory  # noqa: E402
 from embedder.inference import FLAG_VALID, Predictor, TileInputs, prepare_tile  # noqa: E402
@@ -149,18 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     res["cached_vs_naive"] = float(res["cached_px_dates_s"]) / float(res["naive_px_dates_s"])
     res["peak_gflops"] = peak
     res["peak_bf16_gflops"] = peak_bf16
-    valid = (tile.flags & FLAG_VALID) != 0  # [K, h, w]
-    d_bf16 = np.abs(dense_bf16 - dense_out).transpose(1, 0, 2, 3)[:, valid]  # [7, n]
     res["dense_frame_bf16_px_dates_s"] = px_dates(tile) / t_bf16
     res["dense_frame_bf16_speedup"] = t_dense / t_bf16
-    res["dense_frame_bf16_max_abs_diff"] = float(d_bf16.max())
-    res["dense_frame_bf16_rms_quant_steps"] = float(np.sqrt(np.mean(d_bf16**2)) / StoreConfig().quant_step)
+    res.update(quant_diff(dense_bf16, dense_out, tile.flags, prefix="dense_frame_bf16_"))
     res["dense_frame_bf16_efficiency"] = mixed_efficiency(
-        float(res["dense_frame_bf16_px_dates_s"]),
-        fl_dense["cached_frames"],
-        fl_dense["cached"] - fl_dense["cached_frames"],
-        peak_bf16,
-        peak,
+        float(res["dense_frame_bf16_px_dates_s"]), fl_dense, peak_bf16, peak
     )
     res.update(efficiency(float(res["dense_px_dates_s"]), fl_dense["cached"], peak))  # the headline path
     for path in ("naive", "cached"):

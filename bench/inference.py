@@ -56,7 +56,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import efficiency, machine, matmul_peak_gflops, mixed_efficiency, model_flops  # noqa: E402
+from _common import (  # noqa: E402
+    efficiency,
+    machine,
+    matmul_peak_gflops,
+    mixed_efficiency,
+    model_flops,
+    quant_diff,
+)
 
 from embedder.config import FusionConfig, ModelConfig, SampleRegionConfig, StoreConfig  # noqa: E402
 from embedder.data.testing import make_test_cube  # noqa: E402
@@ -137,16 +144,10 @@ def bench_paths(
         t0 = time.perf_counter()
         bf16 = bpred.embed_tile(tile, method="fast")
         rate = n_fast / (time.perf_counter() - t0)
-        out.update(_bf16_figures(bf16, fast, tile.flags, prefix="frame_bf16_"))
+        out.update(quant_diff(bf16, fast, tile.flags, prefix="frame_bf16_"))
         out["frame_bf16_fast_px_dates_s"] = rate
         out["frame_bf16_speedup"] = rate / out["fast_px_dates_s"]
-        out["frame_bf16_efficiency"] = mixed_efficiency(
-            rate,
-            flops["cached_frames"],
-            flops["cached"] - flops["cached_frames"],
-            peak_bf16_gflops,
-            peak_gflops,
-        )
+        out["frame_bf16_efficiency"] = mixed_efficiency(rate, flops, peak_bf16_gflops, peak_gflops)
     if compile_backend:  # the same fast path with torch.compile (EmbedJobConfig.torch_compile)
         cpred = Predictor(_model(preset), pixel_batch=pixel_batch, compile=compile_backend)
         t0 = time.perf_counter()
@@ -166,26 +167,6 @@ def bench_paths(
           f"{out['naive_px_dates_s']:.2f}/s on {n_naive} pixel-dates, ratio {out['ratio']:.2f}, "
           f"max diff {out['max_abs_diff']:.2e}", flush=True)  # fmt: skip
     return out
-
-
-def _bf16_figures(emb: np.ndarray, ref: np.ndarray, flags: np.ndarray, *, prefix: str) -> dict[str, float]:
-    """How far ``emb`` is from the fp32 ``ref`` (both ``[K, 7, h, w]``) on valid pixel-dates.
-
-    ``max_abs_diff``; ``rms_quant_steps`` and ``max_quant_steps`` in units of the store's quantisation
-    step (``StoreConfig().quant_step``; its own rounding error is 0.29 steps RMS); ``codes_changed``: the
-    share of the store's uint16 codes that differ.
-    """
-    step = StoreConfig().quant_step
-    valid = (flags & FLAG_VALID) != 0  # [K, h, w]
-    a = emb.transpose(1, 0, 2, 3)[:, valid]  # [7, n]
-    b = ref.transpose(1, 0, 2, 3)[:, valid]
-    d = np.abs(a - b)
-    return {
-        f"{prefix}max_abs_diff": float(d.max()),
-        f"{prefix}rms_quant_steps": float(np.sqrt(np.mean(d**2)) / step),
-        f"{prefix}max_quant_steps": float(d.max() / step),
-        f"{prefix}codes_changed": float(np.mean(np.round(a / step) != np.round(b / step))),
-    }
 
 
 def bench_realdata_bf16() -> dict[str, float]:
@@ -211,7 +192,7 @@ def bench_realdata_bf16() -> dict[str, float]:
     out = {"realdata_pixel_dates": float(np.count_nonzero(tile.flags & FLAG_VALID))}
     for prefix, frame_bf16, bf16 in (("realdata_frame_bf16_", True, False), ("realdata_bf16_", False, True)):
         emb = Predictor(model, frame_bf16=frame_bf16, bf16=bf16).embed_tile(tile)
-        out.update(_bf16_figures(emb, ref, tile.flags, prefix=prefix))
+        out.update(quant_diff(emb, ref, tile.flags, prefix=prefix))
     print(f"[bench] real cube, committed weights: frame_bf16 moves the embeddings "
           f"{out['realdata_frame_bf16_rms_quant_steps']:.3f} quantisation steps RMS "
           f"(max {out['realdata_frame_bf16_max_quant_steps']:.2f}); the whole model in bf16 "
@@ -236,28 +217,19 @@ def bench_frames(
     enc = typing.cast(ModalityAutoencoder, model.autoencoders[S2.name])
     out: dict[str, float] = {}
     with torch.inference_mode():
-        for n in (93, 2048):
+        for n, bf16 in ((93, False), (2048, False), (93, True)):
             x = torch.randn(n, S2.n_channels, 15, 15).contiguous(memory_format=torch.channels_last)
             flops = flops_of(functools.partial(enc.encode_frames, x))
-            enc.encode_frames(x)  # warm-up
-            reps = max(2, 1024 // n)
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                enc.encode_frames(x)
-            rate = flops * reps / (time.perf_counter() - t0) / 1e9
-            out[f"frame_encoder_gflops_{n}"] = rate
-            out[f"frame_encoder_efficiency_{n}"] = rate / peak_gflops
-        x = torch.randn(93, S2.n_channels, 15, 15).contiguous(memory_format=torch.channels_last)
-        flops = flops_of(functools.partial(enc.encode_frames, x))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            enc.encode_frames(x)  # warm-up
-            reps = 1024 // 93 * 4
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                enc.encode_frames(x)
-            rate = flops * reps / (time.perf_counter() - t0) / 1e9
-        out["frame_encoder_bf16_gflops_93"] = rate
-        out["frame_encoder_bf16_efficiency_93"] = rate / peak_bf16_gflops
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                enc.encode_frames(x)  # warm-up
+                reps = max(2, 1024 // n) * (4 if bf16 else 1)  # bf16 runs ~4x faster: as long a timing
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    enc.encode_frames(x)
+                rate = flops * reps / (time.perf_counter() - t0) / 1e9
+            name = "frame_encoder_bf16" if bf16 else "frame_encoder"
+            out[f"{name}_gflops_{n}"] = rate
+            out[f"{name}_efficiency_{n}"] = rate / (peak_bf16_gflops if bf16 else peak_gflops)
     cube = make_test_cube(3, size_px=tile_px + 14, n_dates=n_dates, n_s1=2 * n_dates, cloud_frac=0.0)
     tile = prepare_tile(cube, start="2021-01-01", end="2030-12-31", halo_px=7)
     n_px = int(np.count_nonzero(tile.flags & FLAG_VALID))
@@ -276,20 +248,12 @@ def bench_frames(
         rate = n_px / (time.perf_counter() - t0)
         out[f"{key}_px_dates_s"] = rate
         if bf16:
-            out[f"{key}_efficiency"] = mixed_efficiency(
-                rate,
-                tile_flops["cached_frames"],
-                flops_px - tile_flops["cached_frames"],
-                peak_bf16_gflops,
-                peak_gflops,
-            )
+            out[f"{key}_efficiency"] = mixed_efficiency(rate, tile_flops, peak_bf16_gflops, peak_gflops)
         else:
             out.update(efficiency(rate, flops_px, peak_gflops, prefix=f"{key}_"))
     out["tile32_fb_ratio"] = out["tile32_px_dates_s"] / out["tile32_fb2048_px_dates_s"]
     out["tile32_frame_bf16_speedup"] = out["tile32_frame_bf16_px_dates_s"] / out["tile32_px_dates_s"]
-    out.update(
-        _bf16_figures(embs["tile32_frame_bf16"], embs["tile32"], tile.flags, prefix="tile32_frame_bf16_")
-    )
+    out.update(quant_diff(embs["tile32_frame_bf16"], embs["tile32"], tile.flags, prefix="tile32_frame_bf16_"))
     print(f"[bench] frame encoder {out['frame_encoder_efficiency_93']:.3f} of peak at 93 windows per call, "
           f"{out['frame_encoder_efficiency_2048']:.3f} at 2,048; {tile_px} px tile {out['tile32_px_dates_s']:.1f} "
           f"vs {out['tile32_fb2048_px_dates_s']:.1f} pixel-dates/s; with bf16 frame encoders "
@@ -477,6 +441,14 @@ def _driver_child(tmp: Path, n_units: int) -> None:
     )
 
 
+def _rounded(figures: dict[str, float], prefix: str = "") -> dict[str, float]:
+    """``figures`` as saved: differences to 3 significant digits, the rest to 3 decimals; keys prefixed."""
+    return {
+        f"{prefix}{k}": (float(f"{v:.3g}") if k.endswith("max_abs_diff") else round(v, 3))
+        for k, v in figures.items()
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--paper-px", type=int, default=6, help="interior side of the paper-model tile")
@@ -514,8 +486,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parts = set(a.parts.split(","))
     peak = matmul_peak_gflops()
-    peak_bf16 = matmul_peak_gflops(n=2048, dtype=torch.bfloat16)
+    peak_bf16 = float("nan")  # measured only for the parts whose efficiencies use it
     if parts & {"paths", "frames"}:  # the peaks their efficiencies were computed with
+        peak_bf16 = matmul_peak_gflops(n=2048, dtype=torch.bfloat16)
         amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
         save(
             {
@@ -536,24 +509,14 @@ def main(argv: list[str] | None = None) -> int:
             peak_bf16_gflops=peak_bf16,
         )  # fmt: skip
         paper.update(bench_realdata_bf16())
-        save(
-            {k: (float(f"{v:.3g}") if k.endswith("max_abs_diff") else round(v, 3)) for k, v in paper.items()}
-        )
+        save(_rounded(paper))
         small = bench_paths(
             "small", interior_px=a.small_px, n_dates=a.small_dates, naive_targets=0, pixel_batch=2048,
             peak_gflops=peak,
         )  # fmt: skip
-        save(
-            {
-                f"small_{k}": (float(f"{v:.3g}") if k.endswith("max_abs_diff") else round(v, 3))
-                for k, v in small.items()
-            }
-        )
+        save(_rounded(small, "small_"))
     if "frames" in parts:
-        frames = bench_frames(peak_gflops=peak, peak_bf16_gflops=peak_bf16)
-        save(
-            {k: (float(f"{v:.3g}") if k.endswith("max_abs_diff") else round(v, 3)) for k, v in frames.items()}
-        )
+        save(_rounded(bench_frames(peak_gflops=peak, peak_bf16_gflops=peak_bf16)))
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         if "pipeline" in parts:

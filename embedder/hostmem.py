@@ -8,8 +8,9 @@ memory in again and the kernel zeroes every page: on the 2-core machine ~850,000
 raises both thresholds so freed blocks stay in the process and are reused.
 
 The cost is that a process keeps its peak heap for its lifetime, which is what a long-lived embedding
-actor or training worker does anyway (an actor over 24 units: +60 MB, flat). Blocks above 32 MiB (glibc's ceiling for the mmap threshold) are still mapped per
-allocation: the predictor keeps CPU activations below that (``Predictor(frame_batch=...)``).
+actor or training worker does anyway (an actor over 24 units: +60 MB, flat). Blocks above 32 MiB
+(glibc's ceiling for the mmap threshold) are still mapped per allocation: the predictor keeps CPU
+activations below that (``Predictor(frame_batch=...)``).
 """
 
 from __future__ import annotations
