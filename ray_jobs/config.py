@@ -214,7 +214,7 @@ class EmbedJobConfig:
     """Pixels per forward pass in an actor (raise on large GPUs)."""
     frame_batch: int = 0
     """Windows per call of the paper frame encoder; 0 = the device's default: on CPUs as many as keep the
-    widest activation within 24 MiB (93 for the paper model; x1.42 over 2,048-window calls on a 32 px
+    widest activation within 24 MiB (93 for the paper model; x1.3-1.6 over 2,048-window calls on a 32 px
     tile, ``bench/inference.py``), on GPUs ``pixel_batch``. See ``embedder.inference.Predictor``."""
     keep_freed_memory: bool = True
     """Actors keep freed host memory in the process instead of returning it to the OS after every
@@ -225,11 +225,16 @@ class EmbedJobConfig:
     frame_bf16: bool = False
     """bfloat16 autocast in the frame encoders only (the temporal transformer and the fusion stay float32):
     on CPUs with bf16 matrix units (Intel AMX, Sapphire Rapids and newer) the paper model's actors run
-    ~3.3-3.8x faster and the embeddings move by ~0.1 of ``store.quant_step`` (RMS; ``bench/inference.py``
-    records both). Off (default): exact fp32. Recorded in the store's parameters when on."""
+    ~1.7-1.9x faster than in fp32 with ``spectral`` (~3.4-3.8x than with direct convolutions) and the
+    embeddings move by ~0.1 of ``store.quant_step`` (RMS; ``bench/inference.py`` records both). Off (default): exact fp32. Recorded in the store's parameters when on."""
     channels_last: bool | None = None
     """Channels-last memory format for the convolutions; null (default): on for CPU actors (~20 % faster
     paper-model convolutions), off for GPU actors (no gain measured on an H200)."""
+    spectral: bool | None = None
+    """The paper frame encoder's multi-scale convolutions through a 2-D DFT when they run in float32
+    (``embedder.models.spectral``): as accurate as the direct convolution, the fp32 frame encoder ~2x
+    faster on CPU. Null (default): on for CPU actors unless ``torch_compile`` is set, off on GPUs. Not part
+    of the store's parameters: it changes embeddings by float rounding only, like ``channels_last``."""
     tf32: bool = True
     """On CUDA, allow TF32 matmuls and convolutions (``cudnn.benchmark`` is always on there)."""
     torch_compile: str | None = None

@@ -242,6 +242,7 @@ class EmbedActor:
             bf16=cfg.bf16,
             frame_bf16=cfg.frame_bf16,
             channels_last=cfg.channels_last,
+            spectral=cfg.spectral,
             tf32=cfg.tf32,
             compile=cfg.torch_compile,
         )

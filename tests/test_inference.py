@@ -307,6 +307,69 @@ def test_frame_bf16_moves_real_embeddings_by_a_fraction_of_the_quantisation_step
     assert float(np.sqrt(np.mean((whole - fp32) ** 2))) / step > rms
 
 
+def test_spectral_convolutions_give_the_direct_numbers_and_are_on_by_default_where_they_pay() -> None:
+    import copy
+
+    from embedder.inference import Predictor
+    from embedder.models.blocks import MultiScaleAttentionBlock
+
+    cube = make_test_cube(4, size_px=19, n_dates=13, cloud_frac=0.2)
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
+    model = _small_fusion(3)
+    forced = Predictor(copy.deepcopy(model), pixel_batch=12, spectral=True)
+    direct = Predictor(copy.deepcopy(model), pixel_batch=12, spectral=False)
+    auto = Predictor(copy.deepcopy(model), pixel_batch=12)
+    assert forced.spectral and auto.spectral and not direct.spectral
+    assert (
+        forced.spectral_encoders == ["s1", "s2"] and auto.spectral_encoders == direct.spectral_encoders == []
+    )
+    fast = forced.embed_tile(tile)
+    np.testing.assert_allclose(fast, direct.embed_tile(tile), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(fast, forced.embed_tile(tile, method="naive"), atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(auto.embed_tile(tile), direct.embed_tile(tile))
+
+    def blocks(pred: Predictor) -> list[MultiScaleAttentionBlock]:  # the frame encoders' multi-scale blocks
+        encoders = [pred._ae(n).frame_encoder for n in pred.names]
+        return [m for e in encoders for m in e.modules() if isinstance(m, MultiScaleAttentionBlock)]
+
+    assert len(blocks(forced)) == 2 and all(b._plan is not None for b in blocks(forced))
+    assert all(b._plan is None for b in blocks(direct))  # the direct path never built DFT matrices
+    # Unset, it is on only where the DFT needs at most half the direct FLOPs: not the small preset's 8 channels.
+    assert all(b._plan is None for b in blocks(auto))
+    (small_direct, small_dft), (paper_direct, paper_dft) = (
+        b.spectral_flops((15, 15))
+        for b in (blocks(auto)[0], MultiScaleAttentionBlock(149, 149, kernels=(3, 7), reduction=4))
+    )
+    assert small_dft > small_direct and paper_dft < 0.3 * paper_direct
+    assert not any(b.spectral for b in blocks(forced))  # the model is left as it was between calls
+    with pytest.raises(ValueError, match="spectral=True cannot be combined with compile='eager'"):
+        Predictor(model, spectral=True, compile="eager")
+    assert not Predictor(model, compile="eager").spectral
+
+
+@pytest.mark.skipif(not WEIGHTS.is_file(), reason="committed weights not present")
+def test_spectral_convolutions_move_real_embeddings_by_rounding_only() -> None:
+    """The committed weights on the real CropHarvest cube: the DFT path leaves the store's codes as they are."""
+    from embedder.checkpoints import load_fusion
+    from embedder.config import StoreConfig
+    from embedder.data.cubes import cube_from_cropharvest
+    from embedder.evaluation.realdata import CROPHARVEST_TIF
+    from embedder.inference import FLAG_VALID, HALO_PX, Predictor
+
+    if not CROPHARVEST_TIF.is_file():
+        pytest.skip("realdata CropHarvest tif not present")
+    cube = cube_from_cropharvest(CROPHARVEST_TIF)
+    times = cube["time"].values
+    tile = prepare_tile(cube, start=times[0], end=times[-1], halo_px=HALO_PX)
+    model = load_fusion(WEIGHTS).eval()
+    valid = (tile.flags & FLAG_VALID) != 0  # [K, h, w]
+    direct = Predictor(model, spectral=False).embed_tile(tile).transpose(1, 0, 2, 3)[:, valid]  # [7, n]
+    spectral = Predictor(model, spectral=True).embed_tile(tile).transpose(1, 0, 2, 3)[:, valid]
+    assert model.autoencoders["s2"].frame_encoder.multiscale.block._plan is not None  # the DFT path ran
+    worst = float(np.abs(spectral - direct).max()) / StoreConfig().quant_step  # measured 1.5e-4
+    assert worst <= 1e-3, f"the DFT convolutions moved an embedding by {worst:.2e} quantisation steps"
+
+
 def test_compiled_predictor_gives_the_eager_numbers() -> None:
     from embedder.inference import Predictor
 

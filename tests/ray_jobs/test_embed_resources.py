@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,13 @@ def test_actor_runs_the_precision_the_job_asks_for_and_the_store_records_it() ->
     try:  # the actor sets its process's threads; this test's process keeps its own
         cfg = _cfg(checkpoint=str(WEIGHTS), device="cpu", frame_bf16=True, keep_freed_memory=False)
         pred = EmbedActor(cfg).predictor
+        direct = EmbedActor(dataclasses.replace(cfg, spectral=False)).predictor
     finally:
         torch.set_num_threads(threads)
     assert pred.frame_bf16 and not pred.bf16 and pred.device.type == "cpu"
+    assert pred.spectral and not direct.spectral  # the CPU default, and the job's override
+    assert inference_params(dataclasses.replace(cfg, spectral=False)) == inference_params(
+        cfg
+    )  # rounding only
     assert inference_params(cfg) == {"halo_px": 7, "bf16": False, "frame_bf16": True}
     assert "frame_bf16" not in inference_params(_cfg())  # off: the fingerprint of older stores is kept

@@ -1,0 +1,99 @@
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from embedder.models.blocks import MultiScaleAttentionBlock, spectral_convolutions
+from embedder.models.spectral import MAX_SIDE_PX, plan_convs, spectral_convs, supports
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def _convs(c_in: int, c_out: int, kernels: tuple[int, ...], seed: int = 0) -> list[nn.Conv2d]:
+    torch.manual_seed(seed)
+    return [nn.Conv2d(c_in, c_out, k, padding=k // 2) for k in kernels]
+
+
+@pytest.mark.parametrize(("kernels", "size"), [((3, 7), (15, 15)), ((5,), (9, 12)), ((1, 3), (4, 6))])
+def test_spectral_convolutions_are_as_accurate_as_the_direct_ones(
+    kernels: tuple[int, ...], size: tuple[int, int]
+) -> None:
+    convs = _convs(6, 5, kernels)
+    x = torch.randn(4, 6, *size) * 3 + 1
+    with torch.no_grad():
+        exact = torch.cat(
+            [F.conv2d(x.double(), c.weight.double(), c.bias.double(), padding=c.padding) for c in convs], 1
+        )
+        direct = torch.cat([c(x) for c in convs], dim=1)
+        out = spectral_convs(x, plan_convs(convs, size))
+    assert out.shape == direct.shape == (4, 5 * len(kernels), *size)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    err_direct = float((direct.double() - exact).abs().max())
+    err = float((out.double() - exact).abs().max())
+    assert err <= max(4 * err_direct, 1e-5), (err, err_direct)  # rounding only: no wrapped-around input
+
+
+def test_spectral_convolutions_of_the_paper_block_equal_the_direct_ones() -> None:
+    convs = _convs(149, 149, (3, 7))
+    x = torch.randn(5, 149, 15, 15).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        direct = torch.cat([c(x) for c in convs], dim=1)
+        out = spectral_convs(x, plan_convs(convs, (15, 15)))
+    torch.testing.assert_close(out, direct, atol=2e-5 * float(direct.abs().max()), rtol=0)
+
+
+def test_unsupported_convolutions_and_sizes_are_refused_by_name() -> None:
+    assert supports(nn.Conv2d(3, 3, 3, padding=1))
+    for conv in (
+        nn.Conv2d(3, 3, 3, padding=1, stride=2),
+        nn.Conv2d(3, 3, 2, padding=1),
+        nn.Conv2d(3, 3, 3, padding=2, dilation=2),
+        nn.Conv2d(4, 4, 3, padding=1, groups=2),
+        nn.Conv2d(3, 3, 3, padding=0),
+        nn.Conv2d(3, 3, 3, padding=1, padding_mode="reflect"),
+    ):
+        assert not supports(conv)
+        with pytest.raises(ValueError, match="stride-1"):
+            plan_convs([conv], (8, 8))
+    with pytest.raises(ValueError, match="share their input channels"):
+        plan_convs([nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(4, 3, 3, padding=1)], (8, 8))
+    with pytest.raises(ValueError, match=r"outside 1\.\.32"):
+        plan_convs([nn.Conv2d(3, 3, 3, padding=1)], (MAX_SIDE_PX + 1, 8))
+    plan = plan_convs([nn.Conv2d(3, 3, 3, padding=1)], (8, 8))
+    with pytest.raises(ValueError, match=r"plan is for \(8, 8\) px maps, got \(9, 8\)"):
+        spectral_convs(torch.randn(1, 3, 9, 8), plan)
+
+
+def test_the_block_takes_the_dft_path_only_for_float32_inference_and_follows_weight_changes() -> None:
+    torch.manual_seed(1)
+    block = MultiScaleAttentionBlock(8, 8, kernels=(3, 7), reduction=4).eval()
+    x = torch.randn(3, 8, 15, 15)
+    with torch.no_grad():
+        direct = block(x)
+        assert block._plan is None and not block.spectral
+        with spectral_convolutions(block):
+            assert block.spectral
+            torch.testing.assert_close(block(x), direct, atol=1e-5, rtol=0)
+            assert block._plan is not None and block._plan.size_px == (15, 15)
+            first = block._plan
+            block.branches[1][0].weight.mul_(-2.0)  # an in-place change bumps the weight's version
+            changed = block(x)
+            assert block._plan is not first
+        assert not block.spectral  # restored on exit
+        torch.testing.assert_close(changed, block(x), atol=1e-5, rtol=0)
+        assert not torch.allclose(changed, direct, atol=1e-3)
+    with spectral_convolutions(block):  # with gradients: the direct convolutions, so training is untouched
+        block._plan = None
+        block(x).sum().backward()
+        assert block._plan is None and block.branches[1][0].weight.grad is not None
+        with torch.no_grad():
+            block.train()
+            block(x)
+            assert block._plan is None  # training mode
+            block.eval()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                assert block(x).dtype == torch.bfloat16 and block._plan is None  # autocast: direct, in bf16
+            block(torch.randn(1, 8, MAX_SIDE_PX + 1, 8))
+            assert block._plan is None  # too large for the DFT matrices
+            block(x)
+            assert block._plan is not None
