@@ -8,15 +8,21 @@ over the bare predictor rate on the same units) >= 0.8; ``driver_growth_100_mb``
 1. The same synthetic tile (``embedder.data.testing.make_test_cube``) through ``Predictor`` with
    ``method="naive"`` and ``"fast"``: the paper model (``ModelConfig()`` / ``FusionConfig()``) and the
    small preset; the paper fast path also compiled (``--compile inductor``, ``compiled_*`` keys, as
-   ``EmbedJobConfig.torch_compile`` runs it; ``compile_s`` is paid once per actor).
+   ``EmbedJobConfig.torch_compile`` runs it; ``compile_s`` is paid once per actor). The fast path runs
+   as the CPU default does, the paper model's multi-scale convolutions through a 2-D DFT
+   (``embedder.models.spectral``); ``direct_*`` is the same path with the direct convolutions,
+   ``spectral_speedup`` and ``spectral_max_abs_diff`` compare the two. ``efficiency`` is over the model's
+   FLOPs (above 1 when the DFT does less work than the model), ``executed_efficiency`` over the FLOPs the
+   path executes (the hardware's utilisation).
 2. A sample region (two 128 px scenes: 8 units of 64 px by default, ``--pipeline-scene-px`` /
    ``--pipeline-tile-px``) embedded by ``ray_jobs.embed.run`` on a local Ray instance (small model) vs the
    bare predictor on the same prepared tiles; actor peak RSS from the actor.
 3. The driver's peak RSS and its growth during ``run`` for regions of 10 and 100 units without data
    (fresh process each).
 4. The paper frame encoder alone at 93 (the CPU default) and 2,048 windows per call (``frame_encoder_*``
-   keys) and the paper fast path on a 32 x 32 px tile with ``frame_batch`` 93 and 2,048 (``tile32_*``):
-   what ``Predictor(frame_batch=...)`` is for.
+   keys: direct convolutions; ``frame_encoder_spectral_*``: through the DFT; ``frame_encoder_bf16_*``) and
+   the paper fast path on a 32 x 32 px tile with ``frame_batch`` 93 and 2,048 (``tile32_*``): what
+   ``Predictor(frame_batch=...)`` is for; ``tile32_direct_*`` with the direct convolutions.
 
 Parts 1, 2 and 4 run with freed memory kept, as the embedding actors do
 (``embedder.hostmem.keep_freed_memory``, ``EmbedJobConfig.keep_freed_memory``); ``fast_minor_faults`` counts
@@ -27,8 +33,9 @@ driver does.
 
 The paper model's tile is small so the naive path finishes on 2 cores (6 x 6 px, 50 dates; a production tile
 is 512 x 512). Below 6 px the convolutions get a batch of a handful of windows and per-target overheads
-dominate: on the idle machine 3 px gave 151 pixel-dates/s and a ratio of 7.6, 6 px 181 and 9.8, 12 px 172 and
-13.1, the efficiency levelling at ~0.77. On a GPU or a free many-core CPU raise ``--paper-px``.
+dominate: on the idle machine, with the direct convolutions, 3 px gave 151 pixel-dates/s and a ratio of
+7.6, 6 px 181 and 9.8, 12 px 172 and 13.1, the efficiency levelling at ~0.77. On a GPU or a free many-core
+CPU raise ``--paper-px``.
 """
 
 from __future__ import annotations
@@ -86,6 +93,22 @@ def _model(preset: str, seed: int = 0) -> FusionModel:
     return FusionModel(aes, cfg=fcfg).eval()
 
 
+def spectral_flops_ratio(preset: Literal["paper", "small"]) -> float:
+    """FLOPs the S2 frame encoder executes with its multi-scale convolutions through the DFT, over its model
+    FLOPs (the direct convolutions), counted on 93 windows (``_common.flops_of``)."""
+    from _common import flops_of
+
+    from embedder.models.blocks import spectral_convolutions
+
+    enc = typing.cast(ModalityAutoencoder, _model(preset).autoencoders[S2.name])
+    x = torch.randn(93, S2.n_channels, 15, 15)
+    with torch.inference_mode():
+        direct = flops_of(functools.partial(enc.encode_frames, x))
+        with spectral_convolutions(enc.frame_encoder):
+            executed = flops_of(functools.partial(enc.encode_frames, x))
+    return executed / direct
+
+
 def bench_paths(
     preset: Literal["paper", "small"],
     *,
@@ -138,6 +161,22 @@ def bench_paths(
     flops = model_flops(tile, preset=preset)
     out["flops_per_px_date"] = flops["cached"]
     out.update(efficiency(out["fast_px_dates_s"], out["flops_per_px_date"], peak_gflops))
+    # The same fast path with the multi-scale convolutions computed directly (the baseline of the DFT path).
+    dpred = Predictor(_model(preset), pixel_batch=pixel_batch, spectral=False)
+    dpred.embed_tile(tile.crop(n_targets=1), method="fast")  # warm-up
+    t0 = time.perf_counter()
+    direct = dpred.embed_tile(tile, method="fast")
+    out["direct_fast_px_dates_s"] = n_fast / (time.perf_counter() - t0)
+    out.update(efficiency(out["direct_fast_px_dates_s"], flops["cached"], peak_gflops, prefix="direct_"))
+    out["spectral_speedup"] = out["fast_px_dates_s"] / out["direct_fast_px_dates_s"]
+    out["spectral_max_abs_diff"] = float(np.abs(fast - direct).max())
+    out["spectral_encoders"] = float(len(pred.spectral_encoders))  # 2 on CPU for the paper model, 0 small
+    # FLOPs the frame encoders execute / their model FLOPs (the small preset keeps the direct convolutions)
+    ratio = spectral_flops_ratio(preset) if pred.spectral_encoders else 1.0
+    out["executed_flops_per_px_date"] = flops["cached"] - flops["cached_frames"] * (1.0 - ratio)
+    out.update(
+        efficiency(out["fast_px_dates_s"], out["executed_flops_per_px_date"], peak_gflops, prefix="executed_")
+    )
     if peak_bf16_gflops is not None:  # the same fast path with bf16 frame encoders
         bpred = Predictor(_model(preset), pixel_batch=pixel_batch, frame_bf16=True)
         bpred.embed_tile(tile.crop(n_targets=1), method="fast")  # warm-up
@@ -163,9 +202,9 @@ def bench_paths(
                 out["compiled_fast_px_dates_s"], out["flops_per_px_date"], peak_gflops, prefix="compiled_"
             )
         )
-    print(f"[bench] {preset}: {k} targets, fast {out['fast_px_dates_s']:.1f}/s on {n_fast}, naive "
-          f"{out['naive_px_dates_s']:.2f}/s on {n_naive} pixel-dates, ratio {out['ratio']:.2f}, "
-          f"max diff {out['max_abs_diff']:.2e}", flush=True)  # fmt: skip
+    print(f"[bench] {preset}: {k} targets, fast {out['fast_px_dates_s']:.1f}/s on {n_fast} (direct "
+          f"convolutions {out['direct_fast_px_dates_s']:.1f}/s), naive {out['naive_px_dates_s']:.2f}/s on "
+          f"{n_naive} pixel-dates, ratio {out['ratio']:.2f}, max diff {out['max_abs_diff']:.2e}", flush=True)  # fmt: skip
     return out
 
 
@@ -213,35 +252,53 @@ def bench_frames(
     """
     from _common import flops_of
 
+    from embedder.models.blocks import spectral_convolutions
+
     model = _model("paper").to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     enc = typing.cast(ModalityAutoencoder, model.autoencoders[S2.name])
     out: dict[str, float] = {}
     with torch.inference_mode():
-        for n, bf16 in ((93, False), (2048, False), (93, True)):
+        for n, mode in ((93, "direct"), (2048, "direct"), (93, "spectral"), (2048, "spectral"), (93, "bf16")):
             x = torch.randn(n, S2.n_channels, 15, 15).contiguous(memory_format=torch.channels_last)
-            flops = flops_of(functools.partial(enc.encode_frames, x))
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            model_fl = flops_of(functools.partial(enc.encode_frames, x))  # the direct convolutions' FLOPs
+            scope = spectral_convolutions(enc.frame_encoder, on=mode == "spectral")
+            with scope, torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
+                flops = flops_of(functools.partial(enc.encode_frames, x))  # the FLOPs executed
                 enc.encode_frames(x)  # warm-up
-                reps = max(2, 1024 // n) * (4 if bf16 else 1)  # bf16 runs ~4x faster: as long a timing
+                reps = max(2, 1024 // n) * {"direct": 1, "spectral": 2, "bf16": 4}[mode]  # as long a timing
                 t0 = time.perf_counter()
                 for _ in range(reps):
                     enc.encode_frames(x)
-                rate = flops * reps / (time.perf_counter() - t0) / 1e9
-            name = "frame_encoder_bf16" if bf16 else "frame_encoder"
+                seconds = time.perf_counter() - t0
+            rate = flops * reps / seconds / 1e9
+            name = {
+                "direct": "frame_encoder",
+                "spectral": "frame_encoder_spectral",
+                "bf16": "frame_encoder_bf16",
+            }[mode]
             out[f"{name}_gflops_{n}"] = rate
-            out[f"{name}_efficiency_{n}"] = rate / (peak_bf16_gflops if bf16 else peak_gflops)
+            out[f"{name}_efficiency_{n}"] = rate / (peak_bf16_gflops if mode == "bf16" else peak_gflops)
+            out[f"{name}_frames_s_{n}"] = n * reps / seconds
+            if mode == "spectral":  # over the model FLOPs: above 1 when the DFT does less work than the model
+                out[f"{name}_model_gflops_{n}"] = model_fl * reps / seconds / 1e9
+    out["frame_encoder_spectral_speedup_93"] = (
+        out["frame_encoder_spectral_frames_s_93"] / out["frame_encoder_frames_s_93"]
+    )
     cube = make_test_cube(3, size_px=tile_px + 14, n_dates=n_dates, n_s1=2 * n_dates, cloud_frac=0.0)
     tile = prepare_tile(cube, start="2021-01-01", end="2030-12-31", halo_px=7)
     n_px = int(np.count_nonzero(tile.flags & FLAG_VALID))
     tile_flops = model_flops(tile, preset="paper")
     flops_px = tile_flops["cached"]
     embs = {}
-    for key, fb, bf16 in (
-        ("tile32", 93, False),
-        ("tile32_fb2048", 2048, False),
-        ("tile32_frame_bf16", 93, True),
+    for key, fb, bf16, spectral in (
+        ("tile32", 93, False, None),
+        ("tile32_direct", 93, False, False),
+        ("tile32_fb2048", 2048, False, None),
+        ("tile32_frame_bf16", 93, True, None),
     ):
-        pred = Predictor(_model("paper"), pixel_batch=2048, frame_batch=fb, frame_bf16=bf16)
+        pred = Predictor(
+            _model("paper"), pixel_batch=2048, frame_batch=fb, frame_bf16=bf16, spectral=spectral
+        )
         pred.embed_tile(tile.crop(interior_px=6, n_targets=1))  # warm-up
         t0 = time.perf_counter()
         embs[key] = pred.embed_tile(tile)
@@ -252,6 +309,7 @@ def bench_frames(
         else:
             out.update(efficiency(rate, flops_px, peak_gflops, prefix=f"{key}_"))
     out["tile32_fb_ratio"] = out["tile32_px_dates_s"] / out["tile32_fb2048_px_dates_s"]
+    out["tile32_spectral_speedup"] = out["tile32_px_dates_s"] / out["tile32_direct_px_dates_s"]
     out["tile32_frame_bf16_speedup"] = out["tile32_frame_bf16_px_dates_s"] / out["tile32_px_dates_s"]
     out.update(quant_diff(embs["tile32_frame_bf16"], embs["tile32"], tile.flags, prefix="tile32_frame_bf16_"))
     print(f"[bench] frame encoder {out['frame_encoder_efficiency_93']:.3f} of peak at 93 windows per call, "
