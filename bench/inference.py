@@ -93,14 +93,14 @@ def _model(preset: str, seed: int = 0) -> FusionModel:
     return FusionModel(aes, cfg=fcfg).eval()
 
 
-def spectral_flops_ratio(preset: Literal["paper", "small"]) -> float:
-    """FLOPs the S2 frame encoder executes with its multi-scale convolutions through the DFT, over its model
-    FLOPs (the direct convolutions), counted on 93 windows (``_common.flops_of``)."""
+def spectral_flops_ratio(model: FusionModel) -> float:
+    """FLOPs ``model``'s S2 frame encoder executes with its multi-scale convolutions through the DFT, over its
+    model FLOPs (the direct convolutions), counted on 93 windows (``_common.flops_of``)."""
     from _common import flops_of
 
     from embedder.models.blocks import spectral_convolutions
 
-    enc = typing.cast(ModalityAutoencoder, _model(preset).autoencoders[S2.name])
+    enc = typing.cast(ModalityAutoencoder, model.autoencoders[S2.name])
     x = torch.randn(93, S2.n_channels, 15, 15)
     with torch.inference_mode():
         direct = flops_of(functools.partial(enc.encode_frames, x))
@@ -172,7 +172,7 @@ def bench_paths(
     out["spectral_max_abs_diff"] = float(np.abs(fast - direct).max())
     out["spectral_encoders"] = float(len(pred.spectral_encoders))  # 2 on CPU for the paper model, 0 small
     # FLOPs the frame encoders execute / their model FLOPs (the small preset keeps the direct convolutions)
-    ratio = spectral_flops_ratio(preset) if pred.spectral_encoders else 1.0
+    ratio = spectral_flops_ratio(pred.model) if pred.spectral_encoders else 1.0
     out["executed_flops_per_px_date"] = flops["cached"] - flops["cached_frames"] * (1.0 - ratio)
     out.update(
         efficiency(out["fast_px_dates_s"], out["executed_flops_per_px_date"], peak_gflops, prefix="executed_")
@@ -258,29 +258,31 @@ def bench_frames(
     enc = typing.cast(ModalityAutoencoder, model.autoencoders[S2.name])
     out: dict[str, float] = {}
     with torch.inference_mode():
-        for n, mode in ((93, "direct"), (2048, "direct"), (93, "spectral"), (2048, "spectral"), (93, "bf16")):
+        # (windows, mode, key prefix, timing repeats per 1,024 windows: as long a timing at each mode's speed)
+        for n, mode, name, speed in (
+            (93, "direct", "frame_encoder", 1),
+            (2048, "direct", "frame_encoder", 1),
+            (93, "spectral", "frame_encoder_spectral", 2),
+            (2048, "spectral", "frame_encoder_spectral", 2),
+            (93, "bf16", "frame_encoder_bf16", 4),
+        ):
             x = torch.randn(n, S2.n_channels, 15, 15).contiguous(memory_format=torch.channels_last)
-            model_fl = flops_of(functools.partial(enc.encode_frames, x))  # the direct convolutions' FLOPs
+            encode = functools.partial(enc.encode_frames, x)
             scope = spectral_convolutions(enc.frame_encoder, on=mode == "spectral")
             with scope, torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
-                flops = flops_of(functools.partial(enc.encode_frames, x))  # the FLOPs executed
-                enc.encode_frames(x)  # warm-up
-                reps = max(2, 1024 // n) * {"direct": 1, "spectral": 2, "bf16": 4}[mode]  # as long a timing
+                flops = flops_of(encode)  # the FLOPs executed
+                encode()  # warm-up
+                reps = max(2, 1024 // n) * speed
                 t0 = time.perf_counter()
                 for _ in range(reps):
-                    enc.encode_frames(x)
+                    encode()
                 seconds = time.perf_counter() - t0
             rate = flops * reps / seconds / 1e9
-            name = {
-                "direct": "frame_encoder",
-                "spectral": "frame_encoder_spectral",
-                "bf16": "frame_encoder_bf16",
-            }[mode]
             out[f"{name}_gflops_{n}"] = rate
             out[f"{name}_efficiency_{n}"] = rate / (peak_bf16_gflops if mode == "bf16" else peak_gflops)
             out[f"{name}_frames_s_{n}"] = n * reps / seconds
             if mode == "spectral":  # over the model FLOPs: above 1 when the DFT does less work than the model
-                out[f"{name}_model_gflops_{n}"] = model_fl * reps / seconds / 1e9
+                out[f"{name}_model_gflops_{n}"] = flops_of(encode) * reps / seconds / 1e9
     out["frame_encoder_spectral_speedup_93"] = (
         out["frame_encoder_spectral_frames_s_93"] / out["frame_encoder_frames_s_93"]
     )

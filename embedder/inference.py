@@ -35,7 +35,7 @@ import torch
 import xarray as xr
 
 from embedder.flags import Flag
-from embedder.models.blocks import MultiScaleAttentionBlock, spectral_convolutions
+from embedder.models.blocks import multiscale_blocks, spectral_convolutions
 from embedder.models.dense import DenseFrameEncoder
 from embedder.models.fusion import FusionModel
 from embedder.models.modality import ModalityAutoencoder
@@ -492,8 +492,7 @@ class Predictor:
         Left as is when :attr:`spectral` is off, or unset (None) and the DFT would do more than half the
         direct convolutions' FLOPs on a window (narrow models such as the small preset).
         """
-        encoder = self._ae(name).frame_encoder
-        blocks = [m for m in encoder.modules() if isinstance(m, MultiScaleAttentionBlock)]
+        blocks = multiscale_blocks(self._ae(name).frame_encoder)  # found once, not per call
         if not self.spectral or not blocks:
             return fn
         if self._spectral_auto:
@@ -503,7 +502,7 @@ class Predictor:
         self.spectral_encoders.append(name)
 
         def encode(*args: Any, **kwargs: Any) -> torch.Tensor:
-            with spectral_convolutions(encoder):
+            with spectral_convolutions(blocks):
                 out: torch.Tensor = fn(*args, **kwargs)
             return out
 

@@ -1,4 +1,6 @@
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -282,11 +284,10 @@ def test_frame_bf16_runs_only_the_frame_encoders_in_bf16() -> None:
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "fusion.pt"
 
 
-@pytest.mark.skipif(not WEIGHTS.is_file(), reason="committed weights not present")
-def test_frame_bf16_moves_real_embeddings_by_a_fraction_of_the_quantisation_step() -> None:
-    """The committed weights on the real CropHarvest cube: bf16 frame encoders stay within the store's step."""
+def _real_cube_embeddings() -> tuple[Any, Callable[..., np.ndarray]]:
+    """The committed weights, and ``embed(**Predictor options)``: their ``[7, n]`` embeddings of the real
+    CropHarvest cube's valid pixel-dates (skips when the tif is absent)."""
     from embedder.checkpoints import load_fusion
-    from embedder.config import StoreConfig
     from embedder.data.cubes import cube_from_cropharvest
     from embedder.evaluation.realdata import CROPHARVEST_TIF
     from embedder.inference import FLAG_VALID, HALO_PX, Predictor
@@ -298,9 +299,22 @@ def test_frame_bf16_moves_real_embeddings_by_a_fraction_of_the_quantisation_step
     tile = prepare_tile(cube, start=times[0], end=times[-1], halo_px=HALO_PX)
     model = load_fusion(WEIGHTS).eval()
     valid = (tile.flags & FLAG_VALID) != 0  # [K, h, w]
-    fp32 = Predictor(model).embed_tile(tile).transpose(1, 0, 2, 3)[:, valid]  # [7, n]
-    frames = Predictor(model, frame_bf16=True).embed_tile(tile).transpose(1, 0, 2, 3)[:, valid]
-    whole = Predictor(model, bf16=True).embed_tile(tile).transpose(1, 0, 2, 3)[:, valid]
+
+    def embed(**options: Any) -> np.ndarray:
+        return Predictor(model, **options).embed_tile(tile).transpose(1, 0, 2, 3)[:, valid]  # [7, n]
+
+    return model, embed
+
+
+@pytest.mark.skipif(not WEIGHTS.is_file(), reason="committed weights not present")
+def test_frame_bf16_moves_real_embeddings_by_a_fraction_of_the_quantisation_step() -> None:
+    """The committed weights on the real CropHarvest cube: bf16 frame encoders stay within the store's step."""
+    from embedder.config import StoreConfig
+
+    _, embed = _real_cube_embeddings()
+    fp32 = embed()
+    frames = embed(frame_bf16=True)
+    whole = embed(bf16=True)
     step = StoreConfig().quant_step
     rms = float(np.sqrt(np.mean((frames - fp32) ** 2))) / step  # measured 0.13 (whole model bf16: 1.25)
     assert 0 < rms <= 0.25, f"frame_bf16 moved the embeddings by {rms:.3f} quantisation steps (RMS)"
@@ -311,7 +325,7 @@ def test_spectral_convolutions_give_the_direct_numbers_and_are_on_by_default_whe
     import copy
 
     from embedder.inference import Predictor
-    from embedder.models.blocks import MultiScaleAttentionBlock
+    from embedder.models.blocks import MultiScaleAttentionBlock, multiscale_blocks
 
     cube = make_test_cube(4, size_px=19, n_dates=13, cloud_frac=0.2)
     tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
@@ -329,8 +343,7 @@ def test_spectral_convolutions_give_the_direct_numbers_and_are_on_by_default_whe
     np.testing.assert_array_equal(auto.embed_tile(tile), direct.embed_tile(tile))
 
     def blocks(pred: Predictor) -> list[MultiScaleAttentionBlock]:  # the frame encoders' multi-scale blocks
-        encoders = [pred._ae(n).frame_encoder for n in pred.names]
-        return [m for e in encoders for m in e.modules() if isinstance(m, MultiScaleAttentionBlock)]
+        return [b for n in pred.names for b in multiscale_blocks(pred._ae(n).frame_encoder)]
 
     assert len(blocks(forced)) == 2 and all(b._plan is not None for b in blocks(forced))
     assert all(b._plan is None for b in blocks(direct))  # the direct path never built DFT matrices
@@ -350,21 +363,11 @@ def test_spectral_convolutions_give_the_direct_numbers_and_are_on_by_default_whe
 @pytest.mark.skipif(not WEIGHTS.is_file(), reason="committed weights not present")
 def test_spectral_convolutions_move_real_embeddings_by_rounding_only() -> None:
     """The committed weights on the real CropHarvest cube: the DFT path leaves the store's codes as they are."""
-    from embedder.checkpoints import load_fusion
     from embedder.config import StoreConfig
-    from embedder.data.cubes import cube_from_cropharvest
-    from embedder.evaluation.realdata import CROPHARVEST_TIF
-    from embedder.inference import FLAG_VALID, HALO_PX, Predictor
 
-    if not CROPHARVEST_TIF.is_file():
-        pytest.skip("realdata CropHarvest tif not present")
-    cube = cube_from_cropharvest(CROPHARVEST_TIF)
-    times = cube["time"].values
-    tile = prepare_tile(cube, start=times[0], end=times[-1], halo_px=HALO_PX)
-    model = load_fusion(WEIGHTS).eval()
-    valid = (tile.flags & FLAG_VALID) != 0  # [K, h, w]
-    direct = Predictor(model, spectral=False).embed_tile(tile).transpose(1, 0, 2, 3)[:, valid]  # [7, n]
-    spectral = Predictor(model, spectral=True).embed_tile(tile).transpose(1, 0, 2, 3)[:, valid]
+    model, embed = _real_cube_embeddings()
+    direct = embed(spectral=False)
+    spectral = embed(spectral=True)
     assert model.autoencoders["s2"].frame_encoder.multiscale.block._plan is not None  # the DFT path ran
     worst = float(np.abs(spectral - direct).max()) / StoreConfig().quant_step  # measured 1.5e-4
     assert worst <= 1e-3, f"the DFT convolutions moved an embedding by {worst:.2e} quantisation steps"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -22,6 +22,7 @@ __all__ = [
     "ConvAttentionBlock",
     "MultiScaleAttentionBlock",
     "PoolResidual",
+    "multiscale_blocks",
     "spectral_convolutions",
 ]
 
@@ -119,14 +120,17 @@ class MultiScaleAttentionBlock(nn.Module):
 
 
 @contextlib.contextmanager
-def spectral_convolutions(module: nn.Module, on: bool = True) -> Iterator[None]:
+def spectral_convolutions(
+    module: nn.Module | Sequence[MultiScaleAttentionBlock], on: bool = True
+) -> Iterator[None]:
     """Within the ``with`` block, ``module``'s multi-scale blocks run their branches through a 2-D DFT.
 
-    Sets :attr:`MultiScaleAttentionBlock.spectral` to ``on`` on every such block in ``module`` and
-    restores the previous values on exit, so two users of one model (two predictors, say) never see each
-    other's setting. Only inference takes the DFT path (see :class:`MultiScaleAttentionBlock`).
+    Sets :attr:`MultiScaleAttentionBlock.spectral` to ``on`` on every such block in ``module`` (or on the
+    blocks given, found once by :func:`multiscale_blocks`, for callers on a hot path) and restores the
+    previous values on exit, so two users of one model (two predictors, say) never see each other's
+    setting. Only inference takes the DFT path (see :class:`MultiScaleAttentionBlock`).
     """
-    blocks = [m for m in module.modules() if isinstance(m, MultiScaleAttentionBlock)]
+    blocks = multiscale_blocks(module) if isinstance(module, nn.Module) else list(module)
     before = [b.spectral for b in blocks]
     for b in blocks:
         b.spectral = on
@@ -135,6 +139,11 @@ def spectral_convolutions(module: nn.Module, on: bool = True) -> Iterator[None]:
     finally:
         for b, was in zip(blocks, before, strict=True):
             b.spectral = was
+
+
+def multiscale_blocks(module: nn.Module) -> list[MultiScaleAttentionBlock]:
+    """Every :class:`MultiScaleAttentionBlock` in ``module`` (itself included), in module order."""
+    return [m for m in module.modules() if isinstance(m, MultiScaleAttentionBlock)]
 
 
 class ConvAttentionBlock(nn.Module):

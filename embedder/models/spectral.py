@@ -89,10 +89,19 @@ def flops(convs: Sequence[nn.Conv2d], size_px: tuple[int, int]) -> tuple[int, in
     direct = (
         2 * h * w * c * sum(conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1] for conv in convs)
     )
-    half = max(conv.kernel_size[0] for conv in convs) // 2
-    n_freq = (h + half) * ((w + half) // 2 + 1)
+    n_freq = _transform_size(convs, size_px)[2]
     # forward [2F, HW] x [HW, C]; mix [2C] x [2 x O] per frequency; inverse [HW, 2F] x [2F, O]
     return direct, 4 * n_freq * h * w * c + 8 * n_freq * c * o + 4 * h * w * n_freq * o
+
+
+def _transform_size(convs: Sequence[nn.Conv2d], size_px: tuple[int, int]) -> tuple[int, int, int]:
+    """``(S_h, S_w, F)``: the DFT's sides and its number of half-spectrum frequencies.
+
+    A side is ``H + k_max // 2``: no wrap-around into the "same" output (module docstring).
+    """
+    half = max(conv.kernel_size[0] for conv in convs) // 2
+    s_h, s_w = size_px[0] + half, size_px[1] + half
+    return s_h, s_w, s_h * (s_w // 2 + 1)
 
 
 def plan_key(
@@ -130,9 +139,7 @@ def plan_convs(convs: Sequence[nn.Conv2d], size_px: tuple[int, int]) -> Spectral
         )
     device = convs[0].weight.device
     f64 = torch.float64
-    half = max(c.kernel_size[0] for c in convs) // 2
-    s_h, s_w = h + half, w + half  # no wrap-around into the "same" output (module docstring)
-    n_freq = s_h * (s_w // 2 + 1)
+    s_h, s_w, n_freq = _transform_size(convs, size_px)
 
     # Forward transform: the half spectrum of every basis image (one 1 at (y, x), zero-padded to S).
     basis = torch.eye(h * w, dtype=f64).reshape(h * w, h, w)  # [HW, H, W]
