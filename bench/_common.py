@@ -31,6 +31,11 @@ def matmul_peak_gflops(
     On the CPU torch's thread count applies; ``threads`` sets it for the measurement only.
     """
     device = torch.device(device)
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        from embedder.inference import cpu_bf16_native
+
+        if not cpu_bf16_native():  # fallback kernels: ~0.3 GFLOP/s, a 2,048-wide product takes a minute
+            n = min(n, 256)
 
     def sync() -> None:
         if device.type == "cuda":
@@ -77,6 +82,31 @@ def efficiency(
 def machine() -> dict[str, float]:
     """The 1-minute load average and the torch thread count at the time of the call."""
     return {"load_average_1min": os.getloadavg()[0], "threads": float(torch.get_num_threads())}
+
+
+def cpu() -> dict[str, str | bool]:
+    """The CPU the figures were taken on: ``cpu_model``, torch's ``cpu_capability`` (its vector kernels:
+    AVX2, AVX512, ...) and ``cpu_bf16_native`` (bf16 matrix instructions,
+    :func:`embedder.inference.cpu_bf16_native`). Figures from an AMX machine and an AVX2 one differ by
+    more than their matmul peaks: bf16 is x6 the fp32 peak on the first and x0.002 on the second."""
+    import platform
+
+    from embedder.inference import cpu_bf16_native
+
+    model = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in cpuinfo.read_text().splitlines()
+            if ln.startswith("model name")
+        ]
+        model = names[0] if names else model
+    return {
+        "cpu_model": model,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16_native": cpu_bf16_native(),
+    }
 
 
 def model_flops(

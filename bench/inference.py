@@ -64,6 +64,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from _common import (  # noqa: E402
+    cpu,
     efficiency,
     machine,
     matmul_peak_gflops,
@@ -556,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
                 "peak_bf16_gflops": round(peak_bf16, 1),
                 "cpu_amx": float(amx),
                 **{k: round(v, 2) for k, v in machine().items()},
+                **cpu(),
             }
         )
     print(

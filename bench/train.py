@@ -51,7 +51,7 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import efficiency, flops_of, machine, matmul_peak_gflops
+from _common import cpu, efficiency, flops_of, machine, matmul_peak_gflops
 
 from embedder.config import ModelConfig, PatchConfig, TrainConfig, load_config
 from embedder.data.loader import ChunkShuffleSampler
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": "ModelConfig()" if a.preset == "paper" else "ModelConfig.small()",
         **loader,
     }
-    result.update(flops_per_sample=flops, peak_gflops=round(peak, 1), **machine())
+    result.update(flops_per_sample=flops, peak_gflops=round(peak, 1), **machine(), **cpu())
     result.update({k: round(v, 3) for k, v in efficiency(plain, flops, peak, prefix="plain_").items()})
     result.update({k: round(v, 3) for k, v in efficiency(ray_rate, flops, peak).items()})
     if a.preset == "paper":

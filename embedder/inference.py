@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import typing
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,7 @@ from embedder.sensors import EMBEDDING_DIM, MAX_GAP_SUM_DAYS, PRIMARY_SENSOR, S1
 
 __all__ = [
     "CPU_FRAME_BYTES",
+    "CPU_TOKEN_BYTES",
     "FLAG_CENTRE_FILLED",
     "FLAG_GAP_RULE",
     "FLAG_S1_FILLED",
@@ -53,6 +55,7 @@ __all__ = [
     "Predictor",
     "TileInputs",
     "WindowPlan",
+    "cpu_bf16_native",
     "fill_in_time",
     "masked_embeddings",
     "plan_windows",
@@ -70,6 +73,14 @@ multi-scale block's concatenated maps) within this many bytes (``Predictor.frame
 the paper model, 582 of ``ModelConfig.cpu()``, 1,747 of ``ModelConfig.small()``. The activations then
 stay in cache and below the heap's mmap threshold (:mod:`embedder.hostmem`); measured best on the 2-core
 machine (``bench/inference.py``)."""
+
+CPU_TOKEN_BYTES: int = 4 * 1024 * 1024
+"""On the CPU a temporal-transformer call gets as many pixels as keep its attention's packed
+``q, k, v`` (float32, ``[pixels, 11, 3 d_model]``) within this many bytes, and a fusion call likewise
+(``Predictor.token_batch``): 124 pixels of the paper model, 496 of ``ModelConfig.cpu()``, 993 of
+``ModelConfig.small()``, 1,365 for the paper fusion. Measured on a 2-core AMD EPYC (32 MiB L3, 1 MiB L2
+per core): the paper token stage costs ~126 us per pixel-date and sensor at 128-256 pixels a call,
+234 at 2,048 and 320-420 at 8,192; the paper fusion 11 us at 1,024 pixels and 22 at 65,536."""
 
 # Quality flag bits: the store's (embedder.flags.Flag), as uint8 for numpy.
 FLAG_VALID = np.uint8(Flag.VALID)
@@ -352,6 +363,21 @@ def _frame_windows(values: np.ndarray, halo_px: int) -> np.ndarray:
     return np.ascontiguousarray(win.transpose(1, 2, 0, 3, 4)).reshape(-1, c, size, size)
 
 
+def cpu_bf16_native() -> bool:
+    """Whether this CPU has bfloat16 matrix instructions (AVX512-BF16 or Intel AMX tiles).
+
+    Without them (AVX2-only CPUs, e.g. AMD Zen 3 or older Intel) bfloat16 runs through conversions and
+    reference kernels: on a 2-core AMD EPYC the bf16 matmul peak measured 0.3 GFLOP/s against 145 in fp32,
+    and the dense encoder with ``frame_bf16`` x0.35 its fp32 speed (``bench/dense.py``). True when torch
+    cannot tell (no warning is better than a wrong one).
+    """
+    cpu = getattr(torch, "cpu", None)
+    probes = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if any(p is None for p in probes):
+        return True
+    return any(bool(p()) for p in probes)  # type: ignore[misc]
+
+
 def _maybe_compile(fn: Any, backend: str | None) -> Any:
     """``torch.compile(fn, backend=backend)``, or ``fn`` itself when ``backend`` is None."""
     return fn if backend is None else torch.compile(fn, backend=backend)
@@ -378,6 +404,8 @@ class Predictor:
             the path x3.4-3.8 faster than with direct fp32 convolutions, x1.7-1.9 faster than the fp32
             default (``spectral``), while the embeddings move by ~0.1 of the store's quantisation step
             (RMS; ``bench/inference.py`` measures both). Off (default): exact fp32. Implied by ``bf16``.
+            On a CPU without bf16 instructions (:func:`cpu_bf16_native`) it makes the path ~3x
+            *slower*, so ``bf16`` and ``frame_bf16`` warn there (``RuntimeWarning``) and still run.
         channels_last: channels-last memory format for the convolutions; None (default) turns it on on the
             CPU, where it makes the paper model's oneDNN convolutions ~20 % faster (``bench/inference.py``),
             and off on GPUs, where it gave nothing on an H200.
@@ -397,6 +425,10 @@ class Predictor:
             keep a call's widest activation within :data:`CPU_FRAME_BYTES` (93 for the paper model, whose
             encoder then runs at ~0.83 of the matmul peak against ~0.45 with 2,048 windows:
             ``bench/inference.py``), on GPUs :attr:`pixel_batch`.
+        token_batch: pixels per temporal-transformer and fusion call in the fast path; None (default):
+            on the CPU as many as keep a call's attention activations within :data:`CPU_TOKEN_BYTES` (124
+            pixels for the paper model's transformers, 1,365 for its fusion; x1.85 faster than
+            2,048-pixel calls on 2 cores), on GPUs :attr:`pixel_batch`.
         share_first_layer: in the fast path, project each frame's token through the temporal
             transformer's first attention once and reuse it in the frame's 11 windows
             (:meth:`~embedder.models.modality.ModalityAutoencoder.encode_tokens_shared`; the same numbers
@@ -416,6 +448,7 @@ class Predictor:
         tf32: bool = True,
         compile: str | None = None,
         frame_batch: int | None = None,
+        token_batch: int | None = None,
         share_first_layer: bool = True,
         frame_bf16: bool = False,
     ) -> None:
@@ -423,7 +456,18 @@ class Predictor:
             raise ValueError(f"pixel_batch = {pixel_batch} must be >= 1")
         if frame_batch is not None and frame_batch < 1:
             raise ValueError(f"frame_batch = {frame_batch} must be >= 1 (or None for the device's default)")
+        if token_batch is not None and token_batch < 1:
+            raise ValueError(f"token_batch = {token_batch} must be >= 1 (or None for the device's default)")
         self.device = torch.device(device)
+        if self.device.type == "cpu" and (bf16 or frame_bf16) and not cpu_bf16_native():
+            flag = "bf16" if bf16 else "frame_bf16"
+            warnings.warn(
+                f"{flag}=True on a CPU without bfloat16 instructions (AVX512-BF16 or AMX; this one is "
+                f"{torch.backends.cpu.get_cpu_capability()}): bf16 runs through slow fallback kernels here, "
+                f"~3x slower than float32 (docs/operations.md); set {flag} off on this machine",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = tf32
             torch.backends.cudnn.allow_tf32 = tf32
@@ -438,6 +482,20 @@ class Predictor:
         self.frame_batch = int(
             frame_batch or (self._cpu_frame_batch() if self.device.type == "cpu" else pixel_batch)
         )
+        cpu = self.device.type == "cpu" and token_batch is None
+        self.token_batch: dict[str, int] = {
+            n: self._cpu_token_batch(self._ae(n).cfg.d_model, WINDOW_DATES)
+            if cpu
+            else int(token_batch or pixel_batch)
+            for n in self.names
+        }
+        """Pixels per temporal-transformer call of each sensor's autoencoder (``token_batch``)."""
+        self.fuse_batch = (
+            self._cpu_token_batch(self.model.cfg.width, len(self.names))
+            if cpu
+            else int(token_batch or pixel_batch)
+        )
+        """Pixels per fusion call (``token_batch``)."""
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if spectral and compile is not None:
@@ -477,6 +535,11 @@ class Predictor:
             self._ae(n).cfg.conv_channels[0] * len(self._ae(n).cfg.multiscale_kernels) for n in self.names
         )  # channels of the multi-scale block's concatenation, at 15 x 15
         return max(1, CPU_FRAME_BYTES // (widest * WINDOW_PX * WINDOW_PX * 4))
+
+    @staticmethod
+    def _cpu_token_batch(width: int, tokens: int) -> int:
+        """Pixels per transformer call whose packed ``q, k, v`` fit :data:`CPU_TOKEN_BYTES` (float32)."""
+        return max(1, CPU_TOKEN_BYTES // (tokens * 3 * width * 4))
 
     def _ae(self, name: str) -> ModalityAutoencoder:
         return typing.cast(ModalityAutoencoder, self.model.autoencoders[name])
@@ -611,7 +674,7 @@ class Predictor:
 
     def _embed_fast(self, tile: TileInputs) -> torch.Tensor:
         h, w = tile.interior_shape
-        n_px, plan, batch = h * w, tile.plan, self.pixel_batch
+        n_px, plan = h * w, tile.plan
         frames = {n: self.to_device(tile.frames[n]) for n in self.names}  # {name: [U, C, H, W]}
         pos, temporal = self._positions(tile)
         out = torch.empty((len(plan.targets), n_px, EMBEDDING_DIM), dtype=torch.float32, device=self.device)
@@ -629,6 +692,7 @@ class Predictor:
                         cache[(name, u)] = (tok, self._ae(name).project_first_layer(tok) if shared else None)
                 tokens = torch.stack([cache[(name, u)][0] for u in window], dim=1)  # [h*w, 11, d]
                 p = pos[name][k : k + 1]  # [1, 11, d]: the window's gaps, shared by its pixels
+                batch = self.token_batch[name]
                 if shared:
                     proj = torch.stack(
                         [typing.cast(torch.Tensor, cache[(name, u)][1]) for u in window], dim=1
@@ -643,7 +707,10 @@ class Predictor:
                         for lo in range(0, n_px, batch)
                     ]
                 z[name] = torch.cat(parts)  # [h*w, D]
-            out[k] = self._fuse_fn(z, temporal=temporal[k : k + 1]).float()  # [h*w, 7]
+            t_k, fb = temporal[k : k + 1], self.fuse_batch
+            for lo in range(0, n_px, fb):
+                zb = {n: v[lo : lo + fb] for n, v in z.items()}
+                out[k, lo : lo + fb] = self._fuse_fn(zb, temporal=t_k).float()  # [n, 7]
         return out
 
     def _embed_naive(self, tile: TileInputs) -> torch.Tensor:

@@ -216,6 +216,11 @@ class EmbedJobConfig:
     """Windows per call of the paper frame encoder; 0 = the device's default: on CPUs as many as keep the
     widest activation within 24 MiB (93 for the paper model; x1.3-1.6 over 2,048-window calls on a 32 px
     tile, ``bench/inference.py``), on GPUs ``pixel_batch``. See ``embedder.inference.Predictor``."""
+    token_batch: int = 0
+    """Pixels per temporal-transformer and fusion call; 0 = the device's default: on CPUs as many as keep
+    the attention's activations within 4 MiB (124 pixels for the paper model's transformers, 1,365 for
+    its fusion; the token stage x1.85 faster than at 2,048 pixels a call and x2.5-3.3 than at 8,192, on 2
+    cores), on GPUs ``pixel_batch``. See ``embedder.inference.CPU_TOKEN_BYTES``."""
     keep_freed_memory: bool = True
     """Actors keep freed host memory in the process instead of returning it to the OS after every
     tensor (glibc only; ``embedder.hostmem``): no page faults in the batch loop, ~5 % on CPU actors."""
@@ -279,6 +284,10 @@ class EmbedJobConfig:
         if self.frame_batch < 0:
             raise ConfigError(
                 f"EmbedJobConfig.frame_batch = {self.frame_batch} must be >= 0 (0: the device's default)"
+            )
+        if self.token_batch < 0:
+            raise ConfigError(
+                f"EmbedJobConfig.token_batch = {self.token_batch} must be >= 0 (0: the device's default)"
             )
         if not self.actor_num_cpus > 0:
             raise ConfigError(f"EmbedJobConfig.actor_num_cpus = {self.actor_num_cpus} must be positive")

@@ -240,6 +240,49 @@ def test_bad_gaps_are_refused_before_any_batch_runs() -> None:
         Predictor(_small_fusion()).embed_tile(bad)
 
 
+def _bf16_predictor(model: Any, **options: Any) -> Any:
+    """``Predictor(model, **options)`` with ``bf16`` or ``frame_bf16`` set: on a CPU without bf16
+    instructions it must warn (and still run)."""
+    from embedder.inference import Predictor, cpu_bf16_native
+
+    if cpu_bf16_native():
+        return Predictor(model, **options)
+    with pytest.warns(RuntimeWarning, match="without bfloat16 instructions"):
+        return Predictor(model, **options)
+
+
+def test_cpu_bf16_native_reads_the_cpu_flags() -> None:
+    """The check agrees with the kernel's view of the CPU (Linux ``/proc/cpuinfo``)."""
+    from embedder.inference import cpu_bf16_native
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo")
+    flags = next(
+        (
+            line.split(":", 1)[1].split()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("flags")
+        ),
+        [],
+    )
+    assert cpu_bf16_native() == bool({"avx512_bf16", "amx_bf16", "amx_tile"} & set(flags))
+
+
+@pytest.mark.parametrize("option", ["bf16", "frame_bf16"])
+def test_bf16_warns_on_a_cpu_without_bf16_instructions(option: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import embedder.inference as inference
+
+    model = _small_fusion()
+    monkeypatch.setattr(inference, "cpu_bf16_native", lambda: False)
+    with pytest.warns(RuntimeWarning, match=f"{option}=True on a CPU without bfloat16 instructions"):
+        inference.Predictor(model, **{option: True})
+    monkeypatch.setattr(inference, "cpu_bf16_native", lambda: True)
+    inference.Predictor(model, **{option: True})  # no warning (warnings are errors here)
+    monkeypatch.setattr(inference, "cpu_bf16_native", lambda: False)
+    inference.Predictor(model)  # fp32: nothing to warn about
+
+
 def test_bf16_runs_the_whole_model_close_to_fp32() -> None:
     from embedder.inference import Predictor
 
@@ -247,7 +290,7 @@ def test_bf16_runs_the_whole_model_close_to_fp32() -> None:
     tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
     model = _small_fusion()
     fp32 = Predictor(model).embed_tile(tile)
-    bf16 = Predictor(model, bf16=True).embed_tile(tile)
+    bf16 = _bf16_predictor(model, bf16=True).embed_tile(tile)
     assert bf16.dtype == np.float32 and np.isfinite(bf16).all()
     assert not np.array_equal(bf16, fp32)  # it did run in bfloat16
     scale = float(np.abs(fp32).mean())
@@ -263,7 +306,7 @@ def test_frame_bf16_runs_only_the_frame_encoders_in_bf16() -> None:
     tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
     model = _small_fusion()
     fp32 = Predictor(model).embed_tile(tile)
-    pred = Predictor(model, frame_bf16=True)
+    pred = _bf16_predictor(model, frame_bf16=True)
     dtypes: dict[str, set[torch.dtype]] = {"frames": set(), "head": set()}
     hooks = [
         getattr(model.autoencoders["s2"], part).register_forward_hook(
@@ -277,7 +320,7 @@ def test_frame_bf16_runs_only_the_frame_encoders_in_bf16() -> None:
     assert dtypes == {"frames": {torch.bfloat16}, "head": {torch.float32}}  # the head after the transformer
     assert frames_bf16.dtype == np.float32 and np.isfinite(frames_bf16).all()
     assert not np.array_equal(frames_bf16, fp32)  # the encoders did run in bfloat16
-    whole = Predictor(model, bf16=True).embed_tile(tile)
+    whole = _bf16_predictor(model, bf16=True).embed_tile(tile)
     assert np.abs(frames_bf16 - fp32).mean() < 0.5 * np.abs(whole - fp32).mean()
 
 
@@ -301,7 +344,8 @@ def _real_cube_embeddings() -> tuple[Any, Callable[..., np.ndarray]]:
     valid = (tile.flags & FLAG_VALID) != 0  # [K, h, w]
 
     def embed(**options: Any) -> np.ndarray:
-        return Predictor(model, **options).embed_tile(tile).transpose(1, 0, 2, 3)[:, valid]  # [7, n]
+        make = _bf16_predictor if options.get("bf16") or options.get("frame_bf16") else Predictor
+        return make(model, **options).embed_tile(tile).transpose(1, 0, 2, 3)[:, valid]  # [7, n]
 
     return model, embed
 
@@ -423,6 +467,40 @@ def test_channels_last_is_the_cpu_default_with_the_same_numbers() -> None:
     conv = next(m for m in default.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     np.testing.assert_allclose(default.embed_tile(tile), plain.embed_tile(tile), atol=1e-5, rtol=0)
+
+
+def test_token_batch_chunks_the_transformer_and_fusion_calls_with_the_same_numbers() -> None:
+    from embedder.config import FusionConfig, ModelConfig
+    from embedder.inference import CPU_TOKEN_BYTES, Predictor
+    from embedder.models.fusion import FusionModel
+    from embedder.models.modality import ModalityAutoencoder
+    from embedder.sensors import S1, S2
+
+    cube = make_test_cube(6, size_px=19, n_dates=13, cloud_frac=0.2)
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)  # 5 x 5 px interior
+    model = _small_fusion()
+    d, width = model.autoencoder("s2").cfg.d_model, model.cfg.width
+    default = Predictor(model, pixel_batch=20)
+    assert default.token_batch == {n: CPU_TOKEN_BYTES // (11 * 3 * d * 4) for n in ("s1", "s2")}
+    assert default.fuse_batch == CPU_TOKEN_BYTES // (2 * 3 * width * 4)  # two sensor tokens
+    paper = FusionModel(
+        {s.name: ModalityAutoencoder(s, cfg=ModelConfig()) for s in (S1, S2)}, cfg=FusionConfig()
+    )
+    pp = Predictor(paper)  # not capped by pixel_batch 2,048: the bytes decide on the CPU
+    assert pp.token_batch == {"s1": 124, "s2": 124} and pp.fuse_batch == 1365
+    calls: dict[str, list[int]] = {"s2": [], "fuse": []}
+    chunked = Predictor(model, token_batch=7)
+    assert chunked.token_batch == {"s1": 7, "s2": 7} and chunked.fuse_batch == 7
+    shared, fuse = chunked._shared["s2"], chunked._fuse_fn
+    chunked._shared["s2"] = lambda t, *a: (calls["s2"].append(t.shape[0]), shared(t, *a))[1]
+    chunked._fuse_fn = lambda z, **kw: (calls["fuse"].append(z["s2"].shape[0]), fuse(z, **kw))[1]
+    whole = Predictor(model, token_batch=10_000)
+    np.testing.assert_allclose(chunked.embed_tile(tile), whole.embed_tile(tile), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(default.embed_tile(tile), whole.embed_tile(tile), atol=1e-5, rtol=0)
+    for seen in calls.values():  # 25 pixels per target date in calls of 7, 7, 7, 4
+        assert seen[:4] == [7, 7, 7, 4] and len(seen) % 4 == 0
+    with pytest.raises(ValueError, match="token_batch = 0"):
+        Predictor(model, token_batch=0)
 
 
 def test_frame_batch_chunks_the_encoder_calls_with_the_same_numbers() -> None:

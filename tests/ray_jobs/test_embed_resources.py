@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from embedder.config import ConfigError
+from embedder.inference import cpu_bf16_native
 from ray_jobs.config import EmbedJobConfig
 from ray_jobs.embed import EmbedActor, actor_pool, actor_threads, inference_params
 
@@ -56,6 +58,8 @@ def test_bad_actor_settings_are_refused() -> None:
         _cfg(min_actors=3, max_actors=2)
     with pytest.raises(ConfigError, match="frame_batch = -1"):
         _cfg(frame_batch=-1)
+    with pytest.raises(ConfigError, match="token_batch = -1"):
+        _cfg(token_batch=-1)
 
 
 @pytest.mark.skipif(not WEIGHTS.is_file(), reason="committed weights not present")
@@ -65,13 +69,20 @@ def test_actor_runs_the_precision_the_job_asks_for_and_the_store_records_it() ->
     threads = torch.get_num_threads()
     try:  # the actor sets its process's threads; this test's process keeps its own
         cfg = _cfg(checkpoint=str(WEIGHTS), device="cpu", frame_bf16=True, keep_freed_memory=False)
-        pred = EmbedActor(cfg).predictor
-        direct = EmbedActor(dataclasses.replace(cfg, spectral=False)).predictor
+        with (
+            contextlib.nullcontext()
+            if cpu_bf16_native()
+            else pytest.warns(RuntimeWarning, match="frame_bf16")
+        ):
+            pred = EmbedActor(cfg).predictor  # an AVX2-only CPU is warned that bf16 is slow there
+            direct = EmbedActor(dataclasses.replace(cfg, spectral=False, token_batch=50)).predictor
     finally:
         torch.set_num_threads(threads)
     assert pred.frame_bf16 and not pred.bf16 and pred.device.type == "cpu"
     assert pred.spectral and not direct.spectral  # the CPU default, and the job's override
-    assert inference_params(dataclasses.replace(cfg, spectral=False)) == inference_params(
+    assert pred.token_batch == {"s1": 496, "s2": 496}  # the committed weights: ModelConfig.cpu(), d_model 64
+    assert direct.token_batch == {"s1": 50, "s2": 50}
+    assert inference_params(dataclasses.replace(cfg, spectral=False, token_batch=50)) == inference_params(
         cfg
     )  # rounding only
     assert inference_params(cfg) == {"halo_px": 7, "bf16": False, "frame_bf16": True}
