@@ -516,7 +516,7 @@ class Predictor:
             for n in self.names
         }
         self._dense_fn = {
-            n: self._frame_precision(_maybe_compile(enc.encode_dense, compile))
+            n: self._frame_precision(self._spectral_scope(n, _maybe_compile(enc.encode_dense, compile)))
             for n in self.names
             if isinstance(enc := self._ae(n).frame_encoder, DenseFrameEncoder)
         }
@@ -550,19 +550,23 @@ class Predictor:
         return contextlib.nullcontext()
 
     def _spectral_scope(self, name: str, fn: Any) -> Any:
-        """``fn`` (the paper frame encoder) with its multi-scale convolutions through a DFT, or ``fn``.
+        """``fn`` (a frame encoder) with its multi-scale convolutions through a DFT, or ``fn``.
 
         Left as is when :attr:`spectral` is off, or unset (None) and the DFT would do more than half the
-        direct convolutions' FLOPs on a window (narrow models such as the small preset).
+        direct convolutions' FLOPs on a window (a dense encoder: on a 64-row strip of a 64 px tile; narrow
+        models such as the small preset).
         """
-        blocks = multiscale_blocks(self._ae(name).frame_encoder)  # found once, not per call
+        encoder = self._ae(name).frame_encoder
+        blocks = multiscale_blocks(encoder)  # found once, not per call
         if not self.spectral or not blocks:
             return fn
         if self._spectral_auto:
-            costs = [b.spectral_flops((WINDOW_PX, WINDOW_PX)) for b in blocks]
+            side = WINDOW_PX + (64 - 1 if isinstance(encoder, DenseFrameEncoder) else 0)
+            costs = [b.spectral_flops((side, side)) for b in blocks]
             if sum(dft for _, dft in costs) > 0.5 * sum(direct for direct, _ in costs):
                 return fn
-        self.spectral_encoders.append(name)
+        if name not in self.spectral_encoders:
+            self.spectral_encoders.append(name)
 
         def encode(*args: Any, **kwargs: Any) -> torch.Tensor:
             with spectral_convolutions(blocks):

@@ -369,7 +369,7 @@ def test_spectral_convolutions_give_the_direct_numbers_and_are_on_by_default_whe
     import copy
 
     from embedder.inference import Predictor
-    from embedder.models.blocks import MultiScaleAttentionBlock, multiscale_blocks
+    from embedder.models.blocks import MultiScaleAttentionBlock, SpectralBranches, multiscale_blocks
 
     cube = make_test_cube(4, size_px=19, n_dates=13, cloud_frac=0.2)
     tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
@@ -386,13 +386,13 @@ def test_spectral_convolutions_give_the_direct_numbers_and_are_on_by_default_whe
     np.testing.assert_allclose(fast, forced.embed_tile(tile, method="naive"), atol=1e-5, rtol=0)
     np.testing.assert_array_equal(auto.embed_tile(tile), direct.embed_tile(tile))
 
-    def blocks(pred: Predictor) -> list[MultiScaleAttentionBlock]:  # the frame encoders' multi-scale blocks
+    def blocks(pred: Predictor) -> list[SpectralBranches]:  # the frame encoders' multi-scale blocks
         return [b for n in pred.names for b in multiscale_blocks(pred._ae(n).frame_encoder)]
 
-    assert len(blocks(forced)) == 2 and all(b._plan is not None for b in blocks(forced))
-    assert all(b._plan is None for b in blocks(direct))  # the direct path never built DFT matrices
+    assert len(blocks(forced)) == 2 and all(b._plans for b in blocks(forced))
+    assert not any(b._plans for b in blocks(direct))  # the direct path never built DFT matrices
     # Unset, it is on only where the DFT needs at most half the direct FLOPs: not the small preset's 8 channels.
-    assert all(b._plan is None for b in blocks(auto))
+    assert not any(b._plans for b in blocks(auto))
     (small_direct, small_dft), (paper_direct, paper_dft) = (
         b.spectral_flops((15, 15))
         for b in (blocks(auto)[0], MultiScaleAttentionBlock(149, 149, kernels=(3, 7), reduction=4))
@@ -404,6 +404,30 @@ def test_spectral_convolutions_give_the_direct_numbers_and_are_on_by_default_whe
     assert not Predictor(model, compile="eager").spectral
 
 
+def test_spectral_convolutions_of_the_dense_encoder_give_the_direct_numbers() -> None:
+    """A dense-consistent model at the paper's widths: on by default on the CPU, whole frames in blocks."""
+    from embedder.config import FusionConfig, ModelConfig
+    from embedder.inference import Predictor
+    from embedder.models.fusion import FusionModel
+    from embedder.models.modality import ModalityAutoencoder
+    from embedder.sensors import S1, S2
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(5)
+    cube = make_test_cube(5, size_px=30, n_dates=12, n_s1=8, cloud_frac=0.1)
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)  # 16 x 16 px interior
+    model = FusionModel(
+        {s.name: ModalityAutoencoder(s, cfg=ModelConfig(encoder="dense")) for s in (S1, S2)},
+        cfg=FusionConfig(),
+    )
+    auto, direct = Predictor(model), Predictor(model, spectral=False)
+    assert auto.spectral_encoders == ["s1", "s2"] and direct.spectral_encoders == []
+    fast = auto.embed_tile(tile)
+    assert sorted(model.autoencoder("s2").frame_encoder.multiscale._plans) == [(18, 18)]  # 12 px blocks
+    scale = float(np.abs(fast).max())
+    np.testing.assert_allclose(fast, direct.embed_tile(tile), atol=1e-5 * scale, rtol=0)
+
+
 @pytest.mark.skipif(not WEIGHTS.is_file(), reason="committed weights not present")
 def test_spectral_convolutions_move_real_embeddings_by_rounding_only() -> None:
     """The committed weights on the real CropHarvest cube: the DFT path leaves the store's codes as they are."""
@@ -412,7 +436,7 @@ def test_spectral_convolutions_move_real_embeddings_by_rounding_only() -> None:
     model, embed = _real_cube_embeddings()
     direct = embed(spectral=False)
     spectral = embed(spectral=True)
-    assert model.autoencoders["s2"].frame_encoder.multiscale.block._plan is not None  # the DFT path ran
+    assert model.autoencoders["s2"].frame_encoder.multiscale.block._plans  # the DFT path ran
     worst = float(np.abs(spectral - direct).max()) / StoreConfig().quant_step  # measured 1.5e-4
     assert worst <= 1e-3, f"the DFT convolutions moved an embedding by {worst:.2e} quantisation steps"
 

@@ -22,6 +22,7 @@ __all__ = [
     "ConvAttentionBlock",
     "MultiScaleAttentionBlock",
     "PoolResidual",
+    "SpectralBranches",
     "multiscale_blocks",
     "spectral_convolutions",
 ]
@@ -60,7 +61,65 @@ class CBAM(nn.Module):
         return y * spatial_att + x  # [N, ch, H, W]
 
 
-class MultiScaleAttentionBlock(nn.Module):
+class SpectralBranches(nn.Module):
+    """Parallel branch convolutions that inference can compute together through a 2-D DFT.
+
+    The base of :class:`MultiScaleAttentionBlock` ("same" convolutions on each window) and of the dense
+    encoder's :class:`~embedder.models.dense.LocalMultiScaleBlock` (valid convolutions on windows or whole
+    frames). :attr:`spectral` is set per call by :func:`spectral_convolutions`; the DFT path is taken only
+    in eval mode without gradients, on float32 inputs outside autocast (:meth:`_spectral_ok`). The plan
+    (:mod:`embedder.models.spectral`) is cached and rebuilt when the map size, the device or a weight
+    changes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spectral = False
+        """Compute the branches through a 2-D DFT at inference (:mod:`embedder.models.spectral`)."""
+        self._plans: dict[tuple[int, int], spectral.SpectralPlan] = {}
+
+    _MAX_PLANS = 4
+    """Plans kept per block (one per map size: windows, a tile's strips and its last, shorter strip)."""
+
+    def _branch_convs(self) -> list[nn.Conv2d]:
+        raise NotImplementedError
+
+    def spectral_flops(self, size_px: tuple[int, int]) -> tuple[int, int]:
+        """FLOPs of the branches on an input map of ``size_px``: ``(direct, through the DFT)``."""
+        raise NotImplementedError
+
+    def _spectral_ok(self, x: torch.Tensor) -> bool:
+        """Whether this call may take the DFT path (set, inference, float32 outside autocast)."""
+        return (
+            self.spectral
+            and not self.training
+            and not torch.is_grad_enabled()
+            and x.dtype == torch.float32
+            and not torch.is_autocast_enabled(x.device.type)
+        )
+
+    def _cached_plan(
+        self,
+        size_px: tuple[int, int],
+        device: torch.device,
+        build: typing.Callable[..., spectral.SpectralPlan],
+    ) -> spectral.SpectralPlan:
+        """The cached plan for ``size_px`` on ``device``, (re)built by ``build(convs, size_px)`` when stale.
+
+        Up to :attr:`_MAX_PLANS` sizes are kept (a plan of the paper block takes ~0.5 s to build); a stale
+        weight version or device drops them all.
+        """
+        convs = self._branch_convs()
+        key = spectral.plan_key(convs, size_px, device)
+        plan = self._plans.get(size_px)
+        if plan is None or plan.key != key:
+            if plan is not None or len(self._plans) >= self._MAX_PLANS:
+                self._plans.clear()
+            plan = self._plans[size_px] = build(convs, size_px)
+        return plan
+
+
+class MultiScaleAttentionBlock(SpectralBranches):
     """MSAB: multi-scale convolutions with attention.
 
     Parallel ``Conv k x k (same) + LeakyReLU(0.1)`` per kernel, concatenated, ``Conv 1x1 + LeakyReLU(0.01)``,
@@ -81,9 +140,6 @@ class MultiScaleAttentionBlock(nn.Module):
         )
         self.merge = nn.Sequential(nn.Conv2d(out_ch * len(kernels), out_ch, 1), nn.LeakyReLU(0.01))
         self.attention = CBAM(out_ch, reduction=reduction, kernel_px=7)
-        self.spectral = False
-        """Compute the branches through a 2-D DFT at inference (:mod:`embedder.models.spectral`)."""
-        self._plan: spectral.SpectralPlan | None = None
 
     def spectral_flops(self, size_px: tuple[int, int]) -> tuple[int, int]:
         """FLOPs per map of the branches computed directly and through the DFT (:func:`spectral.flops`)."""
@@ -95,19 +151,9 @@ class MultiScaleAttentionBlock(nn.Module):
     def _spectral_plan(self, x: torch.Tensor) -> spectral.SpectralPlan | None:
         """The DFT matrices for ``x``, (re)built when the size or a weight changed; None: run directly."""
         h, w = x.shape[-2:]
-        if (
-            not self.spectral
-            or self.training
-            or torch.is_grad_enabled()
-            or x.dtype != torch.float32
-            or torch.is_autocast_enabled(x.device.type)
-            or max(h, w) > spectral.MAX_SIDE_PX
-        ):
+        if not self._spectral_ok(x) or max(h, w) > spectral.MAX_SIDE_PX:
             return None
-        convs = self._branch_convs()
-        if self._plan is None or self._plan.key != spectral.plan_key(convs, (h, w), x.device):
-            self._plan = spectral.plan_convs(convs, (h, w))
-        return self._plan
+        return self._cached_plan((h, w), x.device, spectral.plan_convs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, in_ch, H, W] -> [N, out_ch, H, W]``."""
@@ -120,9 +166,7 @@ class MultiScaleAttentionBlock(nn.Module):
 
 
 @contextlib.contextmanager
-def spectral_convolutions(
-    module: nn.Module | Sequence[MultiScaleAttentionBlock], on: bool = True
-) -> Iterator[None]:
+def spectral_convolutions(module: nn.Module | Sequence[SpectralBranches], on: bool = True) -> Iterator[None]:
     """Within the ``with`` block, ``module``'s multi-scale blocks run their branches through a 2-D DFT.
 
     Sets :attr:`MultiScaleAttentionBlock.spectral` to ``on`` on every such block in ``module`` (or on the
@@ -141,9 +185,9 @@ def spectral_convolutions(
             b.spectral = was
 
 
-def multiscale_blocks(module: nn.Module) -> list[MultiScaleAttentionBlock]:
-    """Every :class:`MultiScaleAttentionBlock` in ``module`` (itself included), in module order."""
-    return [m for m in module.modules() if isinstance(m, MultiScaleAttentionBlock)]
+def multiscale_blocks(module: nn.Module) -> list[SpectralBranches]:
+    """Every multi-scale block (:class:`SpectralBranches`) in ``module`` (itself included), in module order."""
+    return [m for m in module.modules() if isinstance(m, SpectralBranches)]
 
 
 class ConvAttentionBlock(nn.Module):

@@ -36,7 +36,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from embedder.config import ConfigError, ModelConfig
-from embedder.models.blocks import BandScaler
+from embedder.models import spectral
+from embedder.models.blocks import BandScaler, SpectralBranches
 from embedder.sensors import WINDOW_PX
 
 __all__ = ["DenseFrameEncoder", "LocalCBAM", "LocalMultiScaleBlock", "dense_macs_per_pixel"]
@@ -121,11 +122,15 @@ class LocalCBAM(nn.Module):
         return _crop(y, m2) * spatial_att + _crop(x, m1 + m2)  # [N, ch, H2, W2]
 
 
-class LocalMultiScaleBlock(nn.Module):
+class LocalMultiScaleBlock(SpectralBranches):
     """Local MSAB: valid multi-scale convolutions, a 1 x 1 merge and :class:`LocalCBAM`.
 
     Parallel valid ``k x k`` convs + LeakyReLU(0.1), centre-cropped to the largest kernel's map,
     concatenated, Conv 1x1 + LeakyReLU(0.01), then the local attention.
+
+    With :attr:`spectral` set, inference at dilation 1 computes the branches through a 2-D DFT
+    (:func:`~embedder.models.spectral.valid_convs`: one transform per window, 12 px output blocks over a
+    whole frame): the same values up to float rounding, ~0.35 of the direct FLOPs at the paper widths.
     """
 
     def __init__(self, in_ch: int, out_ch: int, *, kernels: tuple[int, ...], reduction: int) -> None:
@@ -140,8 +145,25 @@ class LocalMultiScaleBlock(nn.Module):
         """Pixels lost over both sides at dilation 1."""
         return max(self.kernels) - 1 + self.attention.shrink_px
 
+    def _branch_convs(self) -> list[nn.Conv2d]:
+        return [typing.cast(nn.Conv2d, conv) for conv in self.branches]
+
+    def _out_px(self, size_px: tuple[int, int]) -> tuple[int, int]:
+        k1 = max(self.kernels) - 1
+        return size_px[0] - k1, size_px[1] - k1
+
+    def spectral_flops(self, size_px: tuple[int, int]) -> tuple[int, int]:
+        """FLOPs of the branches on an input map of ``size_px``: ``(direct, through the DFT)``."""
+        return spectral.valid_flops(self._branch_convs(), self._out_px(size_px))
+
     def forward(self, x: torch.Tensor, dilation: int = 1) -> torch.Tensor:
         """``[N, in_ch, H, W] -> [N, out_ch, H - d*shrink, W - d*shrink]``."""
+        out_px = self._out_px((x.shape[-2], x.shape[-1]))
+        if dilation == 1 and self._spectral_ok(x) and min(out_px) >= 1:
+            size = spectral.valid_plan_size(out_px, max(self.kernels))
+            plan = self._cached_plan(size, x.device, spectral.plan_valid)
+            y = F.leaky_relu_(spectral.valid_convs(x, plan), 0.1)  # [N, out * n_kernels, H', W']
+            return self.attention(F.leaky_relu(self.merge(y), 0.01), dilation)
         k_max = max(self.kernels)
         ys = []
         for k, conv in zip(self.kernels, self.branches, strict=True):

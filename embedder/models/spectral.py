@@ -33,10 +33,25 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["MAX_SIDE_PX", "SpectralPlan", "flops", "plan_convs", "spectral_convs", "supports"]
+__all__ = [
+    "MAX_SIDE_PX",
+    "VALID_BLOCK_PX",
+    "SpectralPlan",
+    "flops",
+    "plan_convs",
+    "plan_valid",
+    "spectral_convs",
+    "supports",
+    "valid_convs",
+    "valid_flops",
+    "valid_plan_size",
+]
 
 MAX_SIDE_PX = 32
 """Largest map side the DFT matrices are built for (their size grows with the square of the map area)."""
+VALID_BLOCK_PX = 12
+"""Output block side of :func:`valid_convs` on maps too large for one transform (an 18 x 18 transform
+for 7 x 7 kernels: ~0.35 of the direct FLOPs for the dense encoder's block, the fewest of 8-26 px)."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +59,7 @@ class SpectralPlan:
     """The three matrices and the bias of :func:`spectral_convs` for one map size and set of kernels."""
 
     forward: torch.Tensor
-    """``[2F, H*W]``: the half spectrum of a map, rows (frequency, real/imaginary)."""
+    """``[2F, H*W]``: the half spectrum of an input map, rows (frequency, real/imaginary)."""
     mix_real: torch.Tensor
     """``[F, 2C, O]``: the outputs' real parts from the inputs' (real, imaginary) parts, per frequency."""
     mix_imag: torch.Tensor
@@ -54,15 +69,17 @@ class SpectralPlan:
     bias: torch.Tensor
     """``[O]``: the convolutions' biases, concatenated."""
     size_px: tuple[int, int]
-    """``(H, W)``."""
+    """``(H, W)`` of the input map."""
     key: tuple[object, ...]
     """What it was built from (:func:`plan_key`: size, device, the weights' versions)."""
+    out_px: tuple[int, int] = (0, 0)
+    """``(H, W)`` of the output map: ``size_px`` for "same" convolutions, smaller for valid ones."""
 
 
-def supports(conv: nn.Conv2d) -> bool:
-    """Whether ``conv`` is a plain "same" convolution this module can compute.
+def supports(conv: nn.Conv2d, *, valid: bool = False) -> bool:
+    """Whether ``conv`` is a plain "same" (or with ``valid``, unpadded) convolution this module computes.
 
-    Stride 1, no dilation, one group, zero padding, an odd square kernel with padding ``k // 2``.
+    Stride 1, no dilation, one group, zero padding, an odd square kernel with padding ``k // 2`` (0).
     """
     k = conv.kernel_size
     return (
@@ -73,7 +90,7 @@ def supports(conv: nn.Conv2d) -> bool:
         and conv.dilation == (1, 1)
         and conv.groups == 1
         and conv.padding_mode == "zeros"
-        and conv.padding == (k[0] // 2, k[1] // 2)
+        and conv.padding == ((0, 0) if valid else (k[0] // 2, k[1] // 2))
     )
 
 
@@ -104,6 +121,41 @@ def _transform_size(convs: Sequence[nn.Conv2d], size_px: tuple[int, int]) -> tup
     return s_h, s_w, s_h * (s_w // 2 + 1)
 
 
+def valid_flops(convs: Sequence[nn.Conv2d], out_px: tuple[int, int]) -> tuple[int, int]:
+    """FLOPs of :func:`valid_convs` and of the direct valid convolutions for an ``out_px`` output map.
+
+    The dense encoder's block (149 channels, 3 x 3 and 7 x 7, 12 px output blocks) needs ~0.35 of the
+    direct FLOPs; narrow maps need more than directly, as with :func:`flops`.
+    """
+    c = convs[0].in_channels
+    o = sum(conv.out_channels for conv in convs)
+    k1 = max(conv.kernel_size[0] for conv in convs) - 1
+    (s_h, s_w), (b_h, b_w) = _valid_block(out_px, k1)
+    n_freq = s_h * (s_w // 2 + 1)
+    n_blocks = -(-out_px[0] // b_h) * -(-out_px[1] // b_w)
+    direct = (
+        2
+        * out_px[0]
+        * out_px[1]
+        * c
+        * sum(conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1] for conv in convs)
+    )
+    per_block = 4 * n_freq * s_h * s_w * c + 8 * n_freq * c * o + 4 * b_h * b_w * n_freq * o
+    return direct, n_blocks * per_block
+
+
+def _valid_block(out_px: tuple[int, int], k1: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``(input, output)`` block sides of :func:`valid_convs` for an ``out_px`` map and kernels ``k1 + 1``.
+
+    One block when the output is no larger than a block (a 15 x 15 window), else :data:`VALID_BLOCK_PX`
+    outputs a side: a single transform of a larger map costs more (a 30 px map: ~0.51 of the direct FLOPs
+    at the paper widths against ~0.35 in blocks).
+    """
+    if max(out_px) <= VALID_BLOCK_PX:
+        return (out_px[0] + k1, out_px[1] + k1), out_px
+    return (VALID_BLOCK_PX + k1, VALID_BLOCK_PX + k1), (VALID_BLOCK_PX, VALID_BLOCK_PX)
+
+
 def plan_key(
     convs: Sequence[nn.Conv2d], size_px: tuple[int, int], device: torch.device
 ) -> tuple[object, ...]:
@@ -121,13 +173,38 @@ def plan_convs(convs: Sequence[nn.Conv2d], size_px: tuple[int, int]) -> Spectral
     Every conv must pass :func:`supports` and share the input channel count; the matrices are built in
     float64 and stored in float32 on the weights' device. Raises ``ValueError`` naming what does not fit.
     """
+    _check(convs, size_px, valid=False)
+    s_h, s_w, _ = _transform_size(convs, size_px)
+    # "same": output (y, x) reads input (y + d - k // 2, x + d - k // 2) for kernel offsets d
+    return _build(convs, size_px, size_px, (s_h, s_w), [-(c.kernel_size[0] // 2) for c in convs])
+
+
+def plan_valid(convs: Sequence[nn.Conv2d], size_px: tuple[int, int]) -> SpectralPlan:
+    """The DFT matrices of unpadded convolutions on ``[N, C, H, W]`` maps, concatenated.
+
+    Each output is centre-cropped to the largest kernel's ``H - k_max + 1`` map (the dense encoder's
+    multi-scale block). The transform is the input map itself (``S = H``): no output reads past the input, so nothing wraps.
+    Checks and storage as :func:`plan_convs`.
+    """
+    _check(convs, size_px, valid=True)
+    k1 = max(c.kernel_size[0] for c in convs) - 1
+    h, w = size_px
+    if min(h, w) <= k1:
+        raise ValueError(f"map size {size_px} leaves no output for a {k1 + 1} px kernel")
+    # output (y, x) of a smaller kernel reads input (y + off + d, x + off + d), off = (k_max - k) // 2
+    offsets = [(k1 + 1 - c.kernel_size[0]) // 2 for c in convs]
+    return _build(convs, size_px, (h - k1, w - k1), size_px, offsets)
+
+
+def _check(convs: Sequence[nn.Conv2d], size_px: tuple[int, int], *, valid: bool) -> None:
+    """Raise ``ValueError`` naming what :func:`plan_convs` / :func:`plan_valid` cannot compute."""
     if not convs:
         raise ValueError("plan_convs needs at least one convolution")
-    bad = [repr(c) for c in convs if not supports(c)]
+    bad = [repr(c) for c in convs if not supports(c, valid=valid)]
     if bad:
         raise ValueError(
             f"spectral convolutions need stride-1, undilated, single-group, zero-padded odd kernels with "
-            f"padding k // 2; got {', '.join(bad)}"
+            f"padding {'0' if valid else 'k // 2'}; got {', '.join(bad)}"
         )
     c_in = {c.in_channels for c in convs}
     if len(c_in) != 1:
@@ -137,9 +214,24 @@ def plan_convs(convs: Sequence[nn.Conv2d], size_px: tuple[int, int]) -> Spectral
         raise ValueError(
             f"map size {size_px} is outside 1..{MAX_SIDE_PX} px per side; use the direct convolution"
         )
+
+
+def _build(
+    convs: Sequence[nn.Conv2d],
+    size_px: tuple[int, int],
+    out_px: tuple[int, int],
+    transform_px: tuple[int, int],
+    offsets: Sequence[int],
+) -> SpectralPlan:
+    """The plan for outputs ``y[o, i, j] = sum_d w[o, :, d] x[:, i + off + d]`` (``off`` per conv).
+
+    All in an ``S_h x S_w`` circular transform that the caller chose large enough not to wrap.
+    """
     device = convs[0].weight.device
     f64 = torch.float64
-    s_h, s_w, n_freq = _transform_size(convs, size_px)
+    h, w = size_px
+    s_h, s_w = transform_px
+    n_freq = s_h * (s_w // 2 + 1)
 
     # Forward transform: the half spectrum of every basis image (one 1 at (y, x), zero-padded to S).
     basis = torch.eye(h * w, dtype=f64).reshape(h * w, h, w)  # [HW, H, W]
@@ -149,20 +241,23 @@ def plan_convs(convs: Sequence[nn.Conv2d], size_px: tuple[int, int]) -> Spectral
     # Inverse transform: irfft2 of every real and imaginary unit spectrum, cropped to the output positions.
     units = torch.eye(2 * n_freq, dtype=f64).reshape(2 * n_freq, s_h, s_w // 2 + 1, 2)
     images = torch.fft.irfft2(torch.view_as_complex(units), s=(s_h, s_w))  # [2F, S_h, S_w]
-    inv = images[:, :h, :w].reshape(n_freq, 2, h * w)  # [F, re/im, HW]
+    inv = images[:, : out_px[0], : out_px[1]].reshape(n_freq, 2, -1)  # [F, re/im, outputs]
 
-    # Kernel spectra: cross-correlation with padding p is circular convolution with g[m] = w[p - m].
-    spectra = []
-    for conv in convs:
-        k = conv.kernel_size[0]
-        p = k // 2
-        weight = conv.weight.detach().to(device="cpu", dtype=f64)  # [O, C, k, k]
-        g = torch.zeros(conv.out_channels, conv.in_channels, s_h, s_w, dtype=f64)
-        rows = [(p - d) % s_h for d in range(k)]
-        cols = [(p - d) % s_w for d in range(k)]
-        g[:, :, torch.tensor(rows)[:, None], torch.tensor(cols)[None, :]] = weight
-        spectra.append(torch.fft.rfft2(g).reshape(conv.out_channels, conv.in_channels, n_freq))
-    gk = torch.cat(spectra, dim=0).permute(2, 1, 0)  # [F, C, O] complex
+    # Kernel spectra: y[i] = sum_d w[d] x[i + off + d] is the circular convolution of x with
+    # g[m] = w[-off - m], i.e. g[(-off - d) mod S] = w[d]. Laid out [S_h, S_w, C, O] so that the spectra
+    # come out as [F, C, O], the mix's layout, without a transposing copy.
+    c_in, o_total = convs[0].in_channels, sum(conv.out_channels for conv in convs)
+    g = torch.zeros(s_h, s_w, c_in, o_total, dtype=f64)
+    o0 = 0
+    for conv, off in zip(convs, offsets, strict=True):
+        k, o = conv.kernel_size[0], conv.out_channels
+        weight = conv.weight.detach().to(device="cpu", dtype=f64).permute(2, 3, 1, 0)  # [k, k, C, O]
+        rows = torch.tensor([(-off - d) % s_h for d in range(k)])
+        cols = torch.tensor([(-off - d) % s_w for d in range(k)])
+        g[rows[:, None], cols[None, :], :, o0 : o0 + o] = weight
+        o0 += o
+    # [F, C, O], computed in float64 and rounded to the float32 the plan keeps (half the bytes to copy below)
+    gk = torch.fft.rfft2(g, dim=(0, 1)).reshape(n_freq, c_in, o_total).to(torch.complex64)
     gr, gi = gk.real, gk.imag
     # [xr, xi] @ [[gr, gi], [-gi, gr]] = [xr gr - xi gi, xr gi + xi gr]: the complex product, in reals.
     mix_real = torch.cat([gr, -gi], dim=1)  # [F, 2C, O]
@@ -183,10 +278,11 @@ def plan_convs(convs: Sequence[nn.Conv2d], size_px: tuple[int, int]) -> Spectral
         forward=out(fwd),
         mix_real=out(mix_real),
         mix_imag=out(mix_imag),
-        inverse=out(inv.transpose(0, 1).reshape(2 * n_freq, h * w).T),
+        inverse=out(inv.transpose(0, 1).reshape(2 * n_freq, -1).T),
         bias=out(bias),
         size_px=(h, w),
         key=plan_key(convs, (h, w), device),
+        out_px=out_px,
     )
 
 
@@ -195,14 +291,50 @@ def spectral_convs(x: torch.Tensor, plan: SpectralPlan) -> torch.Tensor:
     n, c, h, w = x.shape
     if (h, w) != plan.size_px:
         raise ValueError(f"the plan is for {plan.size_px} px maps, got {(h, w)}")
+    y = _apply(x.permute(0, 2, 3, 1).reshape(n, h * w, c), plan)  # a view when x is channels-last
+    return y.reshape(n, *plan.out_px, -1).permute(0, 3, 1, 2)  # [N, O, H', W'], channels-last
+
+
+def _apply(xs: torch.Tensor, plan: SpectralPlan) -> torch.Tensor:
+    """``[N, H*W, C]`` input maps -> ``[N, H'*W', O]`` outputs (bias added)."""
+    n, _, c = xs.shape
     n_freq = plan.mix_real.shape[0]
     o = plan.bias.shape[0]
-    xs = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # [N, HW, C] (a view when x is channels-last)
     spec = torch.matmul(plan.forward, xs).reshape(n, n_freq, 2 * c).transpose(0, 1)  # [F, N, (re/im, C)]
-    mixed = torch.empty(2, n_freq, n, o, dtype=x.dtype, device=x.device)  # [re/im, F, N, O]
+    mixed = torch.empty(2, n_freq, n, o, dtype=xs.dtype, device=xs.device)  # [re/im, F, N, O]
     torch.bmm(spec, plan.mix_real, out=mixed[0])
     torch.bmm(spec, plan.mix_imag, out=mixed[1])
-    y = torch.mm(plan.inverse, mixed.reshape(2 * n_freq, n * o))  # [HW, N*O]: one product over (re/im, F)
-    y = y.reshape(h * w, n, o).transpose(0, 1).contiguous()  # [N, HW, O]
-    y.add_(plan.bias)
-    return y.reshape(n, h, w, o).permute(0, 3, 1, 2)  # [N, O, H, W], channels-last
+    y = torch.mm(plan.inverse, mixed.reshape(2 * n_freq, n * o))  # [H'W', N*O]: one product over (re/im, F)
+    y = y.reshape(-1, n, o).transpose(0, 1).contiguous()  # [N, H'W', O]
+    return y.add_(plan.bias)
+
+
+def valid_plan_size(out_px: tuple[int, int], kernel_px: int) -> tuple[int, int]:
+    """The input block side :func:`plan_valid` is built for when :func:`valid_convs` makes ``out_px``."""
+    return _valid_block(out_px, kernel_px - 1)[0]
+
+
+def valid_convs(x: torch.Tensor, plan: SpectralPlan) -> torch.Tensor:
+    """``[N, C, H, W] -> [N, O, H - k_max + 1, W - k_max + 1]`` (channels-last) on a map of any size.
+
+    :func:`plan_valid`'s convolutions in blocks of ``plan.out_px`` outputs (overlap-save: input blocks of
+    ``plan.size_px`` at a stride of ``plan.out_px``, the last ones zero-padded and their outputs dropped).
+    """
+    n, c, h, w = x.shape
+    (s_h, s_w), (b_h, b_w) = plan.size_px, plan.out_px
+    k1 = s_h - b_h
+    h_out, w_out = h - k1, w - k1
+    if h_out < 1 or w_out < 1:
+        raise ValueError(f"a {(h, w)} px map leaves no output for a {k1 + 1} px kernel")
+    n_y, n_x = -(-h_out // b_h), -(-w_out // b_w)
+    pad_h, pad_w = n_y * b_h + k1 - h, n_x * b_w + k1 - w
+    if pad_h or pad_w:
+        x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h))
+    blocks = x.unfold(2, s_h, b_h).unfold(3, s_w, b_w)  # [N, C, nY, nX, S_h, S_w]
+    xs = blocks.permute(0, 2, 3, 4, 5, 1).reshape(n * n_y * n_x, s_h * s_w, c)  # [N*nY*nX, S*S, C]
+    y = _apply(xs, plan)  # [N*nY*nX, B*B, O]
+    o = y.shape[-1]
+    y = y.reshape(n, n_y, n_x, b_h, b_w, o).permute(0, 1, 3, 2, 4, 5).reshape(n, n_y * b_h, n_x * b_w, o)
+    if pad_h or pad_w:
+        y = y[:, :h_out, :w_out].contiguous()
+    return y.permute(0, 3, 1, 2)  # [N, O, H', W'], channels-last

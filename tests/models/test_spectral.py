@@ -1,10 +1,20 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from embedder.models.blocks import MultiScaleAttentionBlock, spectral_convolutions
-from embedder.models.spectral import MAX_SIDE_PX, plan_convs, spectral_convs, supports
+from embedder.models.spectral import (
+    MAX_SIDE_PX,
+    plan_convs,
+    plan_valid,
+    spectral_convs,
+    supports,
+    valid_convs,
+    valid_plan_size,
+)
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -70,30 +80,90 @@ def test_the_block_takes_the_dft_path_only_for_float32_inference_and_follows_wei
     x = torch.randn(3, 8, 15, 15)
     with torch.no_grad():
         direct = block(x)
-        assert block._plan is None and not block.spectral
+        assert not block._plans and not block.spectral
         with spectral_convolutions(block):
             assert block.spectral
             torch.testing.assert_close(block(x), direct, atol=1e-5, rtol=0)
-            assert block._plan is not None and block._plan.size_px == (15, 15)
-            first = block._plan
+            assert list(block._plans) == [(15, 15)]
+            first = block._plans[(15, 15)]
             block.branches[1][0].weight.mul_(-2.0)  # an in-place change bumps the weight's version
             changed = block(x)
-            assert block._plan is not first
+            assert block._plans[(15, 15)] is not first
         assert not block.spectral  # restored on exit
         torch.testing.assert_close(changed, block(x), atol=1e-5, rtol=0)
         assert not torch.allclose(changed, direct, atol=1e-3)
     with spectral_convolutions(block):  # with gradients: the direct convolutions, so training is untouched
-        block._plan = None
+        block._plans.clear()
         block(x).sum().backward()
-        assert block._plan is None and block.branches[1][0].weight.grad is not None
+        assert not block._plans and block.branches[1][0].weight.grad is not None
         with torch.no_grad():
             block.train()
             block(x)
-            assert block._plan is None  # training mode
+            assert not block._plans  # training mode
             block.eval()
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                assert block(x).dtype == torch.bfloat16 and block._plan is None  # autocast: direct, in bf16
+                assert block(x).dtype == torch.bfloat16 and not block._plans  # autocast: direct, in bf16
             block(torch.randn(1, 8, MAX_SIDE_PX + 1, 8))
-            assert block._plan is None  # too large for the DFT matrices
+            assert not block._plans  # too large for the DFT matrices
             block(x)
-            assert block._plan is not None
+            assert list(block._plans) == [(15, 15)]
+
+
+@pytest.mark.parametrize(
+    ("kernels", "size"), [((3, 7), (15, 15)), ((3, 7), (46, 30)), ((5,), (20, 33)), ((1, 3), (13, 9))]
+)
+def test_valid_convolutions_in_blocks_are_as_accurate_as_the_direct_ones(
+    kernels: tuple[int, ...], size: tuple[int, int]
+) -> None:
+    """Unpadded convolutions, centre-cropped to the largest kernel's map, on maps of one or many blocks."""
+    torch.manual_seed(0)
+    convs = [nn.Conv2d(6, 5, k) for k in kernels]
+    x = torch.randn(2, 6, *size)
+    k_max = max(kernels)
+    out = (size[0] - k_max + 1, size[1] - k_max + 1)
+
+    def direct(t: torch.Tensor, cs: list[nn.Module]) -> torch.Tensor:
+        crop = [(k_max - k) // 2 for k in kernels]
+        ys = [c(t)[:, :, m : m + out[0], m : m + out[1]] for c, m in zip(cs, crop, strict=True)]
+        return torch.cat(ys, dim=1)
+
+    plan = valid_plan_size(out, k_max)
+    assert (plan == size) == (max(out) <= 12)  # one transform, or 12 px output blocks
+    with torch.no_grad():
+        y = valid_convs(x, plan_valid(convs, plan))
+        ref = direct(x.double(), [copy.deepcopy(c).double() for c in convs])
+        fp32 = direct(x, list(convs))
+    assert y.shape == (2, 5 * len(kernels), *out)
+    err, err_direct = float((y - ref).abs().max()), float((fp32 - ref).abs().max())
+    assert err <= max(4 * err_direct, 1e-6), (err, err_direct)
+
+
+def test_valid_plans_refuse_padded_convolutions_and_maps_without_output() -> None:
+    with pytest.raises(ValueError, match="padding 0"):
+        plan_valid([nn.Conv2d(3, 3, 3, padding=1)], (8, 8))
+    with pytest.raises(ValueError, match="leaves no output for a 7 px kernel"):
+        plan_valid([nn.Conv2d(3, 3, 7)], (6, 9))
+    plan = plan_valid([nn.Conv2d(3, 3, 3)], (8, 8))
+    with pytest.raises(ValueError, match="leaves no output for a 3 px kernel"):
+        valid_convs(torch.randn(1, 3, 2, 9), plan)
+
+
+def test_the_dense_block_and_encoder_give_the_direct_numbers_through_the_dft() -> None:
+    """The dense encoder's local multi-scale block at the paper widths, per window and over a frame."""
+    from embedder.config import ModelConfig
+    from embedder.models.dense import DenseFrameEncoder
+
+    torch.manual_seed(2)
+    enc = DenseFrameEncoder(10, ModelConfig(encoder="dense")).eval()
+    frame = torch.randn(10, 40, 33)
+    windows = torch.randn(5, 10, 15, 15)
+    with torch.no_grad():
+        direct_tile, direct_win = enc.encode_dense(frame, rows_per_chunk=20), enc(windows)
+        with spectral_convolutions(enc):
+            tile, win = enc.encode_dense(frame, rows_per_chunk=20), enc(windows)
+    assert sorted(enc.multiscale._plans) == [(15, 15), (18, 18)]  # windows; frame strips in 12 px blocks
+    scale = float(direct_tile.abs().max())
+    torch.testing.assert_close(tile, direct_tile, atol=1e-5 * scale, rtol=0)
+    torch.testing.assert_close(win, direct_win, atol=1e-5 * float(direct_win.abs().max()), rtol=0)
+    direct_flops, dft_flops = enc.multiscale.spectral_flops((78, 78))
+    assert 0.3 < dft_flops / direct_flops < 0.4  # the paper widths on a 64-row strip
