@@ -19,7 +19,9 @@ not depend on the weights) and one synthetic tile (``make_test_cube``, ``--px`` 
     crop (``dense_crop_px_dates_s``);
     (d) the dense path with ``--baseline-token-batch`` pixels per transformer and fusion call instead of
     the CPU default (``Predictor(token_batch=...)``, ``embedder.inference.CPU_TOKEN_BYTES``):
-    ``dense_baseline_token_batch_px_dates_s`` and ``dense_token_batch_speedup``;
+    ``dense_baseline_token_batch_px_dates_s`` and ``dense_token_batch_speedup``; and with the direct
+    convolutions instead of the DFT (``Predictor(spectral=False)``): ``dense_direct_px_dates_s`` and
+    ``dense_spectral_speedup`` (the three alternated, best of ``--repeat`` each);
     (e) the dense path with bf16 frame encoders (``Predictor(frame_bf16=True)``) on the whole tile:
     ``dense_frame_bf16_*`` (rate, speed-up, difference from fp32 in the store's quantisation steps, and
     the efficiency over the bf16 and fp32 matmul peaks, ``_common.mixed_efficiency``).
@@ -113,11 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     pd = Predictor(dense, pixel_batch=args.pixel_batch)
     pb = Predictor(dense, pixel_batch=args.pixel_batch, frame_bf16=True)  # EmbedJobConfig.frame_bf16
     pt = Predictor(dense, pixel_batch=args.pixel_batch, token_batch=args.baseline_token_batch)
+    pdir = Predictor(dense, pixel_batch=args.pixel_batch, spectral=False)  # direct convolutions
     warm = tile.crop(n_targets=1, interior_px=2)
     pp.embed_tile(warm)
     pd.embed_tile(warm)  # warm-up (allocator, kernels)
     pb.embed_tile(warm)
     pt.embed_tile(warm)
+    pdir.embed_tile(warm)
 
     def px_dates(t: TileInputs) -> int:
         return int(np.count_nonzero(t.flags & FLAG_VALID))
@@ -130,12 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[dense] cached: {px_dates(crop)} px-dates in {t_cached:.1f} s", flush=True)
     dense_crop, t_dense_crop = _timed(pd, crop, "fast")
     print(f"[dense] dense on the crop: {px_dates(crop)} px-dates in {t_dense_crop:.1f} s", flush=True)
-    t_dense = t_tb = float("inf")
+    t_dense = t_tb = t_dir = float("inf")
     for _ in range(args.repeat):  # alternated, best of each: this machine's speed drifts within minutes
         dense_out, t = _timed(pd, tile, "fast")
         t_dense = min(t_dense, t)
         dense_tb, t = _timed(pt, tile, "fast")
         t_tb = min(t_tb, t)
+        dense_dir, t = _timed(pdir, tile, "fast")
+        t_dir = min(t_dir, t)
+    print(f"[dense] dense, direct convolutions: {px_dates(tile)} px-dates in {t_dir:.1f} s", flush=True)
     print(f"[dense] dense: {px_dates(tile)} px-dates in {t_dense:.1f} s (best of {args.repeat})", flush=True)
     print(f"[dense] dense, {args.baseline_token_batch} pixels per transformer call: {px_dates(tile)} px-dates in "
           f"{t_tb:.1f} s (default {pd.token_batch['s2']})", flush=True)  # fmt: skip
@@ -183,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     res["dense_baseline_token_batch_px_dates_s"] = px_dates(tile) / t_tb
     res["dense_token_batch_speedup"] = t_tb / t_dense
     res["dense_token_batch_max_abs_diff"] = float(np.abs(dense_tb - dense_out).max())
+    res["dense_spectral_encoders"] = ",".join(pd.spectral_encoders)
+    res["dense_direct_px_dates_s"] = px_dates(tile) / t_dir
+    res["dense_spectral_speedup"] = t_dir / t_dense
+    res["dense_spectral_max_abs_diff"] = float(np.abs(dense_dir - dense_out).max())
     res["dense_frame_bf16_px_dates_s"] = px_dates(tile) / t_bf16
     res["dense_frame_bf16_speedup"] = t_dense / t_bf16
     res.update(quant_diff(dense_bf16, dense_out, tile.flags, prefix="dense_frame_bf16_"))

@@ -40,6 +40,7 @@ from embedder.models.blocks import multiscale_blocks, spectral_convolutions
 from embedder.models.dense import DenseFrameEncoder
 from embedder.models.fusion import FusionModel
 from embedder.models.modality import ModalityAutoencoder
+from embedder.models.spectral import MAX_FLOP_SHARE
 from embedder.sensors import EMBEDDING_DIM, MAX_GAP_SUM_DAYS, PRIMARY_SENSOR, S1, WINDOW_DATES, WINDOW_PX
 
 __all__ = [
@@ -563,7 +564,7 @@ class Predictor:
         if self._spectral_auto:
             side = WINDOW_PX + (64 - 1 if isinstance(encoder, DenseFrameEncoder) else 0)
             costs = [b.spectral_flops((side, side)) for b in blocks]
-            if sum(dft for _, dft in costs) > 0.5 * sum(direct for direct, _ in costs):
+            if sum(dft for _, dft in costs) > MAX_FLOP_SHARE * sum(direct for direct, _ in costs):
                 return fn
         if name not in self.spectral_encoders:
             self.spectral_encoders.append(name)

@@ -414,8 +414,8 @@ def test_spectral_convolutions_of_the_dense_encoder_give_the_direct_numbers() ->
 
     torch = pytest.importorskip("torch")
     torch.manual_seed(5)
-    cube = make_test_cube(5, size_px=30, n_dates=12, n_s1=8, cloud_frac=0.1)
-    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)  # 16 x 16 px interior
+    cube = make_test_cube(5, size_px=46, n_dates=12, n_s1=8, cloud_frac=0.1)
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)  # 32 x 32 px interior
     model = FusionModel(
         {s.name: ModalityAutoencoder(s, cfg=ModelConfig(encoder="dense")) for s in (S1, S2)},
         cfg=FusionConfig(),
@@ -423,7 +423,7 @@ def test_spectral_convolutions_of_the_dense_encoder_give_the_direct_numbers() ->
     auto, direct = Predictor(model), Predictor(model, spectral=False)
     assert auto.spectral_encoders == ["s1", "s2"] and direct.spectral_encoders == []
     fast = auto.embed_tile(tile)
-    assert sorted(model.autoencoder("s2").frame_encoder.multiscale._plans) == [(18, 18)]  # 12 px blocks
+    assert sorted(model.autoencoder("s2").frame_encoder.multiscale._plans) == [(16, 16)]  # 10 px blocks
     scale = float(np.abs(fast).max())
     np.testing.assert_allclose(fast, direct.embed_tile(tile), atol=1e-5 * scale, rtol=0)
 

@@ -156,11 +156,33 @@ class LocalMultiScaleBlock(SpectralBranches):
         """FLOPs of the branches on an input map of ``size_px``: ``(direct, through the DFT)``."""
         return spectral.valid_flops(self._branch_convs(), self._out_px(size_px))
 
+    _MIN_BLOCKS = 16
+    """Fewest transforms per call for the DFT path: with fewer, its per-frequency products are too short
+    to run fast (an 8 px tile's 22 px frames, 4 blocks: x0.7 of the direct speed on 2 cores)."""
+
+    def _spectral_pays(self, n_maps: int, size_px: tuple[int, int]) -> bool:
+        """Whether the DFT path pays on ``n_maps`` maps of ``size_px``.
+
+        It must need at most :data:`~embedder.models.spectral.MAX_FLOP_SHARE` of the direct FLOPs (not
+        for narrow models) and make at least :attr:`_MIN_BLOCKS` transforms.
+        """
+        direct, dft = self.spectral_flops(size_px)
+        out_px = self._out_px(size_px)
+        s_h, s_w = spectral.valid_plan_size(self._branch_convs(), out_px)
+        k1 = max(self.kernels) - 1
+        blocks = n_maps * -(-out_px[0] // (s_h - k1)) * -(-out_px[1] // (s_w - k1))
+        return dft <= spectral.MAX_FLOP_SHARE * direct and blocks >= self._MIN_BLOCKS
+
     def forward(self, x: torch.Tensor, dilation: int = 1) -> torch.Tensor:
         """``[N, in_ch, H, W] -> [N, out_ch, H - d*shrink, W - d*shrink]``."""
         out_px = self._out_px((x.shape[-2], x.shape[-1]))
-        if dilation == 1 and self._spectral_ok(x) and min(out_px) >= 1:
-            size = spectral.valid_plan_size(out_px, max(self.kernels))
+        if (
+            dilation == 1
+            and min(out_px) >= 1
+            and self._spectral_ok(x)
+            and self._spectral_pays(x.shape[0], (x.shape[-2], x.shape[-1]))
+        ):
+            size = spectral.valid_plan_size(self._branch_convs(), out_px)
             plan = self._cached_plan(size, x.device, spectral.plan_valid)
             y = F.leaky_relu_(spectral.valid_convs(x, plan), 0.1)  # [N, out * n_kernels, H', W']
             return self.attention(F.leaky_relu(self.merge(y), 0.01), dilation)

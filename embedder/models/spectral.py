@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "MAX_FLOP_SHARE",
     "MAX_SIDE_PX",
     "VALID_BLOCK_PX",
     "SpectralPlan",
@@ -49,9 +50,13 @@ __all__ = [
 
 MAX_SIDE_PX = 32
 """Largest map side the DFT matrices are built for (their size grows with the square of the map area)."""
+MAX_FLOP_SHARE = 0.5
+"""The DFT is used where it needs at most this share of the direct convolutions' FLOPs (the executed
+products run at ~0.5 of the matmul peak against ~0.8 for the direct convolutions on 2 CPU cores)."""
 VALID_BLOCK_PX = 12
-"""Output block side of :func:`valid_convs` on maps too large for one transform (an 18 x 18 transform
-for 7 x 7 kernels: ~0.35 of the direct FLOPs for the dense encoder's block, the fewest of 8-26 px)."""
+"""Largest output map :func:`valid_convs` computes in one transform; larger maps go in blocks of 8-16
+outputs a side (12, an 18 x 18 transform for 7 x 7 kernels, is the cheapest per output at the paper
+widths: ~0.35 of the direct FLOPs)."""
 
 
 @dataclass(frozen=True)
@@ -122,38 +127,48 @@ def _transform_size(convs: Sequence[nn.Conv2d], size_px: tuple[int, int]) -> tup
 
 
 def valid_flops(convs: Sequence[nn.Conv2d], out_px: tuple[int, int]) -> tuple[int, int]:
-    """FLOPs of :func:`valid_convs` and of the direct valid convolutions for an ``out_px`` output map.
+    """FLOPs of the direct valid convolutions and of :func:`valid_convs` for an ``out_px`` output map.
 
-    The dense encoder's block (149 channels, 3 x 3 and 7 x 7, 12 px output blocks) needs ~0.35 of the
-    direct FLOPs; narrow maps need more than directly, as with :func:`flops`.
+    The dense encoder's block (149 channels, 3 x 3 and 7 x 7) needs ~0.35-0.44 of the direct FLOPs on
+    frames of 30 px and more; narrow maps need more than directly, as with :func:`flops`.
     """
-    c = convs[0].in_channels
-    o = sum(conv.out_channels for conv in convs)
-    k1 = max(conv.kernel_size[0] for conv in convs) - 1
-    (s_h, s_w), (b_h, b_w) = _valid_block(out_px, k1)
-    n_freq = s_h * (s_w // 2 + 1)
-    n_blocks = -(-out_px[0] // b_h) * -(-out_px[1] // b_w)
     direct = (
         2
         * out_px[0]
         * out_px[1]
-        * c
+        * convs[0].in_channels
         * sum(conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1] for conv in convs)
     )
-    per_block = 4 * n_freq * s_h * s_w * c + 8 * n_freq * c * o + 4 * b_h * b_w * n_freq * o
-    return direct, n_blocks * per_block
+    return direct, _valid_block(convs, out_px)[2]
 
 
-def _valid_block(out_px: tuple[int, int], k1: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """``(input, output)`` block sides of :func:`valid_convs` for an ``out_px`` map and kernels ``k1 + 1``.
+def _block_flops(convs: Sequence[nn.Conv2d], block_px: tuple[int, int], k1: int) -> int:
+    """FLOPs of one ``block_px`` output block: forward transform, channel mix and inverse."""
+    c = convs[0].in_channels
+    o = sum(conv.out_channels for conv in convs)
+    s_h, s_w = block_px[0] + k1, block_px[1] + k1
+    n_freq = s_h * (s_w // 2 + 1)
+    return 4 * n_freq * s_h * s_w * c + 8 * n_freq * c * o + 4 * block_px[0] * block_px[1] * n_freq * o
 
-    One block when the output is no larger than a block (a 15 x 15 window), else :data:`VALID_BLOCK_PX`
-    outputs a side: a single transform of a larger map costs more (a 30 px map: ~0.51 of the direct FLOPs
-    at the paper widths against ~0.35 in blocks).
+
+def _valid_block(
+    convs: Sequence[nn.Conv2d], out_px: tuple[int, int]
+) -> tuple[tuple[int, int], tuple[int, int], int]:
+    """``(input block, output block, FLOPs)`` of :func:`valid_convs` for an ``out_px`` output map.
+
+    One block when the output is no larger than :data:`VALID_BLOCK_PX` (a 15 x 15 window); else the
+    square block of 8-16 outputs a side with the fewest FLOPs over the map, counting the overhang of the
+    last row and column of blocks (40 px of outputs: 4 blocks of 10, ~0.35 of the direct FLOPs, against
+    ~0.50 in blocks of 12).
     """
+    k1 = max(conv.kernel_size[0] for conv in convs) - 1
     if max(out_px) <= VALID_BLOCK_PX:
-        return (out_px[0] + k1, out_px[1] + k1), out_px
-    return (VALID_BLOCK_PX + k1, VALID_BLOCK_PX + k1), (VALID_BLOCK_PX, VALID_BLOCK_PX)
+        return (out_px[0] + k1, out_px[1] + k1), out_px, _block_flops(convs, out_px, k1)
+    costs = {
+        b: -(-out_px[0] // b) * -(-out_px[1] // b) * _block_flops(convs, (b, b), k1) for b in range(8, 17)
+    }
+    best = min(costs, key=lambda b: (costs[b], abs(b - VALID_BLOCK_PX)))
+    return (best + k1, best + k1), (best, best), costs[best]
 
 
 def plan_key(
@@ -309,9 +324,9 @@ def _apply(xs: torch.Tensor, plan: SpectralPlan) -> torch.Tensor:
     return y.add_(plan.bias)
 
 
-def valid_plan_size(out_px: tuple[int, int], kernel_px: int) -> tuple[int, int]:
-    """The input block side :func:`plan_valid` is built for when :func:`valid_convs` makes ``out_px``."""
-    return _valid_block(out_px, kernel_px - 1)[0]
+def valid_plan_size(convs: Sequence[nn.Conv2d], out_px: tuple[int, int]) -> tuple[int, int]:
+    """The input block :func:`plan_valid` is built for when :func:`valid_convs` makes ``out_px`` outputs."""
+    return _valid_block(convs, out_px)[0]
 
 
 def valid_convs(x: torch.Tensor, plan: SpectralPlan) -> torch.Tensor:

@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -127,8 +128,8 @@ def test_valid_convolutions_in_blocks_are_as_accurate_as_the_direct_ones(
         ys = [c(t)[:, :, m : m + out[0], m : m + out[1]] for c, m in zip(cs, crop, strict=True)]
         return torch.cat(ys, dim=1)
 
-    plan = valid_plan_size(out, k_max)
-    assert (plan == size) == (max(out) <= 12)  # one transform, or 12 px output blocks
+    plan = valid_plan_size(convs, out)
+    assert (plan == size) == (max(out) <= 12)  # one transform, or output blocks of 8-16 px
     with torch.no_grad():
         y = valid_convs(x, plan_valid(convs, plan))
         ref = direct(x.double(), [copy.deepcopy(c).double() for c in convs])
@@ -155,15 +156,21 @@ def test_the_dense_block_and_encoder_give_the_direct_numbers_through_the_dft() -
 
     torch.manual_seed(2)
     enc = DenseFrameEncoder(10, ModelConfig(encoder="dense")).eval()
-    frame = torch.randn(10, 40, 33)
-    windows = torch.randn(5, 10, 15, 15)
+    frame = torch.randn(10, 46, 46)  # 40 x 40 branch outputs: 4 x 4 blocks of 10
+    windows = torch.randn(16, 10, 15, 15)  # one transform each (at least 16 per call)
     with torch.no_grad():
-        direct_tile, direct_win = enc.encode_dense(frame, rows_per_chunk=20), enc(windows)
+        direct_tile, direct_win = enc.encode_dense(frame), enc(windows)
         with spectral_convolutions(enc):
-            tile, win = enc.encode_dense(frame, rows_per_chunk=20), enc(windows)
-    assert sorted(enc.multiscale._plans) == [(15, 15), (18, 18)]  # windows; frame strips in 12 px blocks
+            tile, win = enc.encode_dense(frame), enc(windows)
+    assert sorted(enc.multiscale._plans) == [(15, 15), (16, 16)]  # windows; the frame in 10 px blocks
     scale = float(direct_tile.abs().max())
     torch.testing.assert_close(tile, direct_tile, atol=1e-5 * scale, rtol=0)
     torch.testing.assert_close(win, direct_win, atol=1e-5 * float(direct_win.abs().max()), rtol=0)
     direct_flops, dft_flops = enc.multiscale.spectral_flops((78, 78))
     assert 0.3 < dft_flops / direct_flops < 0.4  # the paper widths on a 64-row strip
+    narrow = DenseFrameEncoder(10, dataclasses.replace(ModelConfig.cpu(), encoder="dense")).eval()
+    with torch.no_grad(), spectral_convolutions(narrow):
+        narrow.encode_dense(frame)  # 24 channels: more FLOPs than directly
+        enc.encode_dense(frame[:, :22, :22])  # 4 blocks: too few transforms per call
+    assert not narrow.multiscale._plans  # so it ran the direct convolutions
+    assert sorted(enc.multiscale._plans) == [(15, 15), (16, 16)]  # no new plan: direct
