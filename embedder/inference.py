@@ -369,7 +369,8 @@ def cpu_bf16_native() -> bool:
 
     Without them (AVX2-only CPUs, e.g. AMD Zen 3 or older Intel) bfloat16 runs through conversions and
     reference kernels: on a 2-core AMD EPYC the bf16 matmul peak measured 0.3 GFLOP/s against 145 in fp32,
-    and the dense encoder with ``frame_bf16`` x0.35 its fp32 speed (``bench/dense.py``). True when torch
+    the paper fast path with ``frame_bf16`` x0.06 its fp32 speed and the dense path x0.31
+    (``bench/inference.py``, ``bench/dense.py``). True when torch
     cannot tell (no warning is better than a wrong one).
     """
     cpu = getattr(torch, "cpu", None)
@@ -405,7 +406,7 @@ class Predictor:
             the path x3.4-3.8 faster than with direct fp32 convolutions, x1.7-1.9 faster than the fp32
             default (``spectral``), while the embeddings move by ~0.1 of the store's quantisation step
             (RMS; ``bench/inference.py`` measures both). Off (default): exact fp32. Implied by ``bf16``.
-            On a CPU without bf16 instructions (:func:`cpu_bf16_native`) it makes the path ~3x
+            On a CPU without bf16 instructions (:func:`cpu_bf16_native`) it makes the path 3-16x
             *slower*, so ``bf16`` and ``frame_bf16`` warn there (``RuntimeWarning``) and still run.
         channels_last: channels-last memory format for the convolutions; None (default) turns it on on the
             CPU, where it makes the paper model's oneDNN convolutions ~20 % faster (``bench/inference.py``),
@@ -465,7 +466,7 @@ class Predictor:
             warnings.warn(
                 f"{flag}=True on a CPU without bfloat16 instructions (AVX512-BF16 or AMX; this one is "
                 f"{torch.backends.cpu.get_cpu_capability()}): bf16 runs through slow fallback kernels here, "
-                f"~3x slower than float32 (docs/operations.md); set {flag} off on this machine",
+                f"3-16x slower than float32 (docs/operations.md); set {flag} off on this machine",
                 RuntimeWarning,
                 stacklevel=2,
             )

@@ -231,7 +231,9 @@ class EmbedJobConfig:
     """bfloat16 autocast in the frame encoders only (the temporal transformer and the fusion stay float32):
     on CPUs with bf16 matrix units (Intel AMX, Sapphire Rapids and newer) the paper model's actors run
     ~1.7-1.9x faster than in fp32 with ``spectral`` (~3.4-3.8x than with direct convolutions) and the
-    embeddings move by ~0.1 of ``store.quant_step`` (RMS; ``bench/inference.py`` records both). Off (default): exact fp32. Recorded in the store's parameters when on."""
+    embeddings move by ~0.1 of ``store.quant_step`` (RMS; ``bench/inference.py`` records both). Off (default): exact fp32. Recorded in the store's parameters when on.
+    On CPUs without bf16 instructions (AVX2 only, e.g. AMD Zen 3) it is 3-16x *slower* and the actors
+    warn (``embedder.inference.cpu_bf16_native``)."""
     channels_last: bool | None = None
     """Channels-last memory format for the convolutions; null (default): on for CPU actors (~20 % faster
     paper-model convolutions), off for GPU actors (no gain measured on an H200)."""
