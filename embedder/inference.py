@@ -429,8 +429,8 @@ class Predictor:
             ``bench/inference.py``), on GPUs :attr:`pixel_batch`.
         token_batch: pixels per temporal-transformer and fusion call in the fast path; None (default):
             on the CPU as many as keep a call's attention activations within :data:`CPU_TOKEN_BYTES` (124
-            pixels for the paper model's transformers, 1,365 for its fusion; x1.85 faster than
-            2,048-pixel calls on 2 cores), on GPUs :attr:`pixel_batch`.
+            pixels for the paper model's transformers, 1,365 for its fusion; the token stage x1.85 faster
+            than in 2,048-pixel calls on a 2-core AMD EPYC), on GPUs :attr:`pixel_batch`.
         share_first_layer: in the fast path, project each frame's token through the temporal
             transformer's first attention once and reuse it in the frame's 11 windows
             (:meth:`~embedder.models.modality.ModalityAutoencoder.encode_tokens_shared`; the same numbers

@@ -106,7 +106,7 @@ class SpectralBranches(nn.Module):
     ) -> spectral.SpectralPlan:
         """The cached plan for ``size_px`` on ``device``, (re)built by ``build(convs, size_px)`` when stale.
 
-        Up to :attr:`_MAX_PLANS` sizes are kept (a plan of the paper block takes ~0.5 s to build); a stale
+        Up to :attr:`_MAX_PLANS` sizes are kept (a plan of the paper block takes ~0.75 s to build); a stale
         weight version or device drops them all.
         """
         convs = self._branch_convs()

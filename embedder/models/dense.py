@@ -129,8 +129,9 @@ class LocalMultiScaleBlock(SpectralBranches):
     concatenated, Conv 1x1 + LeakyReLU(0.01), then the local attention.
 
     With :attr:`spectral` set, inference at dilation 1 computes the branches through a 2-D DFT
-    (:func:`~embedder.models.spectral.valid_convs`: one transform per window, 12 px output blocks over a
-    whole frame): the same values up to float rounding, ~0.35 of the direct FLOPs at the paper widths.
+    (:func:`~embedder.models.spectral.valid_convs`: one transform per window, blocks of 8-16 outputs a side
+    over a whole frame): the same values up to float rounding, ~0.35 of the direct FLOPs at the paper
+    widths. It is skipped where it would not pay (:meth:`_spectral_pays`).
     """
 
     def __init__(self, in_ch: int, out_ch: int, *, kernels: tuple[int, ...], reduction: int) -> None:
