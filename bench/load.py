@@ -36,6 +36,8 @@ import collections
 import dataclasses
 import datetime as dt
 import json
+import os
+import sys
 import tempfile
 import time
 import warnings
@@ -59,6 +61,9 @@ from embedder.inference import temporal_halo_days
 from embedder.sample import SampleRegion, write_sample_region
 from embedder.sensors import S2
 from embedder.testing.stac_api import LocalStacApi
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/, for _common (also when imported)
+from _common import cpu
 
 RESULTS = Path(__file__).resolve().parent / "results" / "load.json"
 
@@ -158,6 +163,7 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=60, help="length of the period")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    load_start = round(os.getloadavg()[0], 2)
     warnings.filterwarnings("ignore", category=rasterio.errors.NotGeoreferencedWarning)
 
     base = SampleRegionConfig()
@@ -223,6 +229,8 @@ def main() -> int:
         "stac_requests_per_unit_month_windows": requests_months["stac_requests_per_unit"],
         "stac_units": requests["units"],
         "stac_unit_read_days": requests["unit_read_days"],
+        "load_average_1min_start": load_start,
+        **cpu(),
     }
     for key, value in result.items():
         print(f"{key:26s} {value}")
