@@ -131,7 +131,7 @@ class LocalMultiScaleBlock(SpectralBranches):
     With :attr:`spectral` set, inference at dilation 1 computes the branches through a 2-D DFT
     (:func:`~embedder.models.spectral.valid_convs`: one transform per window, blocks of 8-16 outputs a side
     over a whole frame): the same values up to float rounding, ~0.35 of the direct FLOPs at the paper
-    widths. It is skipped where it would not pay (:meth:`_spectral_pays`).
+    widths. It is skipped where it would not pay (:meth:`_spectral_block`).
     """
 
     def __init__(self, in_ch: int, out_ch: int, *, kernels: tuple[int, ...], reduction: int) -> None:
@@ -161,8 +161,8 @@ class LocalMultiScaleBlock(SpectralBranches):
     """Fewest transforms per call for the DFT path: with fewer, its per-frequency products are too short
     to run fast (an 8 px tile's 22 px frames, 4 blocks: x0.7 of the direct speed on 2 cores)."""
 
-    def _spectral_pays(self, n_maps: int, size_px: tuple[int, int]) -> bool:
-        """Whether the DFT path pays on ``n_maps`` maps of ``size_px``.
+    def _spectral_block(self, n_maps: int, size_px: tuple[int, int]) -> tuple[int, int] | None:
+        """The DFT plan's input block for ``n_maps`` maps of ``size_px``, or None where it does not pay.
 
         It must need at most :data:`~embedder.models.spectral.MAX_FLOP_SHARE` of the direct FLOPs (not
         for narrow models) and make at least :attr:`_MIN_BLOCKS` transforms.
@@ -172,18 +172,16 @@ class LocalMultiScaleBlock(SpectralBranches):
         s_h, s_w = spectral.valid_plan_size(self._branch_convs(), out_px)
         k1 = max(self.kernels) - 1
         blocks = n_maps * -(-out_px[0] // (s_h - k1)) * -(-out_px[1] // (s_w - k1))
-        return dft <= spectral.MAX_FLOP_SHARE * direct and blocks >= self._MIN_BLOCKS
+        pays = dft <= spectral.MAX_FLOP_SHARE * direct and blocks >= self._MIN_BLOCKS
+        return (s_h, s_w) if pays else None
 
     def forward(self, x: torch.Tensor, dilation: int = 1) -> torch.Tensor:
         """``[N, in_ch, H, W] -> [N, out_ch, H - d*shrink, W - d*shrink]``."""
-        out_px = self._out_px((x.shape[-2], x.shape[-1]))
-        if (
-            dilation == 1
-            and min(out_px) >= 1
-            and self._spectral_ok(x)
-            and self._spectral_pays(x.shape[0], (x.shape[-2], x.shape[-1]))
-        ):
-            size = spectral.valid_plan_size(self._branch_convs(), out_px)
+        size_px = (x.shape[-2], x.shape[-1])
+        size = None
+        if dilation == 1 and min(self._out_px(size_px)) >= 1 and self._spectral_ok(x):
+            size = self._spectral_block(x.shape[0], size_px)  # None: the DFT would not pay
+        if size is not None:
             plan = self._cached_plan(size, x.device, spectral.plan_valid)
             y = F.leaky_relu_(spectral.valid_convs(x, plan), 0.1)  # [N, out * n_kernels, H', W']
             return self.attention(F.leaky_relu(self.merge(y), 0.01), dilation)
