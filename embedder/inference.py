@@ -44,6 +44,7 @@ from embedder.models.spectral import MAX_FLOP_SHARE
 from embedder.sensors import EMBEDDING_DIM, MAX_GAP_SUM_DAYS, PRIMARY_SENSOR, S1, WINDOW_DATES, WINDOW_PX
 
 __all__ = [
+    "CACHE_BYTES",
     "CPU_FRAME_BYTES",
     "CPU_TOKEN_BYTES",
     "FLAG_CENTRE_FILLED",
@@ -82,6 +83,13 @@ CPU_TOKEN_BYTES: int = 4 * 1024 * 1024
 ``ModelConfig.small()``, 1,365 for the paper fusion. Measured on a 2-core AMD EPYC (32 MiB L3, 1 MiB L2
 per core): the paper token stage costs ~126 us per pixel-date and sensor at 128-256 pixels a call,
 234 at 2,048 and 320-420 at 8,192; the paper fusion 11 us at 1,024 pixels and 22 at 65,536."""
+
+CACHE_BYTES: int = 4 * 1024**3
+"""The fast path embeds a tile in row strips whose frame-token cache stays within this many bytes
+(``Predictor.cache_bytes``). The cache holds, per sensor, the tokens of the 11 frames a window spans for
+every pixel of the strip, and with ``share_first_layer`` their first-layer projections: ~90 KB a pixel
+for the paper model, so a whole 512 px store tile would need ~24 GB (more than an L4 or a 24 GB CPU node
+holds); 4 GiB is ~93 rows of it (rounded down to the dense encoder's 64-row chunks: no extra halo)."""
 
 # Quality flag bits: the store's (embedder.flags.Flag), as uint8 for numpy.
 FLAG_VALID = np.uint8(Flag.VALID)
@@ -431,6 +439,9 @@ class Predictor:
             on the CPU as many as keep a call's attention activations within :data:`CPU_TOKEN_BYTES` (124
             pixels for the paper model's transformers, 1,365 for its fusion; the token stage x1.85 faster
             than in 2,048-pixel calls on a 2-core AMD EPYC), on GPUs :attr:`pixel_batch`.
+        cache_bytes: the fast path's frame-token cache bound (:data:`CACHE_BYTES` when None): a tile is
+            embedded in row strips of :meth:`strip_rows` rows, so peak memory does not grow with the tile
+            (the same numbers, to float rounding).
         share_first_layer: in the fast path, project each frame's token through the temporal
             transformer's first attention once and reuse it in the frame's 11 windows
             (:meth:`~embedder.models.modality.ModalityAutoencoder.encode_tokens_shared`; the same numbers
@@ -453,6 +464,7 @@ class Predictor:
         token_batch: int | None = None,
         share_first_layer: bool = True,
         frame_bf16: bool = False,
+        cache_bytes: int | None = None,
     ) -> None:
         if pixel_batch < 1:
             raise ValueError(f"pixel_batch = {pixel_batch} must be >= 1")
@@ -460,6 +472,8 @@ class Predictor:
             raise ValueError(f"frame_batch = {frame_batch} must be >= 1 (or None for the device's default)")
         if token_batch is not None and token_batch < 1:
             raise ValueError(f"token_batch = {token_batch} must be >= 1 (or None for the device's default)")
+        if cache_bytes is not None and cache_bytes < 1:
+            raise ValueError(f"cache_bytes = {cache_bytes} must be >= 1 (or None for CACHE_BYTES)")
         self.device = torch.device(device)
         if self.device.type == "cpu" and (bf16 or frame_bf16) and not cpu_bf16_native():
             flag = "bf16" if bf16 else "frame_bf16"
@@ -498,6 +512,8 @@ class Predictor:
             else int(token_batch or pixel_batch)
         )
         """Pixels per fusion call (``token_batch``)."""
+        self.cache_bytes = int(cache_bytes or CACHE_BYTES)
+        """Bound of the fast path's frame-token cache, in bytes (``cache_bytes``)."""
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if spectral and compile is not None:
@@ -631,8 +647,7 @@ class Predictor:
         (exactly the per-window tokens); the paper encoder encodes each pixel's 15 x 15 window.
         """
         if name in self._dense_fn and 2 * halo_px + 1 == WINDOW_PX:
-            w = frame.shape[2] - 2 * halo_px
-            rows = max(64, -(-self.pixel_batch // max(1, w)))
+            rows = self._dense_rows(frame.shape[2] - 2 * halo_px)
             tokens = self._dense_fn[name](frame, rows_per_chunk=rows)  # [h, w, d_model]
             return tokens.reshape(-1, tokens.shape[-1])  # [h*w, d_model]
         fb = self.frame_batch
@@ -678,12 +693,64 @@ class Predictor:
         # the one device -> host copy of the tile
         return out.transpose(1, 2).reshape(k_total, EMBEDDING_DIM, h, w).contiguous().cpu().numpy()
 
+    def cache_bytes_per_px(self) -> int:
+        """Bytes the fast path's frame cache holds per pixel of a strip.
+
+        Every sensor's 11 float32 frame tokens, and their first-layer projections where shared
+        (``share_first_layer``): 90,112 for the paper model.
+        """
+        return sum(
+            WINDOW_DATES * self._ae(n).cfg.d_model * (4 if n in self._shared else 1) * 4 for n in self.names
+        )
+
+    def strip_rows(self, interior_shape: tuple[int, int]) -> int:
+        """Interior rows per strip of the fast path for a tile of ``interior_shape`` ``(h, w)``.
+
+        As many as keep the frame cache within :attr:`cache_bytes` (at least 1; the whole tile when it
+        fits), rounded down to whole chunks of a dense encoder's pass when there is room for one, so that
+        strips add no halo rows to its frames.
+        """
+        h, w = interior_shape
+        rows = max(1, self.cache_bytes // (self.cache_bytes_per_px() * max(1, w)))
+        if rows >= h:
+            return max(1, h)
+        chunk = self._dense_rows(w)
+        if self._dense_fn and rows >= chunk:
+            rows -= rows % chunk
+        return rows
+
+    def _dense_rows(self, w: int) -> int:
+        """Rows per chunk of a dense encoder's pass over a frame ``w`` pixels wide."""
+        return max(64, -(-self.pixel_batch // max(1, w)))
+
     def _embed_fast(self, tile: TileInputs) -> torch.Tensor:
         h, w = tile.interior_shape
-        n_px, plan = h * w, tile.plan
+        halo = tile.halo_px
         frames = {n: self.to_device(tile.frames[n]) for n in self.names}  # {name: [U, C, H, W]}
         pos, temporal = self._positions(tile)
-        out = torch.empty((len(plan.targets), n_px, EMBEDDING_DIM), dtype=torch.float32, device=self.device)
+        out = torch.empty(
+            (len(tile.plan.targets), h * w, EMBEDDING_DIM), dtype=torch.float32, device=self.device
+        )
+        rows = self.strip_rows((h, w))
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            strip = {n: f[:, :, r0 : r1 + 2 * halo] for n, f in frames.items()}  # views, halo rows included
+            self._embed_strip(strip, tile, pos, temporal, out[:, r0 * w : r1 * w])
+        return out
+
+    def _embed_strip(
+        self,
+        frames: dict[str, torch.Tensor],
+        tile: TileInputs,
+        pos: dict[str, torch.Tensor],
+        temporal: torch.Tensor,
+        out: torch.Tensor,
+    ) -> None:
+        """Embed the interior pixels of one row strip into ``out`` ``[K, r * w, 7]`` (a view of the tile's).
+
+        ``frames`` ``{name: [U, C, r + 2 halo, W]}`` are the strip's rows of the tile's frames.
+        """
+        plan, n_px = tile.plan, out.shape[1]
         cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
         for k in range(len(plan.targets)):
             window = [int(u) for u in plan.windows[k]]  # 11 usable positions
@@ -694,30 +761,26 @@ class Predictor:
                 shared = name in self._shared
                 for u in window:
                     if (name, u) not in cache:
-                        tok = self._frame_tokens(name, frames[name][u], tile.halo_px)  # [h*w, d]
+                        tok = self._frame_tokens(name, frames[name][u], tile.halo_px)  # [r*w, d]
                         cache[(name, u)] = (tok, self._ae(name).project_first_layer(tok) if shared else None)
-                tokens = torch.stack([cache[(name, u)][0] for u in window], dim=1)  # [h*w, 11, d]
                 p = pos[name][k : k + 1]  # [1, 11, d]: the window's gaps, shared by its pixels
-                batch = self.token_batch[name]
-                if shared:
-                    proj = torch.stack(
-                        [typing.cast(torch.Tensor, cache[(name, u)][1]) for u in window], dim=1
-                    )
-                    parts = [
-                        self._shared[name](tokens[lo : lo + batch], proj[lo : lo + batch], p)
-                        for lo in range(0, n_px, batch)
-                    ]
-                else:
-                    parts = [
-                        self._tokens_fn[name](tokens[lo : lo + batch], positional=p)
-                        for lo in range(0, n_px, batch)
-                    ]
-                z[name] = torch.cat(parts)  # [h*w, D]
+                entries = [cache[(name, u)] for u in window]
+                batch, parts = self.token_batch[name], []
+                for lo in range(0, n_px, batch):
+                    # each call's [n, 11, d] tokens gathered from the 11 frames: a cache-sized copy
+                    tokens = torch.stack([tok[lo : lo + batch] for tok, _ in entries], dim=1)
+                    if shared:
+                        proj = torch.stack(
+                            [typing.cast(torch.Tensor, pr)[lo : lo + batch] for _, pr in entries], dim=1
+                        )  # [n, 11, 3d]
+                        parts.append(self._shared[name](tokens, proj, p))
+                    else:
+                        parts.append(self._tokens_fn[name](tokens, positional=p))
+                z[name] = torch.cat(parts)  # [r*w, D]
             t_k, fb = temporal[k : k + 1], self.fuse_batch
             for lo in range(0, n_px, fb):
                 zb = {n: v[lo : lo + fb] for n, v in z.items()}
                 out[k, lo : lo + fb] = self._fuse_fn(zb, temporal=t_k).float()  # [n, 7]
-        return out
 
     def _embed_naive(self, tile: TileInputs) -> torch.Tensor:
         h, w = tile.interior_shape

@@ -221,6 +221,11 @@ class EmbedJobConfig:
     the attention's activations within 4 MiB (124 pixels for the paper model's transformers, 1,365 for
     its fusion; the token stage x1.85 faster than at 2,048 pixels a call and x2.5-3.3 than at 8,192, on 2
     cores), on GPUs ``pixel_batch``. See ``embedder.inference.CPU_TOKEN_BYTES``."""
+    cache_mb: int = 0
+    """Bound of an actor's frame-token cache in MiB; 0 = the default, 4,096 (``embedder.inference.CACHE_BYTES``).
+    The fast path embeds a unit in row strips whose cache fits it: a whole 512 px tile of the paper model
+    would need ~24 GB, a 64-row strip of it needs 3 GB. Lower it on small GPUs or CPU nodes with little
+    memory per actor; strips change the embeddings by float rounding only."""
     keep_freed_memory: bool = True
     """Actors keep freed host memory in the process instead of returning it to the OS after every
     tensor (glibc only; ``embedder.hostmem``): no page faults in the batch loop, ~5 % on CPU actors."""
@@ -290,6 +295,10 @@ class EmbedJobConfig:
         if self.token_batch < 0:
             raise ConfigError(
                 f"EmbedJobConfig.token_batch = {self.token_batch} must be >= 0 (0: the device's default)"
+            )
+        if self.cache_mb < 0:
+            raise ConfigError(
+                f"EmbedJobConfig.cache_mb = {self.cache_mb} must be >= 0 (0: the default, 4,096 MiB)"
             )
         if not self.actor_num_cpus > 0:
             raise ConfigError(f"EmbedJobConfig.actor_num_cpus = {self.actor_num_cpus} must be positive")

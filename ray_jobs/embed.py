@@ -240,6 +240,7 @@ class EmbedActor:
             pixel_batch=cfg.pixel_batch,
             frame_batch=cfg.frame_batch or None,
             token_batch=cfg.token_batch or None,
+            cache_bytes=cfg.cache_mb * 2**20 or None,
             bf16=cfg.bf16,
             frame_bf16=cfg.frame_bf16,
             channels_last=cfg.channels_last,

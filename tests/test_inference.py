@@ -553,3 +553,69 @@ def test_frame_batch_chunks_the_encoder_calls_with_the_same_numbers() -> None:
     assert sum(calls) % 25 == 0
     with pytest.raises(ValueError, match="frame_batch = 0"):
         Predictor(model, frame_batch=0)
+
+
+@pytest.mark.parametrize("encoder", ["paper", "dense"])
+def test_cache_bytes_embeds_the_tile_in_row_strips_with_the_same_numbers(encoder: str) -> None:
+    import dataclasses
+
+    import torch
+
+    from embedder.config import FusionConfig, ModelConfig
+    from embedder.inference import CACHE_BYTES, Predictor
+    from embedder.models.fusion import FusionModel
+    from embedder.models.modality import ModalityAutoencoder
+    from embedder.sensors import S1, S2
+
+    torch.manual_seed(5)
+    cfg = dataclasses.replace(ModelConfig.small(), encoder=encoder)
+    model = FusionModel({s.name: ModalityAutoencoder(s, cfg=cfg) for s in (S1, S2)}, cfg=FusionConfig.small())
+    cube = make_test_cube(8, size_px=23, n_dates=13, n_s1=20, cloud_frac=0.2)
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)  # 9 x 9 px interior
+    whole = Predictor(model.eval(), pixel_batch=20)
+    assert whole.cache_bytes == CACHE_BYTES and whole.strip_rows((9, 9)) == 9
+    per_px = whole.cache_bytes_per_px()
+    assert per_px == 2 * 11 * cfg.d_model * 4 * 4  # tokens and first-layer projections, two sensors
+    strips = Predictor(model, pixel_batch=20, cache_bytes=per_px * 9 * 2 + 5)  # 2 rows of 9 fit
+    assert strips.strip_rows((9, 9)) == 2
+    rows_seen: list[int] = []
+    fn = strips._frame_tokens
+    strips._frame_tokens = lambda name, frame, halo: (  # type: ignore[method-assign]
+        rows_seen.append(frame.shape[1] - 2 * halo),
+        fn(name, frame, halo),
+    )[1]
+    np.testing.assert_allclose(strips.embed_tile(tile), whole.embed_tile(tile), atol=1e-5, rtol=0)
+    assert set(rows_seen) == {2, 1}  # four strips of 2 rows, the last of 1
+    assert rows_seen.count(1) * 4 == rows_seen.count(2)  # every frame a strip needs, once per strip
+    assert Predictor(model, cache_bytes=1).strip_rows((9, 9)) == 1  # at least one row
+    with pytest.raises(ValueError, match="cache_bytes = 0"):
+        Predictor(model, cache_bytes=0)
+
+
+def test_strips_of_a_dense_model_are_whole_chunks_of_its_frame_pass() -> None:
+    import dataclasses
+
+    from embedder.config import FusionConfig, ModelConfig
+    from embedder.inference import Predictor
+    from embedder.models.fusion import FusionModel
+    from embedder.models.modality import ModalityAutoencoder
+    from embedder.sensors import S1, S2
+
+    cfg = dataclasses.replace(ModelConfig.small(), encoder="dense")
+    model = FusionModel({s.name: ModalityAutoencoder(s, cfg=cfg) for s in (S1, S2)}, cfg=FusionConfig.small())
+    probe = Predictor(model, pixel_batch=256)
+    per_row = probe.cache_bytes_per_px() * 512  # a 512 px store tile
+    pred = Predictor(model, pixel_batch=256, cache_bytes=per_row * 150)
+    assert pred.strip_rows((512, 512)) == 128  # 150 rows fit: two 64-row chunks, no extra halo rows
+    assert Predictor(model, pixel_batch=256, cache_bytes=per_row * 40).strip_rows((512, 512)) == 40
+    plain = FusionModel(
+        {s.name: ModalityAutoencoder(s, cfg=ModelConfig.small()) for s in (S1, S2)}, cfg=FusionConfig.small()
+    )
+    assert Predictor(plain, pixel_batch=256, cache_bytes=per_row * 150).strip_rows((512, 512)) == 150
+    paper = FusionModel(
+        {s.name: ModalityAutoencoder(s, cfg=ModelConfig(encoder="dense")) for s in (S1, S2)},
+        cfg=FusionConfig(),
+    )
+    assert (
+        Predictor(paper).strip_rows((512, 512)) == 64
+    )  # 4 GiB: 93 rows of the paper model's ~88 KiB a pixel

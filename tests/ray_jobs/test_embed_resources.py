@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from embedder.config import ConfigError
-from embedder.inference import cpu_bf16_native
+from embedder.inference import CACHE_BYTES, cpu_bf16_native
 from ray_jobs.config import EmbedJobConfig
 from ray_jobs.embed import EmbedActor, actor_pool, actor_threads, inference_params
 
@@ -60,6 +60,8 @@ def test_bad_actor_settings_are_refused() -> None:
         _cfg(frame_batch=-1)
     with pytest.raises(ConfigError, match="token_batch = -1"):
         _cfg(token_batch=-1)
+    with pytest.raises(ConfigError, match="cache_mb = -1"):
+        _cfg(cache_mb=-1)
 
 
 @pytest.mark.skipif(not WEIGHTS.is_file(), reason="committed weights not present")
@@ -75,13 +77,16 @@ def test_actor_runs_the_precision_the_job_asks_for_and_the_store_records_it() ->
             else pytest.warns(RuntimeWarning, match="frame_bf16")
         ):
             pred = EmbedActor(cfg).predictor  # an AVX2-only CPU is warned that bf16 is slow there
-            direct = EmbedActor(dataclasses.replace(cfg, spectral=False, token_batch=50)).predictor
+            direct = EmbedActor(
+                dataclasses.replace(cfg, spectral=False, token_batch=50, cache_mb=64)
+            ).predictor
     finally:
         torch.set_num_threads(threads)
     assert pred.frame_bf16 and not pred.bf16 and pred.device.type == "cpu"
     assert pred.spectral and not direct.spectral  # the CPU default, and the job's override
     assert pred.token_batch == {"s1": 496, "s2": 496}  # the committed weights: ModelConfig.cpu(), d_model 64
     assert direct.token_batch == {"s1": 50, "s2": 50}
+    assert pred.cache_bytes == CACHE_BYTES and direct.cache_bytes == 64 * 2**20
     assert inference_params(dataclasses.replace(cfg, spectral=False, token_batch=50)) == inference_params(
         cfg
     )  # rounding only
