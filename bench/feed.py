@@ -39,7 +39,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import report  # noqa: E402
+from _common import cpu, report  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "feed.json"
 GPU_RESULTS = REPO / "bench" / "results" / "gpu.json"
@@ -168,6 +168,7 @@ def _run(a: argparse.Namespace) -> int:
         result[f"write_tasks_per_gpu_{path}"] = round(rate / write_rate, 1)
         result[f"cpus_per_gpu_{path}"] = math.ceil(rate / read_rate + rate / write_rate)
     result["load_average_1min"] = round(os.getloadavg()[0], 2)
+    result.update(cpu())
     report(result, a.out)
     return 0
 

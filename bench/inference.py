@@ -16,7 +16,11 @@ over the bare predictor rate on the same units) >= 0.8; ``driver_growth_100_mb``
    path executes (the hardware's utilisation).
 2. A sample region (two 128 px scenes: 8 units of 64 px by default, ``--pipeline-scene-px`` /
    ``--pipeline-tile-px``) embedded by ``ray_jobs.embed.run`` on a local Ray instance (small model) vs the
-   bare predictor on the same prepared tiles; actor peak RSS from the actor.
+   bare predictor on the same prepared tiles; actor peak RSS from the actor. Where the difference goes,
+   from the job's summary: ``pipeline_startup_s`` (run start to the first unit's embedding: paid once
+   per job), ``pipeline_embed_slowdown`` (the actor's embedding time over the bare predictor's: reads
+   and writes sharing the cores) and ``pipeline_steady_share`` (the share after the start-up, which a
+   job of production units, hours each on a CPU, approaches).
 3. The driver's peak RSS and its growth during ``run`` for regions of 10 and 100 units without data
    (fresh process each).
 4. The paper frame encoder alone at 93 (the CPU default) and 2,048 windows per call (``frame_encoder_*``
@@ -405,6 +409,8 @@ def bench_pipeline(tmp: Path, *, scene_px: int, tile_px: int) -> dict[str, float
     finally:
         ray.shutdown()
     pipe_rate = summary["pixel_dates"] / summary["seconds"]
+    startup = float(summary["startup_seconds"])
+    steady = summary["pixel_dates"] / (summary["seconds"] - startup)
     print(f"[bench] pipeline: {len(units)} units, {summary['pixel_dates']} pixel-dates in {summary['seconds']:.1f} s "
           f"= {pipe_rate:.1f}/s; bare predictor {bare_rate:.1f}/s", flush=True)  # fmt: skip
     return {
@@ -414,6 +420,11 @@ def bench_pipeline(tmp: Path, *, scene_px: int, tile_px: int) -> dict[str, float
         "pipeline_units": float(len(units)),
         "pipeline_tile_px": float(tile_px),
         "pipeline_s": float(summary["seconds"]),
+        "pipeline_startup_s": startup,
+        "pipeline_embed_s": float(summary["embed_seconds"]),
+        "bare_s": bare_s,
+        "pipeline_embed_slowdown": float(summary["embed_seconds"]) / bare_s,
+        "pipeline_steady_share": steady / bare_rate,
         "worker_rss_mb": actor_rss,
     }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -174,7 +175,15 @@ def reference(setup: Setup, gcs: Any) -> tuple[str, dict[str, Any]]:
     ref = _config(setup, gcs, "reference", region=region)
     summary = run(load_config(EmbedJobConfig, ref), serial=True)
     assert summary["units_written"] == 3 and summary["units_failed"] == 0
+    _check_timing(summary)
     return region, ref
+
+
+def _check_timing(summary: dict[str, Any]) -> None:
+    """The run summary's timing: start-up, then the embedding calls, within the wall time (one actor)."""
+    assert set(summary) >= {"seconds", "embed_seconds", "startup_seconds"}
+    assert 0 < summary["startup_seconds"] < summary["seconds"]
+    assert 0 < summary["embed_seconds"] <= summary["seconds"] - summary["startup_seconds"] + 0.05
 
 
 def test_kill_actor_resubmit_identical(
@@ -285,10 +294,15 @@ def test_dense_model_through_the_job(setup: Setup, gcs: Any, cluster: Any) -> No
     serial = {**_config(setup, gcs, "dense-serial", region=region), "checkpoint": str(checkpoint)}
     summary = run(load_config(EmbedJobConfig, serial), serial=True)
     assert summary["units_written"] == 1 and summary["encoders"] == {"s1": "dense", "s2": "dense"}
+    _check_timing(summary)
 
     doc = {**_config(setup, gcs, "dense-job", region=region), "checkpoint": str(checkpoint)}
     logs = _submit(cluster, gcs, _write(setup.tmp, "dense-job", doc))
     assert '"units_written": 1' in logs and '"s2": "dense"' in logs
+    timing = {
+        k: float(v) for k, v in re.findall(r'"(seconds|embed_seconds|startup_seconds)": ([0-9.]+)', logs)
+    }
+    _check_timing(timing)  # the submitted job's summary: its one actor's start-up is inside startup_seconds
     got, want = _data_objects(gcs, doc["store"]), _data_objects(gcs, serial["store"])
     assert sorted(got) == sorted(want) and all(got[k] == want[k] for k in want), "stores differ bitwise"
     assert any(sum(m["valid_embedding_px"]) > 0 for m in _markers(gcs, doc["store"]).values())
