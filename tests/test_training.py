@@ -238,6 +238,27 @@ def test_bf16_autocast_step_keeps_float32_loss():
     assert all(p.dtype == torch.float32 for p in ae.parameters())
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_training_on_a_cpu_without_bf16_instructions_warns(
+    native: bool, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    import warnings
+
+    import embedder.inference
+
+    monkeypatch.setattr(embedder.inference, "cpu_bf16_native", lambda: native)
+    seed_everything(0)
+    cfg = dataclasses.replace(TrainConfig.small(), bf16=True, max_epochs=1)
+    data = [_batch(S1, 2, seed=0)]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        fit(ModalityAutoencoder(S1, cfg=SMALL), data, data, objective=ModalityObjective(S1), cfg=cfg)
+    slow = [
+        w for w in seen if issubclass(w.category, RuntimeWarning) and "TrainConfig.bf16" in str(w.message)
+    ]
+    assert len(slow) == (0 if native else 1)
+
+
 # --- the converging recipe (issue 15): schedule, loss modes, standardisation, floors --------------------
 
 
