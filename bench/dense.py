@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     outs: dict[str, np.ndarray] = {}
     names = list(variants)
     for r in range(args.repeat):
-        for name in names[r % 3 :] + names[: r % 3]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             outs[name], t = _timed(variants[name], tile, "fast")
             best[name] = min(best[name], t)
     dense_out, dense_tb, dense_dir = outs["dense"], outs["token_batch"], outs["direct"]

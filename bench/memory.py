@@ -22,7 +22,6 @@ run. Writes ``bench/results/memory.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -34,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import cpu  # noqa: E402
+from _common import cpu, report  # noqa: E402
 
 from embedder.config import FusionConfig, ModelConfig  # noqa: E402
 from embedder.data.testing import make_test_cube  # noqa: E402
@@ -112,9 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{seconds:.0f} s",
             flush=True,
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=1) + "\n")
-    print(json.dumps(res, indent=1))
+    report(res, args.out)
     return 0
 
 

@@ -63,6 +63,7 @@ __all__ = [
     "plan_windows",
     "prepare_tile",
     "temporal_halo_days",
+    "warn_if_bf16_slow",
 ]
 
 HALO_PX: int = WINDOW_PX // 2
@@ -388,6 +389,24 @@ def cpu_bf16_native() -> bool:
     return any(bool(p()) for p in probes)  # type: ignore[misc]
 
 
+def warn_if_bf16_slow(setting: str, *, stacklevel: int = 3) -> None:
+    """Warn (``RuntimeWarning``) that bf16 ``setting`` is on for a CPU without bfloat16 instructions.
+
+    There (:func:`cpu_bf16_native` false) it runs 3-16x slower than float32; elsewhere this is silent.
+    ``setting`` names what the user set (``"frame_bf16"``, ``"TrainConfig.bf16"``); ``stacklevel`` 3
+    points at the caller of the function that calls this one.
+    """
+    if cpu_bf16_native():
+        return
+    warnings.warn(
+        f"{setting}=True on a CPU without bfloat16 instructions (AVX512-BF16 or AMX; this one is "
+        f"{torch.backends.cpu.get_cpu_capability()}): bf16 runs through slow fallback kernels here, "
+        f"3-16x slower than float32 (docs/operations.md); set {setting} off on this machine",
+        RuntimeWarning,
+        stacklevel=stacklevel,
+    )
+
+
 def _maybe_compile(fn: Any, backend: str | None) -> Any:
     """``torch.compile(fn, backend=backend)``, or ``fn`` itself when ``backend`` is None."""
     return fn if backend is None else torch.compile(fn, backend=backend)
@@ -475,15 +494,8 @@ class Predictor:
         if cache_bytes is not None and cache_bytes < 1:
             raise ValueError(f"cache_bytes = {cache_bytes} must be >= 1 (or None for CACHE_BYTES)")
         self.device = torch.device(device)
-        if self.device.type == "cpu" and (bf16 or frame_bf16) and not cpu_bf16_native():
-            flag = "bf16" if bf16 else "frame_bf16"
-            warnings.warn(
-                f"{flag}=True on a CPU without bfloat16 instructions (AVX512-BF16 or AMX; this one is "
-                f"{torch.backends.cpu.get_cpu_capability()}): bf16 runs through slow fallback kernels here, "
-                f"3-16x slower than float32 (docs/operations.md); set {flag} off on this machine",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        if self.device.type == "cpu" and (bf16 or frame_bf16):
+            warn_if_bf16_slow("bf16" if bf16 else "frame_bf16")
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = tf32
             torch.backends.cudnn.allow_tf32 = tf32

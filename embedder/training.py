@@ -23,7 +23,6 @@ import math
 import random
 import time
 import typing
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -491,16 +490,9 @@ def fit(
     """
     device = torch.device(device)
     if cfg.bf16 and device.type == "cpu":
-        from embedder.inference import cpu_bf16_native  # the CPU check the embedding actors make too
+        from embedder.inference import warn_if_bf16_slow  # the check the embedding actors make too
 
-        if not cpu_bf16_native():
-            warnings.warn(
-                "TrainConfig.bf16 = True on a CPU without bfloat16 instructions (AVX512-BF16 or AMX; this "
-                f"one is {torch.backends.cpu.get_cpu_capability()}): bf16 runs through slow fallback "
-                "kernels here, 3-16x slower than float32 (docs/operations.md); set bf16 off on this machine",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        warn_if_bf16_slow("TrainConfig.bf16")
     seed_everything(cfg.seed)
     plain = unwrap(model)
     if resume_from is None:

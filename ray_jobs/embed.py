@@ -256,7 +256,7 @@ class EmbedActor:
         self.calls += 1
         _test_kill_hook(self.calls)
         if row["status"] != "ok":
-            return {**row, "embed_started": 0.0, "embed_s": 0.0}
+            return row  # write_result records it (no embedding time)
         tile = TileInputs.from_row(row)
         started, t0 = time.time(), time.perf_counter()
         emb = self.predictor.embed_tile(tile)  # [K, 7, h, w]
