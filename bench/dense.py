@@ -21,7 +21,11 @@ not depend on the weights) and one synthetic tile (``make_test_cube``, ``--px`` 
     the CPU default (``Predictor(token_batch=...)``, ``embedder.inference.CPU_TOKEN_BYTES``):
     ``dense_baseline_token_batch_px_dates_s`` and ``dense_token_batch_speedup``; and with the direct
     convolutions instead of the DFT (``Predictor(spectral=False)``): ``dense_direct_px_dates_s`` and
-    ``dense_spectral_speedup`` (the three alternated, best of ``--repeat`` each);
+    ``dense_spectral_speedup``; and ``--per-core-procs`` processes (default: one per core) of one torch
+    thread each embedding the whole tile at the same time, the layout of one 1-CPU embedding actor per
+    core against one actor on every core (:class:`PerCorePool`): ``dense_per_core_px_dates_s`` (all
+    processes' pixel-dates over the round's wall time) and ``dense_per_core_speedup`` (the four
+    alternated in a rotating order, best of ``--repeat`` each);
     (e) the dense path with bf16 frame encoders (``Predictor(frame_bf16=True)``) on the whole tile:
     ``dense_frame_bf16_*`` (rate, speed-up, difference from fp32 in the store's quantisation steps, and
     the efficiency over the bf16 and fp32 matmul peaks, ``_common.mixed_efficiency``).
@@ -36,11 +40,15 @@ records exactness (dense vs the same model's per-window path) and the load avera
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,6 +86,99 @@ def _timed(pred: Predictor, tile: TileInputs, method: str) -> tuple[np.ndarray, 
     return out, time.perf_counter() - t0
 
 
+def _per_core_worker(px: int, dates: int, out: Path) -> None:
+    """One process of :class:`PerCorePool` (``dense.py --per-core-worker PX DATES OUT``): one torch thread,
+    its own dense predictor and tile (both deterministic); for each ``go`` line on stdin it embeds the
+    tile, saves the output to ``OUT`` and prints the seconds it took."""
+    torch.set_num_threads(1)
+    keep_freed_memory()
+    tile = _tile(px, dates)
+    pred = Predictor(_model("dense"))
+    pred.embed_tile(tile.crop(n_targets=1, interior_px=2))  # warm-up
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "go":
+            break
+        emb, t = _timed(pred, tile, "fast")
+        np.save(out, emb)
+        print(f"{t:.6f}", flush=True)
+
+
+class PerCorePool:
+    """``procs`` worker processes of one torch thread each, embedding the same tile at the same time:
+    the layout of one 1-thread embedding actor per core (docs/operations.md, "Sizing the embedding
+    actors") against one process on every thread. Use as a context manager; :meth:`run` returns the wall time of one round
+    (all workers started together, until the last one is done) and the first worker's output."""
+
+    def __init__(self, procs: int, px: int, dates: int) -> None:
+        import subprocess
+        import tempfile
+
+        self.dir = Path(tempfile.mkdtemp(prefix="dense-per-core-"))
+        script = str(Path(__file__).resolve())
+        self.procs: list[Any] = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    script,
+                    "--per-core-worker",
+                    str(px),
+                    str(dates),
+                    str(self.dir / f"out{i}.npy"),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(procs)
+        ]
+        try:
+            for p in self.procs:  # they start together; this only waits
+                self._reply(p)
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _reply(p: Any) -> str:
+        line = p.stdout.readline().strip()
+        if not line:
+            raise RuntimeError(f"a per-core worker exited (code {p.wait()}); its error is above")
+        return str(line)
+
+    def run(self) -> tuple[float, np.ndarray]:
+        """One round: wall seconds and the first worker's ``[K, 7, h, w]`` output."""
+        t0 = time.perf_counter()
+        for p in self.procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        for p in self.procs:
+            float(self._reply(p))  # the worker's own seconds: a number, or it failed
+        return time.perf_counter() - t0, np.load(self.dir / "out0.npy")
+
+    def close(self) -> None:
+        """End the workers (end of input stops their loop; killed after 60 s) and remove their outputs."""
+        import shutil
+
+        for p in self.procs:
+            with contextlib.suppress(OSError):  # a worker that died has a broken pipe
+                p.stdin.close()
+        for p in self.procs:
+            try:
+                p.wait(timeout=60)
+            except Exception:
+                p.kill()
+                p.wait()
+            p.stdout.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> PerCorePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the three paths, print a table and write the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -100,8 +201,20 @@ def main(argv: list[str] | None = None) -> int:
         help="pixels per transformer call of the baseline dense run (2,048: the Predictor's "
         "pixel_batch, which set it before the CPU token_batch default)",
     )
+    ap.add_argument(
+        "--per-core-procs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes of one torch thread each embedding the tile together, timed in the same rotation "
+        "(one 1-CPU actor per core); 0 = skip",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "bench/results/dense.json")
+    ap.add_argument("--per-core-worker", nargs=3, metavar=("PX", "DATES", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.per_core_worker:
+        px, dates, out = args.per_core_worker
+        _per_core_worker(int(px), int(dates), Path(out))
+        return 0
     keep_freed_memory()  # as the embedding actors do (EmbedJobConfig.keep_freed_memory)
 
     peak = matmul_peak_gflops()
@@ -136,14 +249,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[dense] dense on the crop: {px_dates(crop)} px-dates in {t_dense_crop:.1f} s", flush=True)
     # alternated in a rotating order, best of each: on the 2-core VMs the matmul rate swings between ~95
     # and ~170 GFLOP/s in phases of 5-15 s, so a fixed order can leave one variant in the slow phases
-    variants = {"dense": pd, "token_batch": pt, "direct": pdir}
+    variants: dict[str, Callable[[], tuple[np.ndarray, float]]] = {
+        name: functools.partial(_timed, pred, tile, "fast")
+        for name, pred in (("dense", pd), ("token_batch", pt), ("direct", pdir))
+    }
+    pool = PerCorePool(args.per_core_procs, args.px, args.dates) if args.per_core_procs else None
+    if pool is not None:
+        variants["per_core"] = lambda: pool.run()[::-1]
     best = dict.fromkeys(variants, float("inf"))
     outs: dict[str, np.ndarray] = {}
     names = list(variants)
-    for r in range(args.repeat):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            outs[name], t = _timed(variants[name], tile, "fast")
-            best[name] = min(best[name], t)
+    with pool or contextlib.nullcontext():
+        for r in range(args.repeat):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                outs[name], t = variants[name]()
+                best[name] = min(best[name], t)
+    if pool is not None:
+        t_pc = best["per_core"]
+        print(f"[dense] dense, {args.per_core_procs} processes of one thread: "
+              f"{args.per_core_procs * px_dates(tile)} px-dates in {t_pc:.1f} s", flush=True)  # fmt: skip
     dense_out, dense_tb, dense_dir = outs["dense"], outs["token_batch"], outs["direct"]
     t_dense, t_tb, t_dir = best["dense"], best["token_batch"], best["direct"]
     print(f"[dense] dense, direct convolutions: {px_dates(tile)} px-dates in {t_dir:.1f} s", flush=True)
@@ -198,6 +322,13 @@ def main(argv: list[str] | None = None) -> int:
     res["dense_direct_px_dates_s"] = px_dates(tile) / t_dir
     res["dense_spectral_speedup"] = t_dir / t_dense
     res["dense_spectral_max_abs_diff"] = float(np.abs(dense_dir - dense_out).max())
+    if pool is not None:
+        res["dense_per_core_procs"] = args.per_core_procs
+        res["dense_per_core_px_dates_s"] = args.per_core_procs * px_dates(tile) / t_pc
+        res["dense_per_core_speedup"] = float(res["dense_per_core_px_dates_s"]) / float(
+            res["dense_px_dates_s"]
+        )
+        res["dense_per_core_max_abs_diff"] = float(np.abs(outs["per_core"] - dense_out).max())
     res["dense_frame_bf16_px_dates_s"] = px_dates(tile) / t_bf16
     res["dense_frame_bf16_speedup"] = t_dense / t_bf16
     res.update(quant_diff(dense_bf16, dense_out, tile.flags, prefix="dense_frame_bf16_"))
