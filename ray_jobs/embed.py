@@ -195,15 +195,18 @@ def actor_pool(cfg: EmbedJobConfig, resources: dict[str, float]) -> tuple[int, i
 
     The configured bounds, or with ``max_actors: 0`` what ``resources`` (``ray.cluster_resources()``)
     hold: GPUs / ``actor_num_gpus`` on GPU actors, else the CPUs left after one read and one write task /
-    ``actor_num_cpus``; at least one.
+    ``actor_num_cpus``, but no more actors than keep their torch threads (:func:`actor_threads`) within
+    the CPUs (actors of a fraction of a CPU would otherwise oversubscribe the cores); at least one.
     """
     if cfg.max_actors:
         return cfg.min_actors, cfg.max_actors
     if cfg.actor_num_gpus > 0:
         n = int(resources.get("GPU", 0.0) // cfg.actor_num_gpus)
     else:
-        spare = resources.get("CPU", 0.0) - cfg.read_num_cpus - cfg.write_num_cpus
-        n = int(spare // cfg.actor_num_cpus)
+        cpus = resources.get("CPU", 0.0)
+        spare = cpus - cfg.read_num_cpus - cfg.write_num_cpus
+        # + 1e-9: 1.8 / 0.9 is 1.999... in floats
+        n = min(math.floor(spare / cfg.actor_num_cpus + 1e-9), int(cpus // actor_threads(cfg)))
     n = max(1, n)
     return min(cfg.min_actors, n), n
 

@@ -43,6 +43,14 @@ def test_pool_from_cluster_resources_when_max_actors_is_0() -> None:
     cpu = _cfg(max_actors=0, actor_num_cpus=1.0, read_num_cpus=1.0, write_num_cpus=0.25)
     assert actor_pool(cpu, {"CPU": 16.0}) == (1, 14)  # 16 - 1 read - 0.25 write = 14.75 -> 14 actors
     assert actor_pool(cpu, {"CPU": 2.0}) == (1, 1)  # never fewer than one
+    # the per-core layout (docs/operations.md): 0.9 CPU and one thread an actor, small reads and writes
+    per_core = _cfg(max_actors=0, actor_num_cpus=0.9, read_num_cpus=0.1, write_num_cpus=0.1)
+    assert actor_pool(per_core, {"CPU": 2.0}) == (1, 2)
+    assert actor_pool(per_core, {"CPU": 16.0}) == (1, 16)  # 15.8 / 0.9 = 17 would put 17 threads on 16 cores
+    # half-CPU actors (the default) of one thread: one per core, not two
+    assert actor_pool(_cfg(max_actors=0, actor_num_cpus=0.5), {"CPU": 16.0}) == (1, 16)
+    # 2-thread actors of 1 CPU: 4 by the CPUs left, but 8 threads on 8 cores at most
+    assert actor_pool(_cfg(max_actors=0, actor_num_cpus=1.0, actor_threads=2), {"CPU": 8.0}) == (1, 4)
     gpu = _cfg(max_actors=0, actor_num_gpus=1.0, actor_num_cpus=2.0, min_actors=2)
     assert actor_pool(gpu, {"CPU": 64.0, "GPU": 8.0}) == (2, 8)  # one per GPU
     assert actor_pool(gpu, {"CPU": 64.0}) == (1, 1)  # no GPU yet (autoscaling): one, which waits
