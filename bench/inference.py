@@ -16,7 +16,8 @@ over the bare predictor rate on the same units) >= 0.8; ``driver_growth_100_mb``
    path executes (the hardware's utilisation).
 2. A sample region (two 128 px scenes: 8 units of 64 px by default, ``--pipeline-scene-px`` /
    ``--pipeline-tile-px``) embedded by ``ray_jobs.embed.run`` on a local Ray instance (small model) vs the
-   bare predictor on the same prepared tiles; actor peak RSS from the actor. Where the difference goes,
+   bare predictor on the same prepared tiles (timed before and after the pipelines, ``bare_before_s`` and
+   ``bare_after_s``, and averaged: ``bare_s``); actor peak RSS from the actor. Where the difference goes,
    from the job's summary: ``pipeline_startup_s`` (run start to the first unit's embedding: paid once
    per job), ``pipeline_embed_slowdown`` (the actor's embedding time over the bare predictor's: reads
    and writes sharing the cores) and ``pipeline_steady_share`` (the share after the start-up, which a
@@ -392,17 +393,20 @@ def bench_pipeline(tmp: Path, *, scene_px: int, tile_px: int) -> dict[str, float
         tile_px=layout.tile_px,
         period_days=layout.period_days,
     )
-    # bare predictor: the prepared tiles in memory, only the model's time
+    # bare predictor: the prepared tiles in memory, only the model's time; timed before and after the
+    # pipelines and averaged, since this machine's speed drifts by 10-20 % over minutes
     rows = [read_unit(u.to_row(), cfg=cfg) for u in units]
     actor = EmbedActor(cfg)
-    t0 = time.perf_counter()
-    n_bare = 0
-    for row in rows:
-        out = actor(row)
-        if out["status"] == "ok":
-            n_bare += int(np.count_nonzero(np.asarray(out["flags"]) & FLAG_VALID))
-    bare_s = time.perf_counter() - t0
-    bare_rate = n_bare / bare_s
+
+    def bare() -> tuple[int, float]:
+        t0, n = time.perf_counter(), 0
+        for row in rows:
+            out = actor(row)
+            if out["status"] == "ok":
+                n += int(np.count_nonzero(np.asarray(out["flags"]) & FLAG_VALID))
+        return n, time.perf_counter() - t0
+
+    n_bare, bare_before = bare()
     # the pipeline: read + embed + write, Ray already up (cluster start-up is not the pipeline's cost)
     # the same units with one 1-thread actor per core (docs/operations.md, "Sizing the embedding actors"):
     # actors of 0.9 CPU leave a little for the read and write tasks, which need ~0.1 core each here
@@ -418,6 +422,9 @@ def bench_pipeline(tmp: Path, *, scene_px: int, tile_px: int) -> dict[str, float
         summary_pc = run(per_core)
     finally:
         ray.shutdown()
+    bare_after = bare()[1]
+    bare_s = (bare_before + bare_after) / 2
+    bare_rate = n_bare / bare_s
     pipe_rate = summary["pixel_dates"] / summary["seconds"]
     startup = float(summary["startup_seconds"])
     steady = summary["pixel_dates"] / (summary["seconds"] - startup)
@@ -433,6 +440,8 @@ def bench_pipeline(tmp: Path, *, scene_px: int, tile_px: int) -> dict[str, float
         "pipeline_startup_s": startup,
         "pipeline_embed_s": float(summary["embed_seconds"]),
         "bare_s": bare_s,
+        "bare_before_s": bare_before,
+        "bare_after_s": bare_after,
         "pipeline_embed_slowdown": float(summary["embed_seconds"]) / bare_s,
         "pipeline_steady_share": steady / bare_rate,
         "worker_rss_mb": actor_rss,
