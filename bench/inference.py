@@ -22,8 +22,8 @@ over the bare predictor rate on the same units) >= 0.8; ``driver_growth_100_mb``
    per job), ``pipeline_embed_slowdown`` (the actor's embedding time over the bare predictor's: reads
    and writes sharing the cores) and ``pipeline_steady_share`` (the share after the start-up, which a
    job of production units, hours each on a CPU, approaches). Then the same units with one 1-thread
-   actor per core (``pipeline_per_core_*``: its rate, and against the one-actor job and the bare
-   predictor).
+   actor per core and with one actor on every core (``pipeline_per_core_*``, ``pipeline_wide_*``: their
+   rates, and the first against the one-actor job, the wide one and the bare predictor).
 3. The driver's peak RSS and its growth during ``run`` for regions of 10 and 100 units without data
    (fresh process each).
 4. The paper frame encoder alone at 93 (the CPU default) and 2,048 windows per call (``frame_encoder_*``
@@ -415,11 +415,17 @@ def bench_pipeline(tmp: Path, *, scene_px: int, tile_px: int) -> dict[str, float
         cfg, store=str(tmp / "pipe_per_core.zarr"), actor_num_cpus=0.9, actor_threads=1,
         min_actors=cores, max_actors=cores, read_num_cpus=0.1, write_num_cpus=0.1,
     )  # fmt: skip
+    # and with one actor on every core (its threads = the cores), reads and writes as small
+    wide = dataclasses.replace(
+        per_core, store=str(tmp / "pipe_wide.zarr"), actor_num_cpus=0.9 * cores, actor_threads=cores,
+        min_actors=1, max_actors=1,
+    )  # fmt: skip
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
     try:
         summary = run(cfg)
         actor_rss = ray.get(ray.remote(_actor_rss).remote())
         summary_pc = run(per_core)
+        summary_wide = run(wide)
     finally:
         ray.shutdown()
     bare_after = bare()[1]
@@ -445,25 +451,33 @@ def bench_pipeline(tmp: Path, *, scene_px: int, tile_px: int) -> dict[str, float
         "pipeline_embed_slowdown": float(summary["embed_seconds"]) / bare_s,
         "pipeline_steady_share": steady / bare_rate,
         "worker_rss_mb": actor_rss,
-        **_per_core_figures(summary_pc, pipe_rate, bare_rate, actors=cores),
+        **_per_core_figures(summary_pc, summary_wide, pipe_rate, bare_rate, actors=cores),
     }
 
 
 def _per_core_figures(
-    summary: dict[str, Any], pipe_rate: float, bare_rate: float, *, actors: int
+    summary: dict[str, Any], wide: dict[str, Any], pipe_rate: float, bare_rate: float, *, actors: int
 ) -> dict[str, float]:
     """``pipeline_per_core_*``: the job with one 1-thread actor per core, against the one-actor job
-    (``_vs_one_actor``) and the bare one-thread predictor (``_vs_bare``; at most ``actors``)."""
-    if summary["units_failed"] or not summary["units_written"]:
-        raise RuntimeError(f"the per-core pipeline run did not embed its units: {summary}")
+    (``_vs_one_actor``), the job with one actor on ``actors`` threads (``pipeline_wide_px_dates_s``,
+    ``_vs_wide``) and the bare one-thread predictor (``_vs_bare``; at most ``actors``)."""
+    for name, s in (("per-core", summary), ("wide", wide)):
+        if s["units_failed"] or not s["units_written"]:
+            raise RuntimeError(f"the {name} pipeline run did not embed its units: {s}")
     rate = summary["pixel_dates"] / summary["seconds"]
+    wide_rate = wide["pixel_dates"] / wide["seconds"]
     startup = float(summary["startup_seconds"])
     print(f"[bench] pipeline, {actors} one-thread actors: {summary['pixel_dates']} pixel-dates in "
           f"{summary['seconds']:.1f} s = {rate:.1f}/s (x{rate / pipe_rate:.2f} one actor)", flush=True)  # fmt: skip
+    print(f"[bench] pipeline, one actor on {actors} threads: {wide['pixel_dates']} pixel-dates in "
+          f"{wide['seconds']:.1f} s = {wide_rate:.1f}/s", flush=True)  # fmt: skip
     return {
         "pipeline_per_core_actors": float(actors),
         "pipeline_per_core_px_dates_s": rate,
         "pipeline_per_core_vs_one_actor": rate / pipe_rate,
+        "pipeline_wide_px_dates_s": wide_rate,
+        "pipeline_wide_s": float(wide["seconds"]),
+        "pipeline_per_core_vs_wide": rate / wide_rate,
         "pipeline_per_core_vs_bare": rate / bare_rate,
         "pipeline_per_core_s": float(summary["seconds"]),
         "pipeline_per_core_startup_s": startup,
