@@ -259,8 +259,9 @@ class EmbedJobConfig:
     max_actors: int = 1
     """Largest embedding actor pool (autoscaling upper bound; one per GPU on GPU clusters); 0 = as many as
     the cluster holds when the job starts (its GPUs / ``actor_num_gpus`` on GPU actors, else its CPUs
-    left after one read and one write task / ``actor_num_cpus``, at most one torch thread per CPU). Set it
-    on autoscaling clusters, whose workers are not there yet at submission."""
+    left after one read and one write task / ``actor_num_cpus``, at most one torch thread per CPU and as
+    many as Ray's ``memory`` holds at ``cache_mb`` + 1.5 GiB each). Set it on autoscaling clusters, whose
+    workers are not there yet at submission."""
     actor_num_gpus: float = 0.0
     """GPUs per embedding actor (1 on GPU workers)."""
     actor_num_cpus: float = 0.5

@@ -190,13 +190,30 @@ def actor_threads(cfg: EmbedJobConfig) -> int:
     return cfg.actor_threads or max(1, math.ceil(cfg.actor_num_cpus))
 
 
+ACTOR_BASE_BYTES = 1536 * 2**20
+"""Host memory of a CPU embedding actor beside its frame-token cache: the process, the model, DFT plans,
+a unit's frames and outputs (docs/operations.md, "Memory per actor")."""
+
+
+def actor_memory_bytes(cfg: EmbedJobConfig) -> int:
+    """The most host memory one CPU embedding actor takes.
+
+    Its frame-token cache bound (``cache_mb``, 0 = the predictor's ``CACHE_BYTES``) plus
+    :data:`ACTOR_BASE_BYTES`.
+    """
+    from embedder.inference import CACHE_BYTES
+
+    return (cfg.cache_mb * 2**20 or CACHE_BYTES) + ACTOR_BASE_BYTES
+
+
 def actor_pool(cfg: EmbedJobConfig, resources: dict[str, float]) -> tuple[int, int]:
     """``(min, max)`` embedding actors.
 
     The configured bounds, or with ``max_actors: 0`` what ``resources`` (``ray.cluster_resources()``)
     hold: GPUs / ``actor_num_gpus`` on GPU actors, else the CPUs left after one read and one write task /
     ``actor_num_cpus``, but no more actors than keep their torch threads (:func:`actor_threads`) within
-    the CPUs (actors of a fraction of a CPU would otherwise oversubscribe the cores); at least one.
+    the CPUs (actors of a fraction of a CPU would otherwise oversubscribe the cores) and than Ray's
+    ``memory`` holds at :func:`actor_memory_bytes` each; at least one.
     """
     if cfg.max_actors:
         return cfg.min_actors, cfg.max_actors
@@ -207,6 +224,8 @@ def actor_pool(cfg: EmbedJobConfig, resources: dict[str, float]) -> tuple[int, i
         spare = cpus - cfg.read_num_cpus - cfg.write_num_cpus
         # + 1e-9: 1.8 / 0.9 is 1.999... in floats
         n = min(math.floor(spare / cfg.actor_num_cpus + 1e-9), int(cpus // actor_threads(cfg)))
+        if "memory" in resources:
+            n = min(n, int(resources["memory"] // actor_memory_bytes(cfg)))
     n = max(1, n)
     return min(cfg.min_actors, n), n
 

@@ -13,7 +13,14 @@ import pytest
 from embedder.config import ConfigError
 from embedder.inference import CACHE_BYTES, cpu_bf16_native
 from ray_jobs.config import EmbedJobConfig
-from ray_jobs.embed import EmbedActor, actor_pool, actor_threads, inference_params
+from ray_jobs.embed import (
+    ACTOR_BASE_BYTES,
+    EmbedActor,
+    actor_memory_bytes,
+    actor_pool,
+    actor_threads,
+    inference_params,
+)
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "fusion.pt"
 
@@ -51,6 +58,14 @@ def test_pool_from_cluster_resources_when_max_actors_is_0() -> None:
     assert actor_pool(_cfg(max_actors=0, actor_num_cpus=0.5), {"CPU": 16.0}) == (1, 16)
     # 2-thread actors of 1 CPU: 4 by the CPUs left, but 8 threads on 8 cores at most
     assert actor_pool(_cfg(max_actors=0, actor_num_cpus=1.0, actor_threads=2), {"CPU": 8.0}) == (1, 4)
+    # and no more actors than Ray's memory holds at their cache bound + 1.5 GiB each
+    gib = 2.0**30
+    assert actor_memory_bytes(per_core) == CACHE_BYTES + ACTOR_BASE_BYTES  # cache_mb 0: the 4 GiB default
+    assert actor_pool(per_core, {"CPU": 16.0, "memory": 64 * gib}) == (1, 11)  # 64 / 5.5 GiB
+    assert actor_pool(per_core, {"CPU": 16.0, "memory": 128 * gib}) == (1, 16)  # then the cores bound it
+    small_cache = _cfg(max_actors=0, actor_num_cpus=0.9, read_num_cpus=0.1, write_num_cpus=0.1, cache_mb=512)
+    assert actor_pool(small_cache, {"CPU": 16.0, "memory": 64 * gib}) == (1, 16)  # 2 GiB each
+    assert actor_pool(per_core, {"CPU": 2.0, "memory": 2 * gib}) == (1, 1)  # never fewer than one
     gpu = _cfg(max_actors=0, actor_num_gpus=1.0, actor_num_cpus=2.0, min_actors=2)
     assert actor_pool(gpu, {"CPU": 64.0, "GPU": 8.0}) == (2, 8)  # one per GPU
     assert actor_pool(gpu, {"CPU": 64.0}) == (1, 1)  # no GPU yet (autoscaling): one, which waits

@@ -1,4 +1,5 @@
-"""bench/dense.py: the per-core layout (processes of one torch thread embedding the tile together)."""
+"""bench/dense.py (named apart from tests/models/test_dense.py): the per-core layout, processes of one torch
+thread embedding the tile together."""
 
 from __future__ import annotations
 
