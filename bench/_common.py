@@ -173,6 +173,14 @@ def quant_diff(emb: Any, ref: Any, flags: Any, *, prefix: str) -> dict[str, floa
     }
 
 
+def status_mb(field: str = "VmRSS") -> float:
+    """A memory field of ``/proc/self/status`` in MiB: ``VmRSS`` now, ``VmHWM`` its peak (Linux only)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status (Linux only)")
+
+
 def report(result: Mapping[str, Any], out: Path, *, targets: Mapping[str, bool] | None = None) -> None:
     """Print ``result`` (and each target as MET / NOT MET) and write it as flat JSON to ``out``.
 

@@ -78,6 +78,7 @@ from _common import (  # noqa: E402
     mixed_efficiency,
     model_flops,
     quant_diff,
+    status_mb,
 )
 
 from embedder.config import FusionConfig, ModelConfig, SampleRegionConfig, StoreConfig  # noqa: E402
@@ -431,9 +432,8 @@ def bench_pipeline(tmp: Path, *, scene_px: int, tile_px: int) -> dict[str, float
     bare_after = bare()[1]
     bare_s = (bare_before + bare_after) / 2
     bare_rate = n_bare / bare_s
-    pipe_rate = summary["pixel_dates"] / summary["seconds"]
+    pipe_rate, steady = _rates(summary)
     startup = float(summary["startup_seconds"])
-    steady = summary["pixel_dates"] / (summary["seconds"] - startup)
     print(f"[bench] pipeline: {len(units)} units, {summary['pixel_dates']} pixel-dates in {summary['seconds']:.1f} s "
           f"= {pipe_rate:.1f}/s; bare predictor {bare_rate:.1f}/s", flush=True)  # fmt: skip
     return {
@@ -455,6 +455,12 @@ def bench_pipeline(tmp: Path, *, scene_px: int, tile_px: int) -> dict[str, float
     }
 
 
+def _rates(summary: dict[str, Any]) -> tuple[float, float]:
+    """A job summary's pixel-dates/s over its wall time, and after its start-up (``startup_seconds``)."""
+    n, seconds = summary["pixel_dates"], summary["seconds"]
+    return n / seconds, n / (seconds - float(summary["startup_seconds"]))
+
+
 def _per_core_figures(
     summary: dict[str, Any], wide: dict[str, Any], pipe_rate: float, bare_rate: float, *, actors: int
 ) -> dict[str, float]:
@@ -464,9 +470,8 @@ def _per_core_figures(
     for name, s in (("per-core", summary), ("wide", wide)):
         if s["units_failed"] or not s["units_written"]:
             raise RuntimeError(f"the {name} pipeline run did not embed its units: {s}")
-    rate = summary["pixel_dates"] / summary["seconds"]
+    rate, steady = _rates(summary)
     wide_rate = wide["pixel_dates"] / wide["seconds"]
-    startup = float(summary["startup_seconds"])
     print(f"[bench] pipeline, {actors} one-thread actors: {summary['pixel_dates']} pixel-dates in "
           f"{summary['seconds']:.1f} s = {rate:.1f}/s (x{rate / pipe_rate:.2f} one actor)", flush=True)  # fmt: skip
     print(f"[bench] pipeline, one actor on {actors} threads: {wide['pixel_dates']} pixel-dates in "
@@ -480,10 +485,8 @@ def _per_core_figures(
         "pipeline_per_core_vs_wide": rate / wide_rate,
         "pipeline_per_core_vs_bare": rate / bare_rate,
         "pipeline_per_core_s": float(summary["seconds"]),
-        "pipeline_per_core_startup_s": startup,
-        "pipeline_per_core_steady_vs_bare": summary["pixel_dates"]
-        / (summary["seconds"] - startup)
-        / bare_rate,
+        "pipeline_per_core_startup_s": float(summary["startup_seconds"]),
+        "pipeline_per_core_steady_vs_bare": steady / bare_rate,
     }
 
 
@@ -491,7 +494,7 @@ def _actor_rss() -> float:
     """Peak RSS (MB, ``VmHWM``) of a fresh worker after loading the predictor: the floor of an actor's memory."""
     from ray_jobs.embed import EmbedActor  # noqa: F401  (imports torch + the model code as an actor does)
 
-    return _status_mb("VmHWM")
+    return status_mb("VmHWM")
 
 
 def driver_rss(tmp: Path, n_units: int) -> dict[str, float]:
@@ -514,15 +517,6 @@ def driver_rss(tmp: Path, n_units: int) -> dict[str, float]:
     return {"rss_mb": float(got["driver_rss_mb"]), "growth_mb": float(got["driver_growth_mb"])}
 
 
-def _status_mb(field: str = "VmRSS") -> float:
-    """A memory field of ``/proc/self/status`` in MB (``VmRSS`` now, ``VmHWM`` its peak since exec)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
 def _driver_child(tmp: Path, n_units: int) -> None:
     import ray
     from pyproj import Transformer
@@ -543,11 +537,11 @@ def _driver_child(tmp: Path, n_units: int) -> None:
     store = tempfile.mkdtemp(dir=tmp) + "/store.zarr"
     cfg = _job_config(tmp, region_dir, ckpt, region=str(geo), store=store)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    base, highest, done = _status_mb(), [0.0], threading.Event()
+    base, highest, done = status_mb(), [0.0], threading.Event()
 
     def sample() -> None:
         while not done.wait(0.01):
-            highest[0] = max(highest[0], _status_mb())
+            highest[0] = max(highest[0], status_mb())
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -563,7 +557,7 @@ def _driver_child(tmp: Path, n_units: int) -> None:
     print(
         json.dumps(
             {
-                "driver_rss_mb": _status_mb("VmHWM"),
+                "driver_rss_mb": status_mb("VmHWM"),
                 "driver_growth_mb": growth,
                 "units": summary["units_total"],
             }

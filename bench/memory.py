@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import cpu, report  # noqa: E402
+from _common import cpu, report, status_mb  # noqa: E402
 
 from embedder.config import FusionConfig, ModelConfig  # noqa: E402
 from embedder.data.testing import make_test_cube  # noqa: E402
@@ -44,14 +44,6 @@ from embedder.models.modality import ModalityAutoencoder  # noqa: E402
 from embedder.sensors import S1, S2  # noqa: E402
 
 MIB = 2**20
-
-
-def _status_mb(field: str) -> float:
-    """``VmRSS`` / ``VmHWM`` of this process in MiB (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status (Linux only)")
 
 
 def _reset_peak() -> None:
@@ -86,28 +78,26 @@ def main(argv: list[str] | None = None) -> int:
         tile = prepare_tile(cube, start="2000-01-01", end="2100-01-01", halo_px=7)
         del cube
         rows = pred.strip_rows(tile.interior_shape)
-        before = _status_mb("VmRSS")
+        before = status_mb("VmRSS")
         _reset_peak()
         t0 = time.perf_counter()
         pred.embed_tile(tile)
         seconds = time.perf_counter() - t0
-        growth = _status_mb("VmHWM") - before
-        key = f"tile{px}_"
-        res.update(
-            {
-                key + "strip_rows": rows,
-                key + "strips": -(-px // rows),
-                key + "targets": len(tile.plan.targets),
-                key + "rss_before_mb": before,
-                key + "peak_growth_mb": growth,
-                key + "strip_cache_mb": per_px * rows * px / MIB,
-                key + "whole_tile_cache_mb": per_px * px * px / MIB,
-                key + "px_dates_s": int((tile.flags & FLAG_VALID).sum()) / seconds,
-            }
-        )
+        growth = status_mb("VmHWM") - before
+        fig = {
+            "strip_rows": rows,
+            "strips": -(-px // rows),
+            "targets": len(tile.plan.targets),
+            "rss_before_mb": before,
+            "peak_growth_mb": growth,
+            "strip_cache_mb": per_px * rows * px / MIB,
+            "whole_tile_cache_mb": per_px * px * px / MIB,
+            "px_dates_s": int((tile.flags & FLAG_VALID).sum()) / seconds,
+        }
+        res.update({f"tile{px}_{k}": v for k, v in fig.items()})
         print(
-            f"[memory] {px} px: {-(-px // rows)} strip(s) of {rows} rows, peak +{growth:.0f} MiB "
-            f"(strip cache {per_px * rows * px / MIB:.0f} MiB, whole tile {per_px * px * px / MIB:.0f} MiB), "
+            f"[memory] {px} px: {fig['strips']} strip(s) of {rows} rows, peak +{growth:.0f} MiB "
+            f"(strip cache {fig['strip_cache_mb']:.0f} MiB, whole tile {fig['whole_tile_cache_mb']:.0f} MiB), "
             f"{seconds:.0f} s",
             flush=True,
         )

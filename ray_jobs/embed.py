@@ -195,15 +195,22 @@ ACTOR_BASE_BYTES = 1536 * 2**20
 a unit's frames and outputs (docs/operations.md, "Memory per actor")."""
 
 
-def actor_memory_bytes(cfg: EmbedJobConfig) -> int:
-    """The most host memory one CPU embedding actor takes.
+def actor_cache_bytes(cfg: EmbedJobConfig) -> int:
+    """An embedding actor's frame-token cache bound in bytes.
 
-    Its frame-token cache bound (``cache_mb``, 0 = the predictor's ``CACHE_BYTES``) plus
-    :data:`ACTOR_BASE_BYTES`.
+    ``cache_mb``, or with 0 the predictor's ``CACHE_BYTES``.
     """
     from embedder.inference import CACHE_BYTES
 
-    return (cfg.cache_mb * 2**20 or CACHE_BYTES) + ACTOR_BASE_BYTES
+    return cfg.cache_mb * 2**20 or CACHE_BYTES
+
+
+def actor_memory_bytes(cfg: EmbedJobConfig) -> int:
+    """The most host memory one CPU embedding actor takes.
+
+    :func:`actor_cache_bytes` plus :data:`ACTOR_BASE_BYTES`.
+    """
+    return actor_cache_bytes(cfg) + ACTOR_BASE_BYTES
 
 
 def actor_pool(cfg: EmbedJobConfig, resources: dict[str, float]) -> tuple[int, int]:
@@ -262,7 +269,7 @@ class EmbedActor:
             pixel_batch=cfg.pixel_batch,
             frame_batch=cfg.frame_batch or None,
             token_batch=cfg.token_batch or None,
-            cache_bytes=cfg.cache_mb * 2**20 or None,
+            cache_bytes=actor_cache_bytes(cfg),
             bf16=cfg.bf16,
             frame_bf16=cfg.frame_bf16,
             channels_last=cfg.channels_last,
