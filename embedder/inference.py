@@ -795,26 +795,41 @@ class Predictor:
                 out[k, lo : lo + fb] = self._fuse_fn(zb, temporal=t_k).float()  # [n, 7]
 
     def _embed_naive(self, tile: TileInputs) -> torch.Tensor:
+        """The reference path: every window of every target re-encoded from its pixels.
+
+        Windows are built on the host for a block of interior rows at a time (about :attr:`pixel_batch`
+        pixels), so host memory stays bounded by the batch rather than the tile (a 512 px tile's windows
+        of one target would be ~26 GB for S2).
+        """
         h, w = tile.interior_shape
-        n_px, plan, batch = h * w, tile.plan, self.pixel_batch
+        n_px, plan, batch, halo = h * w, tile.plan, self.pixel_batch, tile.halo_px
         out = torch.empty((len(plan.targets), n_px, EMBEDDING_DIM), dtype=torch.float32, device=self.device)
+        rows = max(1, batch // w)  # interior rows per block
         for k in range(len(plan.targets)):
             window = plan.windows[k]
-            wins = {
-                name: np.stack([_frame_windows(tile.frames[name][u], tile.halo_px) for u in window], axis=1)
-                for name in self.names
-            }  # {name: [h*w, 11, C, 15, 15]}
             gaps = {
                 n: torch.from_numpy(self._plan_gaps(tile, n)[k : k + 1]).to(self.device) for n in self.names
             }
             delta = torch.tensor([float(plan.s1_delta_days[k])], device=self.device)
-            for lo in range(0, n_px, batch):
-                z = {}
-                for name in self.names:
-                    x = torch.from_numpy(wins[name][lo : lo + batch]).to(self.device)  # [n, 11, C, 15, 15]
-                    z[name] = self._ae(name).encode(x, gaps[name].expand(x.shape[0], -1))  # [n, D]
-                n = x.shape[0]
-                out[k, lo : lo + n] = self.model.fuse(
-                    z, {key: delta.expand(n) for key in self.delta_keys}
-                ).float()
+            for y0 in range(0, h, rows):
+                y1 = min(h, y0 + rows)
+                wins = {
+                    name: np.stack(
+                        [_frame_windows(tile.frames[name][u][:, y0 : y1 + 2 * halo], halo) for u in window],
+                        axis=1,
+                    )
+                    for name in self.names
+                }  # {name: [(y1 - y0) * w, 11, C, 15, 15]}
+                for lo in range(0, (y1 - y0) * w, batch):
+                    z = {}
+                    for name in self.names:
+                        x = torch.from_numpy(wins[name][lo : lo + batch]).to(
+                            self.device
+                        )  # [n, 11, C, 15, 15]
+                        z[name] = self._ae(name).encode(x, gaps[name].expand(x.shape[0], -1))  # [n, D]
+                    n = x.shape[0]
+                    at = y0 * w + lo
+                    out[k, at : at + n] = self.model.fuse(
+                        z, {key: delta.expand(n) for key in self.delta_keys}
+                    ).float()
         return out

@@ -123,6 +123,34 @@ def test_fast_path_equals_naive_path() -> None:
     np.testing.assert_allclose(fast, naive, atol=1e-5, rtol=0)
 
 
+def test_naive_path_builds_windows_per_block_of_rows_not_for_the_whole_tile() -> None:
+    import tracemalloc
+
+    from embedder.inference import Predictor
+
+    cube = make_test_cube(7, size_px=19, n_dates=14, cloud_frac=0.3)
+    tile = prepare_tile(cube, start="2021-01-01", end="2021-12-31", halo_px=7)
+    model = _small_fusion()
+    whole = Predictor(model, pixel_batch=25).embed_tile(tile, method="naive")  # one block of 5 rows
+    split = Predictor(model, pixel_batch=3).embed_tile(tile, method="naive")  # 1 row, in 3 + 2 pixels
+    np.testing.assert_allclose(split, whole, atol=1e-6, rtol=0)
+
+    big = prepare_tile(
+        make_test_cube(8, size_px=54, n_dates=11), start="2021-01-01", end="2021-12-31", halo_px=7
+    )
+    assert big.interior_shape == (40, 40) and len(big.plan.targets) == 1
+    pred = Predictor(model, pixel_batch=40)
+    tracemalloc.start()
+    try:
+        out = pred.embed_tile(big, method="naive")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.isfinite(out).all()
+    whole_tile = 40 * 40 * 11 * sum(f.shape[1] for f in big.frames.values()) * 15 * 15 * 4  # ~190 MB
+    assert peak < whole_tile / 10, f"host peak {peak / 1e6:.0f} MB: the windows of the whole tile were built"
+
+
 def test_tile_edge_embedding_equals_single_window() -> None:
     import torch
 
