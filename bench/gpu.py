@@ -261,15 +261,15 @@ def run(
         """``fn()``; on an exception record ``<key>_error``, free the device and return False."""
         try:
             fn()
+            return True
         except Exception as exc:  # one failure must not cost the other measurements
             out[f"{key}_error"] = _error(exc)
             log(f"{key}: FAILED, {out[f'{key}_error']}")
-            _free(device)
-            return False
         finally:
             if save is not None:
                 save(out)
-        return True
+        _free(device)  # after the except clause: the traceback's tensors are released by now
+        return False
 
     n_mm, secs = (8192, 2.0) if device.type == "cuda" else (512, 0.3)
 

@@ -11,11 +11,11 @@ Sentinel-2 items (10 bands + SCL) of the scene onto its 10 m grid three times:
   resampling (bilinear, SCL nearest), i.e. the same output arrays with no reprojection machinery.
 
 All single-threaded, best of ``--repeats`` rounds (warm page cache); each round times the three readers
-in turn, in a rotating order, so a machine whose speed drifts over the run does not favour one of them. Throughput is output MB (native dtype)
-per second and pixel-dates (pixels x items) per second; ``ratio = loader_mb_s / rasterio_mb_s`` and
-``odc_stac_ratio = odc_stac_mb_s / rasterio_mb_s``. Correctness: the loader's pixels must equal
-odc-stac's (same nodata pixels, values at most 1 DN apart: GDAL's rounding), or the bench fails. Also
-times the whole :func:`load_cube` (S2 + S1 processing) for reference.
+in turn, in a rotating order, so a machine whose speed drifts over the run does not favour one of them.
+Throughput is output MB (native dtype) per second and pixel-dates (pixels x items) per second; ``ratio =
+loader_mb_s / rasterio_mb_s`` and ``odc_stac_ratio = odc_stac_mb_s / rasterio_mb_s``. Correctness: the
+loader's pixels must equal odc-stac's (same nodata pixels, values at most 1 DN apart: GDAL's rounding),
+or the bench fails. Also times the whole :func:`load_cube` (S2 + S1 processing) for reference.
 
 ``stac_requests_per_unit`` counts catalog requests, not time: the region's catalog is served by a local
 STAC API (:class:`embedder.testing.stac_api.LocalStacApi`, with the sort extension like Planetary

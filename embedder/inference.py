@@ -823,9 +823,8 @@ class Predictor:
                 for lo in range(0, (y1 - y0) * w, batch):
                     z = {}
                     for name in self.names:
-                        x = torch.from_numpy(wins[name][lo : lo + batch]).to(
-                            self.device
-                        )  # [n, 11, C, 15, 15]
+                        # [n, 11, C, 15, 15]
+                        x = torch.from_numpy(wins[name][lo : lo + batch]).to(self.device)
                         z[name] = self._ae(name).encode(x, gaps[name].expand(x.shape[0], -1))  # [n, D]
                     n = x.shape[0]
                     at = y0 * w + lo
