@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 
@@ -171,6 +171,28 @@ def quant_diff(emb: Any, ref: Any, flags: Any, *, prefix: str) -> dict[str, floa
         f"{prefix}max_quant_steps": float(d.max() / step),
         f"{prefix}codes_changed": float(np.mean(np.round(a / step) != np.round(b / step))),
     }
+
+
+T = TypeVar("T")
+
+
+def rotating_best(
+    variants: Mapping[str, Callable[[], tuple[T, float]]], repeats: int
+) -> tuple[dict[str, float], dict[str, T]]:
+    """Each variant's best seconds over ``repeats`` rounds, and its last output.
+
+    A variant returns ``(output, seconds)``. Round ``r`` runs them all, starting with the ``r``-th (a
+    rotating order): on these VMs the matmul rate swings between ~95 and ~185 GFLOP/s in phases of
+    seconds to minutes, so a fixed order could leave one variant in the slow phases.
+    """
+    names = list(variants)
+    best = dict.fromkeys(names, float("inf"))
+    outs: dict[str, T] = {}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            outs[name], seconds = variants[name]()
+            best[name] = min(best[name], seconds)
+    return best, outs
 
 
 def status_mb(field: str = "VmRSS") -> float:

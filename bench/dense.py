@@ -57,7 +57,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import cpu, efficiency, matmul_peak_gflops, mixed_efficiency, model_flops, quant_diff  # noqa: E402
+from _common import (  # noqa: E402
+    cpu,
+    efficiency,
+    matmul_peak_gflops,
+    mixed_efficiency,
+    model_flops,
+    quant_diff,
+    rotating_best,
+)
 
 from embedder.config import FusionConfig, ModelConfig  # noqa: E402
 from embedder.data.testing import make_test_cube  # noqa: E402
@@ -247,8 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[dense] cached: {px_dates(crop)} px-dates in {t_cached:.1f} s", flush=True)
     dense_crop, t_dense_crop = _timed(pd, crop, "fast")
     print(f"[dense] dense on the crop: {px_dates(crop)} px-dates in {t_dense_crop:.1f} s", flush=True)
-    # alternated in a rotating order, best of each: on the 2-core VMs the matmul rate swings between ~95
-    # and ~170 GFLOP/s in phases of 5-15 s, so a fixed order can leave one variant in the slow phases
+    # alternated in a rotating order, best of each (_common.rotating_best: the VMs' speed drifts)
     variants: dict[str, Callable[[], tuple[np.ndarray, float]]] = {
         name: functools.partial(_timed, pred, tile, "fast")
         for name, pred in (("dense", pd), ("token_batch", pt), ("direct", pdir))
@@ -256,14 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     pool = PerCorePool(args.per_core_procs, args.px, args.dates) if args.per_core_procs else None
     if pool is not None:
         variants["per_core"] = lambda: pool.run()[::-1]
-    best = dict.fromkeys(variants, float("inf"))
-    outs: dict[str, np.ndarray] = {}
-    names = list(variants)
     with pool or contextlib.nullcontext():
-        for r in range(args.repeat):
-            for name in names[r % len(names) :] + names[: r % len(names)]:
-                outs[name], t = variants[name]()
-                best[name] = min(best[name], t)
+        best, outs = rotating_best(variants, args.repeat)
     if pool is not None:
         t_pc = best["per_core"]
         print(f"[dense] dense, {args.per_core_procs} processes of one thread: "

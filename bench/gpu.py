@@ -305,12 +305,12 @@ def run(
             measure = functools.partial(_measure, out, embs, models[model], args, device, t, method=method,
                                         prec=prec, key=key, log=log)  # fmt: skip
             attempt(key, measure)
-        if "fp32" in embs:
+        if "fp32" in embs and len(embs) > 1:
+            out[f"{path}_fp32_mean_abs"] = float(np.abs(embs["fp32"]).mean())
             for prec in sorted(set(embs) - {"fp32"}):
                 diff = np.abs(embs[prec] - embs["fp32"])
                 out[f"{path}_{prec}_max_abs_diff"] = float(diff.max())
                 out[f"{path}_{prec}_mean_abs_diff"] = float(diff.mean())
-                out[f"{path}_fp32_mean_abs"] = float(np.abs(embs["fp32"]).mean())
         if not embs:
             continue  # every precision of the path failed: no summary figures
         best = max(embs, key=lambda prec: out[f"{path}_{prec}_px_dates_s"])
